@@ -1,0 +1,81 @@
+# Kaggle-style image classification: folds -> train -> infer -> ensemble, each a real file target.
+#
+#   make setup demo                 # install into .venv, then run the whole chain on data/ants-bees
+#   make test                       # the test suite (what CI runs)
+#   make folds|train|infer|ensemble [CONFIG=configs/x.yaml] [SET="train.epochs=3 model.img_size=160"]
+#   make train FOLD=2               # one fold only
+#   make ensemble RUNS="runs/a runs/b" NAME=ab   # average several experiments
+#
+# A stage reruns only when its inputs change: the folds file when train.csv does, a fold's model
+# when the config sections it reads (runs/<name>/stamps/train.yaml) or the folds do, and so on.
+
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+CONFIG ?= configs/ants-bees.yaml
+SET ?=
+STAGE_GOALS := folds train infer ensemble
+
+.PHONY: help setup demo test clean FORCE $(STAGE_GOALS)
+help:
+	@sed -n '2,9p' Makefile
+
+# ----------------------------------------------------------------------------- set-up
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml constraints.txt
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --upgrade pip
+	.venv/bin/pip install --quiet -c constraints.txt -e '.[demo,test]'
+	touch $@
+
+# `demo` re-enters Make so the config is read after set-up has installed what reads it.
+demo: .venv/.installed
+	$(MAKE) --no-print-directory ensemble CONFIG=configs/ants-bees.yaml
+
+test: .venv/.installed
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs submissions/*.csv folds/*.csv folds/*.json
+
+# ----------------------------------------------------------------------------- stages
+ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
+# Under make -n or -q the stamps are compared, not written: stale stages come back in STALE.
+DRY := $(if $(findstring n,$(filter-out --%,$(firstword $(MAKEFLAGS))))$(findstring q,$(filter-out --%,$(firstword $(MAKEFLAGS)))),--dry)
+_VARS := $(shell $(PY) -m pipeline.config $(CONFIG) $(SET) --make $(DRY) 2>&1)
+ifneq ($(filter CONFIG_ERROR:,$(firstword $(_VARS))),)
+$(error $(wordlist 2,999,$(_VARS)))
+endif
+ifeq ($(filter RUN=%,$(_VARS)),)
+$(error could not read $(CONFIG) with $(PY) (run make setup first?): $(_VARS))
+endif
+$(foreach kv,$(_VARS),$(eval $(kv)))
+endif
+
+FOLD_IDS = $(if $(FOLD),$(FOLD),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
+FOLD_OOF = $(foreach k,$(FOLD_IDS),$(RUN)/fold$(k)/oof.csv)
+ALL_OOF = $(foreach k,$(shell seq 0 $$(( $(N_FOLDS) - 1 ))),$(RUN)/fold$(k)/oof.csv)
+RUNS ?= $(RUN)
+SUBMISSIONS ?= submissions
+NAME ?= $(EXP)
+
+folds: $(FOLDS_FILE)
+train: $(FOLD_OOF)
+infer: $(RUN)/test.csv
+ensemble: $(SUBMISSIONS)/$(NAME).csv
+
+$(FOLDS_FILE): $(TRAIN_CSV)
+	$(PY) -m pipeline folds $(CONFIG) $(SET)
+
+$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(RUN)/stamps/train.yaml $(if $(filter train,$(STALE)),FORCE)
+	$(PY) -m pipeline train $(CONFIG) $(SET) --fold $*
+
+$(RUN)/test.csv: $(ALL_OOF) $(RUN)/stamps/infer.yaml $(if $(filter infer,$(STALE)),FORCE)
+	$(PY) -m pipeline infer $(CONFIG) $(SET)
+
+$(SUBMISSIONS)/$(NAME).csv: $(foreach r,$(RUNS),$(r)/test.csv) $(SAMPLE_SUB)
+	$(PY) -m pipeline ensemble $(RUNS) --name $(NAME) --out-dir $(SUBMISSIONS)
+
+# Written by the config step above whenever their content changes; nothing to do here.
+$(RUN)/stamps/%.yaml: ;
+FORCE:

@@ -1,0 +1,280 @@
+"""Experiment configs: YAML (optionally inheriting a base file) loaded into frozen, typed objects.
+
+Usage: python -m pipeline.config CONFIG [key=value ...]     # print the resolved config
+       python -m pipeline.config CONFIG [key=value ...] --make [--dry]  # Make variables, stamps
+
+This module must not import torch: Make calls it at parse time.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import PipelineError
+from .io import write_text_if_changed
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`, users don't)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Data(_Section):
+    name: str | None = None  # competition name; folds/<name>.csv. Default: the folder name of root
+    root: str
+    train_csv: str = "train.csv"
+    sample_submission: str = "sample_submission.csv"
+    id_col: str = "image_id"
+    label_col: str = "label"
+    group_col: str | None = None
+    train_images: str = "train/{id}.jpg"  # {id} is replaced by the id column's value
+    test_images: str = "test/{id}.jpg"
+
+    @property
+    def competition(self) -> str:
+        return self.name or Path(self.root).resolve().name
+
+    def path(self, rel: str) -> Path:
+        return Path(self.root) / rel
+
+
+class Model(_Section):
+    backbone: str
+    # none | hub | hub:<tag> | <path to a weights file> | py:<module>:<callable returning a path>
+    pretrained: str = "none"
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    img_size: int | None = Field(None, ge=16)  # default: the backbone's input size from timm
+
+
+class Aug(_Section):
+    scale_min: float = Field(0.35, gt=0.0, le=1.0)  # RandomResizedCrop's smallest area fraction
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    vflip: float = Field(0.0, ge=0.0, le=1.0)
+    color_jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+
+class Train(_Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    optimizer: str = "adamw"  # any name timm.optim.create_optimizer_v2 knows
+    sched: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    monitor: Literal["loss", "accuracy"] = "loss"
+    aug: Aug = Aug()
+    seed: int = 42
+
+
+class Runtime(_Section):
+    """Where and how the work runs; changing it never makes a stage's outputs stale."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    amp: bool = True  # bf16 autocast, on CUDA only
+    channels_last: bool = True  # faster on CPU too, for convnets
+    num_workers: int | None = Field(None, ge=0)  # default: 0 on CPU, up to 8 on CUDA
+
+
+class Folds(_Section):
+    n_folds: int = Field(5, ge=2)
+    seed: int = 42
+    dir: str = "folds"
+
+
+class Infer(_Section):
+    batch_size: int = Field(64, ge=1)
+
+
+class Config(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # experiment name: runs/<name>/
+    runs_dir: str = "runs"
+    data: Data
+    model: Model
+    train: Train = Train()
+    folds: Folds = Folds()
+    infer: Infer = Infer()
+    runtime: Runtime = Runtime()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    @property
+    def folds_file(self) -> Path:
+        return Path(self.folds.dir) / f"{self.data.competition}.csv"
+
+
+# Which sections each stage's outputs depend on: a change elsewhere does not make them stale.
+STAGE_SECTIONS = {
+    "train": ("data", "model", "train", "folds"),
+    "infer": ("data", "model", "infer"),
+}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            doc = yaml.load(f, Loader=_Loader)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PipelineError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise PipelineError(f"{path}: top level must be a mapping of keys, got {type(doc).__name__}")
+    return doc
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
+    """The merged dict of a config and the files it inherits from (`base:`, relative to it)."""
+    if path.resolve() in seen:
+        raise PipelineError(f"{path}: base: inheritance loops back to itself")
+    doc = _read_yaml(path)
+    base = doc.pop("base", None)
+    if base is None:
+        return doc, [path]
+    if not isinstance(base, str):
+        raise PipelineError(f"{path}: base: expected a file name, got {base!r}")
+    parent, files = read_chain(path.parent / base, seen + (path.resolve(),))
+    return _merge(parent, doc), [path] + files
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+        raise PipelineError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
+    return key.split("."), yaml.load(value, Loader=_Loader) if value else ""
+
+
+def _set(doc: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        doc = doc.setdefault(k, {})
+        if not isinstance(doc, dict):
+            raise PipelineError(f"override {'.'.join(keys)}: {k} is not a section")
+    doc[keys[-1]] = value
+
+
+def _describe(err: dict, source: str) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if err["type"] == "missing":
+        return f"{source}: missing key '{key}'"
+    return f"{source}: {key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    doc, _ = read_chain(path)
+    set_keys = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set(doc, keys, value)
+        set_keys[tuple(keys)] = text
+    try:
+        cfg = Config.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(str(p) for p in err["loc"])
+        source = next((f"{path} (override {t})" for k, t in set_keys.items() if loc[: len(k)] == k),
+                      str(path))
+        raise PipelineError(_describe(err, source)) from None
+    check_files(cfg, path)
+    return cfg
+
+
+def check_files(cfg: Config, path: Path) -> None:
+    d = cfg.data
+    needed = {"data.root": Path(d.root), "data.train_csv": d.path(d.train_csv),
+              "data.sample_submission": d.path(d.sample_submission)}
+    for key, p in needed.items():
+        if not p.exists():
+            raise PipelineError(f"{path}: {key}: {p} does not exist")
+    pre = cfg.model.pretrained
+    if pre not in ("none", "hub") and not pre.startswith(("hub:", "py:")) and not Path(pre).is_file():
+        raise PipelineError(f"{path}: model.pretrained: {pre} is not a file "
+                            "(nor none, hub, hub:<tag> or py:<module>:<function>)")
+
+
+def to_yaml(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
+    doc = cfg.model_dump(mode="json")
+    if sections is not None:
+        doc = {k: doc[k] for k in sections}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_stamps(cfg: Config, dry: bool = False) -> list[str]:
+    """Write the resolved config and per-stage stamps, touching only the files whose text changed,
+    so Make reruns a stage only when a section it reads has changed. Returns the changed stages;
+    with dry (make -n / -q) nothing is written, so a dry run with other settings changes nothing."""
+    files = {"config": (cfg.run_dir / "config.yaml", to_yaml(cfg))}
+    for stage, sections in STAGE_SECTIONS.items():
+        files[stage] = (cfg.run_dir / "stamps" / f"{stage}.yaml", to_yaml(cfg, sections))
+    if dry:
+        return [k for k, (p, text) in files.items() if not p.is_file() or p.read_text() != text]
+    return [k for k, (p, text) in files.items() if write_text_if_changed(p, text)]
+
+
+def make_vars(cfg: Config) -> str:
+    """`NAME=value` words for the Makefile's foreach/eval (so no value may hold a space)."""
+    d = cfg.data
+    pairs = [("RUN", cfg.run_dir), ("EXP", cfg.name), ("FOLDS_FILE", cfg.folds_file),
+             ("N_FOLDS", cfg.folds.n_folds), ("TRAIN_CSV", d.path(d.train_csv)),
+             ("SAMPLE_SUB", d.path(d.sample_submission))]
+    for key, value in pairs:
+        if " " in str(value):
+            raise PipelineError(f"Make cannot handle the space in {key} '{value}'")
+    return " ".join(f"{k}={v}" for k, v in pairs)
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if a not in ("--make", "--dry")]
+    if not args:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args[0], args[1:])
+        if "--make" in argv:
+            stale = write_stamps(cfg, dry="--dry" in argv)
+            print(make_vars(cfg), *(f"STALE+={s}" for s in stale if "--dry" in argv))
+        else:
+            print(to_yaml(cfg), end="")
+    except PipelineError as e:
+        if "--make" in argv:  # the Makefile shows it through $(error ...)
+            print(f"CONFIG_ERROR: {e}")
+            return 0
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

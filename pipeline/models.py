@@ -1,0 +1,147 @@
+"""Backbones by timm name, pretrained weights from wherever they are, and checkpoints."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import timm
+import torch
+from timm.utils import unwrap_model
+
+from .config import Model
+from .errors import PipelineError
+from .io import atomic_path
+
+
+def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
+    """The backbone named in the config with a new `num_classes` head and its pretrained weights."""
+    if not timm.is_model(mcfg.backbone):
+        raise PipelineError(f"model.backbone: '{mcfg.backbone}' is not a timm model name")
+    kw = timm_kwargs(mcfg.backbone, num_classes, mcfg.drop_rate, mcfg.img_size)
+    spec = mcfg.pretrained
+    if spec == "none":
+        return timm.create_model(mcfg.backbone, **kw)
+    if spec == "hub" or spec.startswith("hub:"):
+        return _from_hub(mcfg.backbone, spec.partition(":")[2], kw)
+    path = weights_path(spec)
+    state = read_state_dict(path)
+    model = timm.create_model(mcfg.backbone, **kw)
+    if _is_timm_layout(model, state):
+        _check_shapes(model, state, path)
+        return timm.create_model(mcfg.backbone, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(path)), **kw)
+    kw.pop("num_classes")
+    source = timm.create_model(mcfg.backbone, **kw)  # with the source's own head, to pair all tensors
+    source.load_state_dict(map_by_order(source, state, path))
+    source.reset_classifier(num_classes)
+    return source
+
+
+def timm_kwargs(backbone: str, num_classes: int, drop_rate: float, img_size: int | None) -> dict:
+    kw = dict(num_classes=num_classes, drop_rate=drop_rate)
+    pcfg = timm.models.get_pretrained_cfg(backbone)
+    if img_size and pcfg is not None and pcfg.fixed_input_size:
+        kw["img_size"] = img_size  # ViT-like models size their position embeddings at creation
+    return kw
+
+
+def _from_hub(backbone: str, tag: str, kw: dict) -> torch.nn.Module:
+    name = f"{backbone}.{tag}" if tag else backbone
+    try:
+        return timm.create_model(name, pretrained=True, **kw)
+    except (OSError, RuntimeError, ValueError) as e:  # no network, unknown tag, hub refusal
+        raise PipelineError(f"model.pretrained: could not fetch weights for {name} "
+                            f"({type(e).__name__}); offline, point it at a local file") from None
+
+
+def weights_path(spec: str) -> Path:
+    """A weights file: a path, or `py:module:function` for a package that ships one."""
+    if not spec.startswith("py:"):
+        return Path(spec)
+    module, _, func = spec[3:].partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in func.split("."):
+            obj = getattr(obj, part)
+        return Path(obj())
+    except (ImportError, AttributeError, TypeError) as e:
+        raise PipelineError(f"model.pretrained: {spec} gives no file ({type(e).__name__}: {e})") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, unwrapped from the usual {'state_dict': ...} / 'module.' forms."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for a bad file
+        raise PipelineError(f"{path}: cannot read weights ({type(e).__name__})") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PipelineError(f"{path}: not a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _classifier_keys(model: torch.nn.Module) -> set[str]:
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else heads
+    return {k for k in model.state_dict() if any(k.startswith(h + ".") for h in heads)}
+
+
+def _is_timm_layout(model: torch.nn.Module, state: dict) -> bool:
+    body = set(model.state_dict()) - _classifier_keys(model)
+    return body <= set(state) and not set(state) - set(model.state_dict())
+
+
+def _check_shapes(model: torch.nn.Module, state: dict, path: Path) -> None:
+    head = _classifier_keys(model)
+    for key, ref in model.state_dict().items():
+        if key not in head and state[key].shape != ref.shape:
+            raise PipelineError(f"{path}: tensor '{key}' has shape {tuple(state[key].shape)}, "
+                                f"the backbone wants {tuple(ref.shape)}")
+
+
+def map_by_order(model: torch.nn.Module, state: dict, path: Path) -> dict[str, torch.Tensor]:
+    """Rename a checkpoint of another layout onto the model's keys, pairing tensors in order.
+    Every pair must agree in shape; the first that does not is named."""
+    ours, theirs = list(model.state_dict().items()), list(state.items())
+    if len(ours) != len(theirs):
+        raise PipelineError(f"{path}: {len(theirs)} tensors, but {model.default_cfg['architecture']} "
+                            f"has {len(ours)}; the file is for another backbone")
+    for i, ((key, ref), (src_key, t)) in enumerate(zip(ours, theirs)):
+        if t.shape != ref.shape:
+            raise PipelineError(f"{path}: tensor {i} '{src_key}' has shape {tuple(t.shape)}, "
+                                f"the backbone's '{key}' wants {tuple(ref.shape)}")
+    return {key: t for (key, _), (_, t) in zip(ours, theirs)}
+
+
+def data_config(model: torch.nn.Module, img_size: int | None) -> dict:
+    """Mean, std, crop and interpolation from timm's data config; the size may be overridden."""
+    dc = dict(timm.data.resolve_model_data_config(model))
+    if img_size is not None:
+        dc["input_size"] = (3, img_size, img_size)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dc.items()}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, **meta) -> None:
+    """The unwrapped state_dict plus what inference needs to rebuild the model on its own."""
+    state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, **meta}, tmp)
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the trained model from the checkpoint alone (backbone, classes, data config)."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: checkpoint not found (run make train)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    mcfg = ckpt["config"]["model"]
+    model = timm.create_model(mcfg["backbone"], **timm_kwargs(
+        mcfg["backbone"], len(ckpt["classes"]), mcfg["drop_rate"], mcfg["img_size"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model, ckpt

@@ -1,0 +1,77 @@
+"""folds -> train -> infer -> ensemble through Make, on a few dozen 40 px images, tiny model."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import ROOT, make_config
+
+
+def make(*args, check=True):
+    res = subprocess.run(["make", "--no-print-directory", f"PY={sys.executable}", *args],
+                         cwd=ROOT, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(res.stdout + res.stderr)
+    return res
+
+
+def test_chain_through_make(tmp_path, comp):
+    config = make_config(tmp_path, comp)
+    common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
+    out = make("ensemble", *common).stdout
+    run = tmp_path / "runs" / "tiny"
+
+    # folds: every image once, both folds used
+    folds = pd.read_csv(tmp_path / "folds" / "comp.csv")
+    assert folds.image_id.is_unique and set(folds.fold) == {0, 1} and len(folds) == 32
+
+    # train: per fold a checkpoint with config and classes, a history row per epoch, OOF of its fold
+    for k in (0, 1):
+        ckpt = torch.load(run / f"fold{k}" / "best.pt", weights_only=True)
+        assert ckpt["classes"] == ["ants", "bees"] and ckpt["config"]["model"]["backbone"] == "test_efficientnet"
+        hist = pd.read_csv(run / f"fold{k}" / "history.csv")
+        assert hist.epoch.tolist() == [0, 1] and np.isfinite(hist.valid_loss).all()
+        oof = pd.read_csv(run / f"fold{k}" / "oof.csv")
+        assert set(oof.image_id) == set(folds.image_id[folds.fold == k]) and (oof.fold == k).all()
+
+    # infer: per-fold and mean test probabilities summing to 1; OOF of all folds in folds order
+    test = pd.read_csv(run / "test.csv")
+    folds_mean = np.mean([pd.read_csv(run / f"test_fold{k}.csv")[["ants", "bees"]] for k in (0, 1)], 0)
+    assert np.allclose(test[["ants", "bees"]], folds_mean, atol=1e-6)
+    assert np.allclose(test[["ants", "bees"]].sum(axis=1), 1, atol=1e-5)
+    oof = pd.read_csv(run / "oof.csv")
+    assert oof.image_id.tolist() == folds.image_id.tolist()
+
+    # ensemble: the sample's exact format, and the CV printed
+    sub = pd.read_csv(tmp_path / "subs" / "tiny.csv")
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub.image_id.tolist() == sample.image_id.tolist()
+    assert set(sub.label) <= {"ants", "bees"}
+    assert "CV accuracy" in out
+    assert (run / "config.yaml").is_file()
+
+    # targets are real files: nothing is stale now; an infer-only change reruns infer, not training
+    assert make("-q", "ensemble", *common, check=False).returncode == 0
+    plan = make("-n", "ensemble", *common, "SET=infer.batch_size=4").stdout
+    assert "pipeline infer" in plan and "pipeline train" not in plan
+    plan = make("-n", "ensemble", *common, "SET=train.epochs=1").stdout
+    assert plan.count("pipeline train") == 2
+
+
+def test_one_fold_and_config_error_through_make(tmp_path, comp):
+    config = make_config(tmp_path, comp)
+    make("train", f"CONFIG={config}", "FOLD=1")
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "fold1" / "oof.csv").is_file() and not (run / "fold0").exists()
+    bad = make_config(tmp_path, comp, name="bad", train={"epochs": 0})
+    res = make("train", f"CONFIG={bad}", check=False)
+    assert res.returncode != 0 and "bad.yaml: train.epochs" in res.stderr
+
+
+def test_stage_without_folds_is_a_one_line_error(tmp_path, comp):
+    res = subprocess.run([sys.executable, "-m", "pipeline", "train", str(make_config(tmp_path, comp))],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "folds file not found (run make folds)" in res.stderr

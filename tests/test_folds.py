@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import folds as folds_mod
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.folds import assign_folds, check_folds, load_folds
+
+from conftest import make_competition, make_config
+
+
+def test_stratified_counts_balanced():
+    labels = np.array(["a"] * 70 + ["b"] * 25 + ["c"] * 5)
+    fold = assign_folds(labels, None, 5, seed=1)
+    for cls, n in [("a", 70), ("b", 25), ("c", 5)]:
+        per_fold = np.bincount(fold[labels == cls], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1 and per_fold.sum() == n
+
+
+def test_deterministic_for_a_seed():
+    labels = np.array(["a", "b"] * 30)
+    assert np.array_equal(assign_folds(labels, None, 4, 7), assign_folds(labels, None, 4, 7))
+    assert not np.array_equal(assign_folds(labels, None, 4, 7), assign_folds(labels, None, 4, 8))
+
+
+def test_groups_never_split():
+    labels = np.array(["a", "b"] * 30)
+    groups = np.repeat(np.arange(20), 3)
+    fold = assign_folds(labels, groups, 4, 0)
+    df = pd.DataFrame({"id": range(60), "g": groups, "fold": fold})
+    assert df.groupby("g")["fold"].nunique().max() == 1
+    check_folds(df, "id", 4, "g")
+
+
+def test_check_folds_catches_leaks():
+    df = pd.DataFrame({"id": ["x", "y", "x"], "fold": [0, 1, 1]})
+    with pytest.raises(PipelineError, match="appears twice"):
+        check_folds(df, "id", 2)
+    df = pd.DataFrame({"id": ["x", "y", "z"], "g": [1, 1, 2], "fold": [0, 1, 1]})
+    with pytest.raises(PipelineError, match="group '1' is split"):
+        check_folds(df, "id", 2, "g")
+
+
+def test_main_writes_once_without_leaks(tmp_path, comp):
+    cfg = load_config(make_config(tmp_path, comp))
+    df = folds_mod.main(cfg)
+    path = cfg.folds_file
+    on_disk = pd.read_csv(path, dtype={"image_id": str})
+    train = pd.read_csv(comp / "train.csv")
+    assert sorted(on_disk.image_id) == sorted(train.image_id)  # every image in exactly one fold
+    assert on_disk.image_id.is_unique and set(on_disk.fold) == {0, 1}
+    assert json.loads(path.with_suffix(".json").read_text())["n_folds"] == 2
+    text = path.read_text()
+    folds_mod.main(cfg)  # same config: same file
+    assert path.read_text() == text and load_folds(cfg).equals(df)
+
+
+def test_grouped_competition(tmp_path):
+    comp = make_competition(tmp_path / "g", n_train=40, groups=True)
+    cfg = load_config(make_config(tmp_path, comp, data={"root": str(comp), "group_col": "group"}))
+    df = folds_mod.main(cfg)
+    assert df.groupby("group")["fold"].nunique().max() == 1
+
+
+def test_other_fold_spec_is_refused(tmp_path, comp):
+    folds_mod.main(load_config(make_config(tmp_path, comp)))
+    other = load_config(make_config(tmp_path, comp, folds={"n_folds": 3, "dir": str(tmp_path / "folds")}))
+    with pytest.raises(PipelineError, match=r"comp\.csv: made with .*'n_folds': 3"):
+        folds_mod.main(other)
+    with pytest.raises(PipelineError, match="n_folds': 3"):
+        load_folds(other)
+
+
+def test_load_folds_refuses_changed_train_csv(tmp_path, comp):
+    cfg = load_config(make_config(tmp_path, comp))
+    folds_mod.main(cfg)
+    train = pd.read_csv(comp / "train.csv")
+    train.loc[0, "label"] = "bees" if train.loc[0, "label"] == "ants" else "ants"
+    train.to_csv(comp / "train.csv", index=False)
+    with pytest.raises(PipelineError, match="differ from"):
+        load_folds(cfg)
+
+
+def test_too_few_of_a_class(tmp_path, comp):
+    train = pd.read_csv(comp / "train.csv")
+    train.loc[0, "label"] = "wasps"
+    train.to_csv(comp / "train.csv", index=False)
+    with pytest.raises(PipelineError, match="class 'wasps' has 1 rows, fewer than folds.n_folds=2"):
+        folds_mod.main(load_config(make_config(tmp_path, comp)))

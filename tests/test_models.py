@@ -1,0 +1,103 @@
+import sys
+import types
+
+import pytest
+import timm
+import torch
+
+from pipeline.config import Model
+from pipeline.errors import PipelineError
+from pipeline.models import create_model, data_config, load_checkpoint, save_checkpoint
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "test_vit", "test_resnet", "test_convnext"])
+def test_backbone_forward(backbone):
+    model = create_model(Model(backbone=backbone, img_size=64), num_classes=3).eval()
+    dc = data_config(model, 64)
+    assert dc["input_size"] == [3, 64, 64] and len(dc["mean"]) == 3 and len(dc["std"]) == 3
+    with torch.no_grad():
+        out = model(torch.randn(2, *dc["input_size"]))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+
+
+def _body(model):
+    head = model.pretrained_cfg["classifier"]
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(head + ".")}
+
+
+def _source_and_file(tmp_path, rename=False, backbone="test_efficientnet"):
+    torch.manual_seed(1)
+    source = timm.create_model(backbone)  # stands in for an ImageNet-trained model
+    state = source.state_dict()
+    if rename:  # another layout: same tensors in the same order, other names
+        state = {f"_layer{i}.{k.split('.')[-1]}": v for i, (k, v) in enumerate(state.items())}
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    return source, path
+
+
+@pytest.mark.parametrize("rename", [False, True], ids=["timm-layout", "other-layout"])
+def test_local_weights_load_exactly(tmp_path, rename):
+    source, path = _source_and_file(tmp_path, rename)
+    model = create_model(Model(backbone="test_efficientnet", pretrained=str(path)), num_classes=2)
+    ours, ref = _body(model), _body(source)
+    assert ours.keys() == ref.keys()
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+    assert model.get_classifier().out_features == 2
+
+
+def test_weights_from_a_package_function(tmp_path, monkeypatch):
+    _, path = _source_and_file(tmp_path, rename=True)
+    pkg = types.ModuleType("fake_weights_pkg")
+    pkg.Files = types.SimpleNamespace(get_path=lambda: str(path))
+    monkeypatch.setitem(sys.modules, "fake_weights_pkg", pkg)
+    model = create_model(Model(backbone="test_efficientnet",
+                               pretrained="py:fake_weights_pkg:Files.get_path"), num_classes=2)
+    assert model.get_classifier().out_features == 2
+    with pytest.raises(PipelineError, match="py:no_such_pkg:f gives no file"):
+        create_model(Model(backbone="test_efficientnet", pretrained="py:no_such_pkg:f"), 2)
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path):
+    _, path = _source_and_file(tmp_path, backbone="test_resnet")
+    with pytest.raises(PipelineError, match=r"weights\.pth: \d+ tensors, but test_efficientnet has"):
+        create_model(Model(backbone="test_efficientnet", pretrained=str(path)), 2)
+
+
+def test_first_misfit_tensor_is_named(tmp_path):
+    source, path = _source_and_file(tmp_path, rename=True)
+    state = torch.load(path)
+    key = list(state)[3]
+    state[key] = torch.zeros(7, 7)
+    torch.save(state, path)
+    with pytest.raises(PipelineError, match=rf"tensor 3 '{key}' has shape \(7, 7\)"):
+        create_model(Model(backbone="test_efficientnet", pretrained=str(path)), 2)
+    state = source.state_dict()
+    state["conv_stem.weight"] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, path)
+    with pytest.raises(PipelineError, match=r"tensor 'conv_stem.weight' has shape \(1, 1, 1, 1\)"):
+        create_model(Model(backbone="test_efficientnet", pretrained=str(path)), 2)
+
+
+def test_unreadable_weights_and_unknown_backbone(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"junk")
+    with pytest.raises(PipelineError, match=r"junk\.pth: cannot read weights"):
+        create_model(Model(backbone="test_efficientnet", pretrained=str(path)), 2)
+    with pytest.raises(PipelineError, match="'no_such_net' is not a timm model"):
+        create_model(Model(backbone="no_such_net"), 2)
+
+
+@pytest.mark.parametrize("backbone", ["test_efficientnet", "test_vit"])
+def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
+    mcfg = Model(backbone=backbone, img_size=32, drop_rate=0.1)
+    model = create_model(mcfg, 3).eval()
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, model, config={"model": mcfg.model_dump()}, classes=["a", "b", "c"],
+                    data_config=data_config(model, 32))
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+    rebuilt, ckpt = load_checkpoint(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.eval()(x), model(x))
+    assert ckpt["classes"] == ["a", "b", "c"] and ckpt["data_config"]["input_size"] == [3, 32, 32]
