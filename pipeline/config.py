@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import PipelineError
 from .io import write_text_if_changed
@@ -69,11 +69,20 @@ class Aug(_Section):
 
 
 class Train(_Section):
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
+
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0)
     optimizer: str = "adamw"  # any name timm.optim.create_optimizer_v2 knows
+    # timm's layer-wise LR decay: the head trains at lr, each layer group below at decay x the one
+    # above, so the pretrained stem barely moves. null: one lr for all.
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0)
     sched: Literal["cosine", "none"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
@@ -153,18 +162,26 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
-    """The merged dict of a config and the files it inherits from (`base:`, relative to it)."""
+def _leaves(doc: dict, prefix: tuple = ()):
+    for key, value in doc.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, prefix + (key,))
+        else:
+            yield prefix + (key,)
+
+
+def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[tuple, str]]:
+    """The merged dict of a config and the files it inherits from (`base:`, relative to it),
+    with the file each key came from, so an error can name the file that holds the bad key."""
     if path.resolve() in seen:
         raise PipelineError(f"{path}: base: inheritance loops back to itself")
     doc = _read_yaml(path)
     base = doc.pop("base", None)
-    if base is None:
-        return doc, [path]
-    if not isinstance(base, str):
+    if base is not None and not isinstance(base, str):
         raise PipelineError(f"{path}: base: expected a file name, got {base!r}")
-    parent, files = read_chain(path.parent / base, seen + (path.resolve(),))
-    return _merge(parent, doc), [path] + files
+    parent, origin = read_chain(path.parent / base, seen + (path.resolve(),)) if base else ({}, {})
+    origin.update({leaf: str(path) for leaf in _leaves(doc)})
+    return _merge(parent, doc), origin
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -182,31 +199,30 @@ def _set(doc: dict, keys: list[str], value: Any) -> None:
     doc[keys[-1]] = value
 
 
-def _describe(err: dict, source: str) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+def _describe(err: dict, origin: dict[tuple, str], default: str) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    source = next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), default)
+    key = ".".join(loc)
     if err["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'"
     if err["type"] == "missing":
         return f"{source}: missing key '{key}'"
-    return f"{source}: {key}: {err['msg']} (got {err.get('input')!r})"
+    got = repr(err.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    return f"{source}: {key}: {err['msg']} (got {got})"
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
-    doc, _ = read_chain(path)
-    set_keys = {}
+    doc, origin = read_chain(path)
     for text in overrides:
         keys, value = parse_override(text)
         _set(doc, keys, value)
-        set_keys[tuple(keys)] = text
+        origin[tuple(keys)] = f"{path} (override {text})"
     try:
         cfg = Config.model_validate(doc)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(str(p) for p in err["loc"])
-        source = next((f"{path} (override {t})" for k, t in set_keys.items() if loc[: len(k)] == k),
-                      str(path))
-        raise PipelineError(_describe(err, source)) from None
+        raise PipelineError(_describe(e.errors()[0], origin, str(path))) from None
     check_files(cfg, path)
     return cfg
 

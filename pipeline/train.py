@@ -47,16 +47,21 @@ def make_optimizer(model: torch.nn.Module, t: Train):
     if t.optimizer not in list_optimizers():
         raise PipelineError(f"train.optimizer: '{t.optimizer}' is not a timm optimizer "
                             "(e.g. adamw, sgd, lamb, adan)")
-    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
+                                    layer_decay=t.layer_decay)
+    for group in optimizer.param_groups:  # timm's schedulers apply lr_scale; without one, do it here
+        group["lr"] = t.lr * group.get("lr_scale", 1.0)
+    return optimizer
 
 
 def make_scheduler(optimizer, t: Train, steps_per_epoch: int):
     """Stepped per batch, so short runs still get a smooth warmup and decay."""
     if t.sched == "none":
         return None
+    # warmup_prefix: the decay starts at the peak after warmup and ends at min_lr on the last step
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=t.sched, num_epochs=t.epochs, warmup_epochs=t.warmup_epochs,
-        warmup_lr=t.lr * 0.01, min_lr=t.lr * 0.01, step_on_epochs=False,
+        optimizer, sched=t.sched, num_epochs=t.epochs - t.warmup_epochs, warmup_epochs=t.warmup_epochs,
+        warmup_prefix=True, warmup_lr=t.lr * 0.01, min_lr=t.lr * 0.01, step_on_epochs=False,
         updates_per_epoch=steps_per_epoch)
     return scheduler
 
@@ -107,8 +112,10 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     optimizer = make_optimizer(model, t)
     scheduler = make_scheduler(optimizer, t, len(train_dl))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    lrs = [t.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     print(f"fold {fold}: {(~val).sum()} train / {val.sum()} valid images, {cfg.model.backbone} at "
-          f"{dc['input_size'][-1]} px on {device}")
+          f"{dc['input_size'][-1]} px on {device}; peak lr {min(lrs):.2e}..{max(lrs):.2e} "
+          f"over {len(lrs)} param groups")
 
     best, best_probs, history, step = None, None, [], 0
     for epoch in range(t.epochs):

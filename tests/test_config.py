@@ -100,3 +100,16 @@ def test_cli_error_is_one_line(tmp_path, comp):
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
     assert "train.epochs" in res.stderr
+
+
+def test_error_in_base_file_names_the_base(tmp_path, comp):
+    (tmp_path / "base.yaml").write_text("train: {epochz: 7}\n")
+    path = make_config(tmp_path, comp)
+    path.write_text("base: base.yaml\n" + path.read_text())
+    with pytest.raises(PipelineError, match=r"base\.yaml: unknown key 'train\.epochz'"):
+        load_config(path)
+
+
+def test_warmup_must_fit_in_epochs(tmp_path, comp):
+    with pytest.raises(PipelineError, match=r"tiny\.yaml: train: .*warmup_epochs \(5.0\) must be below"):
+        load_config(make_config(tmp_path, comp), ["train.warmup_epochs=5"])
