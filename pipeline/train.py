@@ -89,32 +89,38 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, rt, st
     return total / max(seen, 1), step
 
 
-def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
-    d, t, rt = cfg.data, cfg.train, cfg.runtime
-    out = cfg.run_dir / f"fold{fold}"
-    seed_everything(t.seed + fold)
-    classes = class_list(folds, cfg)
+def fold_loaders(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], dc: dict, device):
+    """Training loader over the other folds (augmented), validation loader over this one."""
+    d, t = cfg.data, cfg.train
     y = folds[d.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
     paths = np.array(image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file), dtype=object)
     val = (folds["fold"] == fold).to_numpy()
-
-    device = engine.pick_device(rt)
-    model = create_model(cfg.model, len(classes))
-    dc = data_config(model, cfg.model.img_size)
-    model = engine.prepare(model, device, rt)
-    workers = engine.num_workers(rt, device)
+    workers = engine.num_workers(cfg.runtime, device)
     train_tf = train_transform(dc, t.aug)
     train_tf.set_random_seed(t.seed + fold)
     train_dl = make_loader(ImageDataset(list(paths[~val]), y[~val], train_tf),
                            t.batch_size, True, workers, device)
     valid_dl = make_loader(ImageDataset(list(paths[val]), y[val], eval_transform(dc)),
                            cfg.infer.batch_size, False, workers, device)
+    return train_dl, valid_dl, y[val]
+
+
+def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
+    d, t, rt = cfg.data, cfg.train, cfg.runtime
+    out = cfg.run_dir / f"fold{fold}"
+    seed_everything(t.seed + fold)
+    classes = class_list(folds, cfg)
+    device = engine.pick_device(rt)
+    model = create_model(cfg.model, len(classes))
+    dc = data_config(model, cfg.model.img_size)
+    model = engine.prepare(model, device, rt)
+    train_dl, valid_dl, y_val = fold_loaders(cfg, folds, fold, classes, dc, device)
     optimizer = make_optimizer(model, t)
     scheduler = make_scheduler(optimizer, t, len(train_dl))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
     lrs = [t.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
-    print(f"fold {fold}: {(~val).sum()} train / {val.sum()} valid images, {cfg.model.backbone} at "
-          f"{dc['input_size'][-1]} px on {device}; peak lr {min(lrs):.2e}..{max(lrs):.2e} "
+    print(f"fold {fold}: {len(train_dl.dataset)} train / {len(y_val)} valid images, {cfg.model.backbone} "
+          f"at {dc['input_size'][-1]} px on {device}; peak lr {min(lrs):.2e}..{max(lrs):.2e} "
           f"over {len(lrs)} param groups")
 
     best, best_probs, history, step = None, None, [], 0
@@ -123,8 +129,8 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
         lr = optimizer.param_groups[0]["lr"]
         train_loss, step = train_one_epoch(model, train_dl, optimizer, scheduler, loss_fn, device, rt, step)
         probs = engine.predict(model, valid_dl, device, rt)
-        row = dict(epoch=epoch, lr=lr, train_loss=train_loss, valid_loss=log_loss(y[val], probs),
-                   valid_accuracy=accuracy(y[val], probs), seconds=round(time.time() - start, 1))
+        row = dict(epoch=epoch, lr=lr, train_loss=train_loss, valid_loss=log_loss(y_val, probs),
+                   valid_accuracy=accuracy(y_val, probs), seconds=round(time.time() - start, 1))
         history.append(row)
         write_csv(out / "history.csv", pd.DataFrame(history))
         score = -row["valid_loss"] if t.monitor == "loss" else row["valid_accuracy"]
@@ -135,8 +141,9 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
         print(f"fold {fold} epoch {epoch}: train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
               f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)", flush=True)
 
-    oof = engine.prob_frame(folds.loc[val, d.id_col], classes, best_probs, d.id_col,
-                            fold=fold, **{d.label_col: folds.loc[val, d.label_col].to_list()})
+    valid = folds[folds["fold"] == fold]
+    oof = engine.prob_frame(valid[d.id_col], classes, best_probs, d.id_col,
+                            fold=fold, **{d.label_col: valid[d.label_col].to_list()})
     write_csv(out / "oof.csv", oof)  # written last: its presence means the fold is done
 
 # ----------------------------------------------------------------------------- entry
