@@ -101,3 +101,16 @@ def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
     with torch.no_grad():
         assert torch.allclose(rebuilt.eval()(x), model(x))
     assert ckpt["classes"] == ["a", "b", "c"] and ckpt["data_config"]["input_size"] == [3, 32, 32]
+
+
+def test_hub_weights_unreachable_is_a_clear_error():
+    import os
+    import subprocess
+
+    code = ("from pipeline.config import Model; from pipeline.models import create_model; "
+            "create_model(Model(backbone='test_efficientnet', pretrained='hub:r160_in1k'), 2)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode != 0
+    assert ("PipelineError: model.pretrained: could not fetch weights for test_efficientnet.r160_in1k"
+            in res.stderr.splitlines()[-1])
