@@ -69,12 +69,6 @@ class Aug(_Section):
 
 
 class Train(_Section):
-    @model_validator(mode="after")
-    def _warmup_fits(self):
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
-        return self
-
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
@@ -89,6 +83,12 @@ class Train(_Section):
     monitor: Literal["loss", "accuracy"] = "loss"
     aug: Aug = Aug()
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        return self
 
 
 class Runtime(_Section):

@@ -52,6 +52,11 @@ def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime) -
     return torch.cat(out).numpy()
 
 
+def encode(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    """Class names to indices in the order of `classes` (the column order of probability tables)."""
+    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
+
+
 def prob_frame(ids, classes: list[str], probs: np.ndarray, id_col: str, **extra) -> pd.DataFrame:
     """A probability table: the id column, any extra columns, then one column per class."""
     df = pd.DataFrame({id_col: list(ids), **extra})

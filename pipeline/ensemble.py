@@ -16,6 +16,7 @@ import pandas as pd
 
 from .config import Config, load_config
 from .data import read_table
+from .engine import encode
 from .errors import PipelineError
 from .io import write_csv
 from .metrics import accuracy
@@ -38,9 +39,8 @@ def load_member(arg: str | Path) -> Member:
     test_path = run / "test.csv"
     if not test_path.is_file():
         raise PipelineError(f"{test_path}: not found (run make infer for {cfg.name})")
-    header = pd.read_csv(test_path, nrows=0).columns.tolist()
-    classes = header[1:]
-    test = read_table(test_path, header, id_col=d.id_col)
+    test = read_table(test_path, [d.id_col], id_col=d.id_col)
+    classes = [c for c in test.columns if c != d.id_col]
     oof = read_table(run / "oof.csv", [d.id_col, "fold", d.label_col] + classes, id_col=d.id_col)
     for df in (test, oof):
         df[classes] = df[classes].astype(float)
@@ -110,7 +110,7 @@ def main(runs: list[str | Path], name: str | None = None, out_dir: str | Path = 
     check_compatible(members)
     first, d = members[0], members[0].cfg.data
     classes = first.classes
-    y = first.oof[d.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y = encode(first.oof[d.label_col], classes)
     for m in members:
         print(f"{m.cfg.name}: CV accuracy {accuracy(y, m.oof[classes].to_numpy()):.4f}")
     oof = np.mean([m.oof[classes].to_numpy() for m in members], axis=0)

@@ -64,6 +64,6 @@ def main(cfg: Config) -> pd.DataFrame:
     write_csv(cfg.run_dir / "oof.csv", oof)
     test = engine.prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
     write_csv(cfg.run_dir / "test.csv", test)
-    y = oof[d.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y = engine.encode(oof[d.label_col], classes)
     print(f"{cfg.name}: CV accuracy {accuracy(y, oof[classes].to_numpy()):.4f} (OOF, {len(oof)} images)")
     return test

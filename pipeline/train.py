@@ -71,7 +71,7 @@ def make_scheduler(optimizer, t: Train, steps_per_epoch: int):
 def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, rt, step: int):
     """One pass over the training fold. Returns the mean loss and the global step after it."""
     model.train()
-    total, seen = 0.0, 0
+    total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
     for x, y in loader:
         x, y = engine.to_input(x, device, rt), y.to(device, non_blocking=True)
         with engine.autocast(device, rt):
@@ -82,17 +82,18 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, rt, st
         step += 1
         if scheduler is not None:
             scheduler.step_update(num_updates=step)
-        total += loss.item() * len(y)
+        total += loss.detach().float() * len(y)
         seen += len(y)
-    if not np.isfinite(total):
+    mean = total.item() / max(seen, 1)
+    if not np.isfinite(mean):
         raise PipelineError("training loss is not finite: lower train.lr")
-    return total / max(seen, 1), step
+    return mean, step
 
 
 def fold_loaders(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], dc: dict, device):
     """Training loader over the other folds (augmented), validation loader over this one."""
     d, t = cfg.data, cfg.train
-    y = folds[d.label_col].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y = engine.encode(folds[d.label_col], classes)
     paths = np.array(image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file), dtype=object)
     val = (folds["fold"] == fold).to_numpy()
     workers = engine.num_workers(cfg.runtime, device)
@@ -116,9 +117,9 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     model = engine.prepare(model, device, rt)
     train_dl, valid_dl, y_val = fold_loaders(cfg, folds, fold, classes, dc, device)
     optimizer = make_optimizer(model, t)
+    lrs = [g["lr"] for g in optimizer.param_groups]  # peak rates, before the warmup lowers them
     scheduler = make_scheduler(optimizer, t, len(train_dl))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    lrs = [t.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     print(f"fold {fold}: {len(train_dl.dataset)} train / {len(y_val)} valid images, {cfg.model.backbone} "
           f"at {dc['input_size'][-1]} px on {device}; peak lr {min(lrs):.2e}..{max(lrs):.2e} "
           f"over {len(lrs)} param groups")
