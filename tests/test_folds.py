@@ -44,9 +44,12 @@ def test_check_folds_catches_leaks():
         check_folds(df, "id", 2, "g")
 
 
-def test_main_writes_once_without_leaks(tmp_path, comp):
+def test_main_writes_once_without_leaks(tmp_path, comp, capsys):
     cfg = load_config(make_config(tmp_path, comp))
     df = folds_mod.main(cfg)
+    printed = capsys.readouterr().out  # per-fold class counts: a row per fold, a column per class
+    assert "ants" in printed and "bees" in printed
+    assert [line.split() for line in printed.splitlines()[-2:]] == [["0", "8", "8"], ["1", "8", "8"]]
     path = cfg.folds_file
     on_disk = pd.read_csv(path, dtype={"image_id": str})
     train = pd.read_csv(comp / "train.csv")
