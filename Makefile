@@ -2,8 +2,9 @@
 #
 #   make setup demo                 # install into .venv, then run the whole chain on data/ants-bees
 #   make test                       # the test suite (what CI runs)
-#   make folds|train|infer|ensemble [CONFIG=configs/x.yaml] [SET="train.epochs=3 model.img_size=160"]
-#   make train FOLD=2               # one fold only
+#   make folds|train|infer|ensemble [CONFIG=configs/x.yaml] [SET="train.batch_size=16 model.img_size=160"]
+#   make train FOLD=2               # one fold only (rerun after a crash: it resumes)
+#   make lr-find                    # LR range test under phase lr_find.phase's conditions
 #   make ensemble RUNS="runs/a runs/b" NAME=ab   # average several experiments
 #
 # A stage reruns only when its inputs change: the folds file when train.csv does, a fold's model
@@ -13,11 +14,11 @@ SHELL := /bin/bash
 PY ?= .venv/bin/python
 CONFIG ?= configs/ants-bees.yaml
 SET ?=
-STAGE_GOALS := folds train infer ensemble
+STAGE_GOALS := folds train infer ensemble lr-find
 
 .PHONY: help setup demo test clean FORCE $(STAGE_GOALS)
 help:
-	@sed -n '2,9p' Makefile
+	@sed -n '2,10p' Makefile
 
 # ----------------------------------------------------------------------------- set-up
 setup: .venv/.installed
@@ -63,6 +64,7 @@ folds: $(FOLDS_FILE)
 train: $(FOLD_OOF)
 infer: $(RUN)/test.csv
 ensemble: $(SUBMISSIONS)/$(NAME).csv
+lr-find: $(RUN)/lr_find.csv
 
 $(FOLDS_FILE): $(TRAIN_CSV)
 	$(PY) -m pipeline folds $(CONFIG) $(SET)
@@ -72,6 +74,9 @@ $(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(RUN)/stamps/train.yaml $(if $(filter train
 
 $(RUN)/test.csv: $(ALL_OOF) $(RUN)/stamps/infer.yaml $(if $(filter infer,$(STALE)),FORCE)
 	$(PY) -m pipeline infer $(CONFIG) $(SET)
+
+$(RUN)/lr_find.csv: $(FOLDS_FILE) $(RUN)/stamps/lr_find.yaml $(if $(filter lr_find,$(STALE)),FORCE)
+	$(PY) -m pipeline lr_find $(CONFIG) $(SET)
 
 $(SUBMISSIONS)/$(NAME).csv: $(foreach r,$(RUNS),$(r)/test.csv) $(SAMPLE_SUB)
 	$(PY) -m pipeline ensemble $(RUNS) --name $(NAME) --out-dir $(SUBMISSIONS)

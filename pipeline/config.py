@@ -57,8 +57,11 @@ class Model(_Section):
     backbone: str
     # none | hub | hub:<tag> | <path to a weights file> | py:<module>:<callable returning a path>
     pretrained: str = "none"
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    img_size: int | None = Field(None, ge=16)  # default: the backbone's input size from timm
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the new head
+    # null: the backbone's own pooling; catavgmax concatenates average and max pooling (CNNs)
+    global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = None
+    head_init: Literal["timm", "kaiming"] = "timm"  # timm: the backbone's own init of its classifier
+    img_size: int | None = Field(None, ge=16)  # inference size; default: the backbone's, from timm
 
 
 class Aug(_Section):
@@ -68,33 +71,91 @@ class Aug(_Section):
     color_jitter: float = Field(0.2, ge=0.0, le=1.0)
 
 
+class Phase(_Section):
+    """A stretch of training at one image size and schedule; phases run in order on the same model
+    and optimizer. Frozen: only the head learns, and BatchNorm statistics stay as pretrained."""
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0)  # peak LR of the head; lower layers get less (layer_decay / lr_ratio)
+    img_size: int | None = Field(None, ge=16)  # default: model.img_size
+    frozen: bool = False
+    # onecycle: fastai's (LR up then down, momentum 0.95 -> 0.85 -> 0.95); cosine: warmup then
+    # cosine decay; sgdr: cosine with warm restarts every cycle_epochs (times cycle_mul each time)
+    sched: Literal["onecycle", "cosine", "sgdr", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine and sgdr
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0)  # onecycle: fraction of the phase spent rising
+    max_momentum: float = Field(0.95, ge=0.0, lt=1.0)  # onecycle: momentum (or Adam's beta1) bounds
+    base_momentum: float = Field(0.85, ge=0.0, lt=1.0)
+    cycle_epochs: float | None = Field(None, gt=0.0)  # sgdr: first cycle; default: a third of epochs
+    cycle_mul: float = Field(1.0, ge=1.0)
+
+    @model_validator(mode="after")
+    def _fits(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+        if self.base_momentum > self.max_momentum:
+            raise ValueError("base_momentum must not exceed max_momentum")
+        return self
+
+
+def _default_phases() -> list[Phase]:
+    return [Phase(epochs=5, lr=1e-3, warmup_epochs=0.5)]
+
+
 class Train(_Section):
-    epochs: int = Field(5, ge=1)
+    phases: list[Phase] = Field(default_factory=_default_phases, min_length=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    accum_steps: int = Field(1, ge=1)  # gradient accumulation: one update per accum_steps batches
+    # Linear LR scaling: every phase lr is multiplied by batch_size * accum_steps / lr_ref_batch
+    lr_ref_batch: int | None = Field(None, ge=1)
     weight_decay: float = Field(0.01, ge=0.0)
-    optimizer: str = "adamw"  # any name timm.optim.create_optimizer_v2 knows
-    # timm's layer-wise LR decay: the head trains at lr, each layer group below at decay x the one
-    # above, so the pretrained stem barely moves. null: one lr for all.
+    optimizer: str = "adamw"  # any name timm.optim.create_optimizer_v2 knows; sgd is Nesterov SGD
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD momentum, outside one-cycle phases
+    # Discriminative LRs once unfrozen, over timm's layer groups (stem ... head). Set at most one:
+    # layer_decay: each group below the head trains at decay x the one above (timm's layer decay);
+    # lr_ratio: the stem trains at lr / ratio, the groups between spaced geometrically up to lr.
     layer_decay: float | None = Field(None, gt=0.0, le=1.0)
-    sched: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0.0)
+    lr_ratio: float | None = Field(None, ge=1.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    monitor: Literal["loss", "accuracy"] = "loss"
+    monitor: Literal["loss", "accuracy", "last"] = "loss"  # which epoch's model a fold keeps
+    # oversample: minority classes repeated in the training folds up to the largest class;
+    # weighted: a sampler drawing each class equally often. Validation folds are never touched.
+    sampling: Literal["none", "oversample", "weighted"] = "none"
     aug: Aug = Aug()
     seed: int = 42
 
     @model_validator(mode="after")
-    def _warmup_fits(self):
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+    def _one_discriminative_rule(self):
+        if self.layer_decay is not None and self.lr_ratio is not None:
+            raise ValueError("set layer_decay or lr_ratio, not both")
+        return self
+
+    @property
+    def epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+
+class LrFind(_Section):
+    """The LR range test (make lr-find): the LR rises exponentially from start_lr to end_lr."""
+    start_lr: float = Field(1e-7, gt=0.0)
+    end_lr: float = Field(10.0, gt=0.0)
+    num_iter: int = Field(100, ge=5)
+    phase: int = Field(0, ge=0)  # which phase's conditions (frozen or not, image size)
+    fold: int = Field(0, ge=0)  # whose training images
+    stop_factor: float = Field(4.0, gt=1.0)  # stop once the smoothed loss passes this x its best
+    smooth: float = Field(0.98, ge=0.0, lt=1.0)  # EMA factor of the loss (bias-corrected)
+
+    @model_validator(mode="after")
+    def _rises(self):
+        if self.end_lr <= self.start_lr:
+            raise ValueError(f"end_lr ({self.end_lr}) must be above start_lr ({self.start_lr})")
         return self
 
 
 class Runtime(_Section):
     """Where and how the work runs; changing it never makes a stage's outputs stale."""
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    amp: bool = True  # bf16 autocast, on CUDA only
+    amp: bool = True  # autocast, on CUDA only
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 (with loss scaling) for pre-Ampere GPUs
     channels_last: bool = True  # faster on CPU too, for convnets
     num_workers: int | None = Field(None, ge=0)  # default: 0 on CPU, up to 8 on CUDA
 
@@ -117,7 +178,16 @@ class Config(_Section):
     train: Train = Train()
     folds: Folds = Folds()
     infer: Infer = Infer()
+    lr_find: LrFind = LrFind()
     runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _lr_find_in_range(self):
+        if self.lr_find.phase >= len(self.train.phases):
+            raise ValueError(f"lr_find.phase {self.lr_find.phase}: train has {len(self.train.phases)} phases")
+        if self.lr_find.fold >= self.folds.n_folds:
+            raise ValueError(f"lr_find.fold {self.lr_find.fold}: there are {self.folds.n_folds} folds")
+        return self
 
     @property
     def run_dir(self) -> Path:
@@ -132,6 +202,7 @@ class Config(_Section):
 STAGE_SECTIONS = {
     "train": ("data", "model", "train", "folds"),
     "infer": ("data", "model", "infer"),
+    "lr_find": ("data", "model", "train", "folds", "lr_find"),
 }
 
 
@@ -192,11 +263,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set(doc: dict, keys: list[str], value: Any) -> None:
-    for k in keys[:-1]:
-        doc = doc.setdefault(k, {})
-        if not isinstance(doc, dict):
-            raise PipelineError(f"override {'.'.join(keys)}: {k} is not a section")
-    doc[keys[-1]] = value
+    """Set doc[k1][k2]... = value; a number indexes a list (train.phases.1.lr=1e-3)."""
+    for depth, k in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(doc, list):
+            if not k.isdigit() or int(k) >= len(doc):
+                raise PipelineError(f"override {'.'.join(keys)}: {k} is not an index of the list "
+                                    f"(it has {len(doc)} items)")
+            k = int(k)
+        elif not isinstance(doc, dict):
+            raise PipelineError(f"override {'.'.join(keys)}: {keys[depth - 1]} is not a section")
+        if last:
+            doc[k] = value
+        else:
+            doc = doc.setdefault(k, {}) if isinstance(doc, dict) else doc[k]
 
 
 def _describe(err: dict, origin: dict[tuple, str], default: str) -> str:

@@ -110,9 +110,31 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(ds, batch_size: int, train: bool, num_workers: int, device: torch.device):
+def oversample(y: np.ndarray, seed: int) -> np.ndarray:
+    """Indices into y that repeat each smaller class until it matches the largest: whole copies,
+    then a seeded random draw for the remainder, so every image appears as evenly as possible."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    out = []
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        copies, rest = divmod(counts.max(), len(idx))
+        out += [np.tile(idx, copies), rng.choice(idx, rest, replace=False)]
+    return np.sort(np.concatenate(out))
+
+
+def balanced_sampler(y: np.ndarray) -> torch.utils.data.WeightedRandomSampler:
+    """Draws every class equally often (with replacement), as many draws as oversampling makes."""
+    counts = np.bincount(y)
+    weights = 1.0 / counts[y]
+    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                                  num_samples=int(counts.max()) * int((counts > 0).sum()))
+
+
+def make_loader(ds, batch_size: int, train: bool, num_workers: int, device: torch.device, sampler=None):
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+        ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        num_workers=num_workers,
         # BatchNorm cannot train on a batch of one, which a ragged last batch can be
         drop_last=train and len(ds) > batch_size,
         pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,

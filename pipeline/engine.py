@@ -37,7 +37,13 @@ def to_input(x: torch.Tensor, device: torch.device, rt: Runtime) -> torch.Tensor
 
 
 def autocast(device: torch.device, rt: Runtime):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=rt.amp and device.type == "cuda")
+    return torch.autocast(device.type, dtype=getattr(torch, rt.amp_dtype), enabled=rt.amp and device.type == "cuda")
+
+
+def grad_scaler(device: torch.device, rt: Runtime) -> torch.amp.GradScaler:
+    """Loss scaling, which float16 needs and bfloat16 does not; a no-op when disabled."""
+    on = rt.amp and device.type == "cuda" and rt.amp_dtype == "float16"
+    return torch.amp.GradScaler(device.type, enabled=on)
 
 
 @torch.inference_mode()

@@ -17,7 +17,17 @@ def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
     """The backbone named in the config with a new `num_classes` head and its pretrained weights."""
     if not timm.is_model(mcfg.backbone):
         raise PipelineError(f"model.backbone: '{mcfg.backbone}' is not a timm model name")
-    kw = timm_kwargs(mcfg.backbone, num_classes, mcfg.drop_rate, mcfg.img_size)
+    model = _create(mcfg, num_classes)
+    if mcfg.head_init == "kaiming":
+        for m in model.get_classifier().modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+                torch.nn.init.zeros_(m.bias)
+    return model
+
+
+def _create(mcfg: Model, num_classes: int) -> torch.nn.Module:
+    kw = timm_kwargs(mcfg.model_dump(), num_classes)
     spec = mcfg.pretrained
     if spec == "none":
         return timm.create_model(mcfg.backbone, **kw)
@@ -31,14 +41,19 @@ def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
         return timm.create_model(mcfg.backbone, pretrained=True,
                                  pretrained_cfg_overlay=dict(file=str(path)), **kw)
     kw.pop("num_classes")
+    pool = kw.pop("global_pool", None)
     source = timm.create_model(mcfg.backbone, **kw)  # with the source's own head, to pair all tensors
     source.load_state_dict(map_by_order(source, state, path))
-    source.reset_classifier(num_classes)
+    source.reset_classifier(num_classes, **({"global_pool": pool} if pool else {}))
     return source
 
 
-def timm_kwargs(backbone: str, num_classes: int, drop_rate: float, img_size: int | None) -> dict:
-    kw = dict(num_classes=num_classes, drop_rate=drop_rate)
+def timm_kwargs(mcfg: dict, num_classes: int) -> dict:
+    """create_model's arguments for the config's `model` section (a dict: checkpoints hold one)."""
+    backbone, img_size = mcfg["backbone"], mcfg.get("img_size")
+    kw = dict(num_classes=num_classes, drop_rate=mcfg.get("drop_rate", 0.0))
+    if mcfg.get("global_pool"):
+        kw["global_pool"] = mcfg["global_pool"]
     pcfg = timm.models.get_pretrained_cfg(backbone)
     if img_size and pcfg is not None and pcfg.fixed_input_size:
         kw["img_size"] = img_size  # ViT-like models size their position embeddings at creation
@@ -141,7 +156,6 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
         raise PipelineError(f"{path}: checkpoint not found (run make train)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     mcfg = ckpt["config"]["model"]
-    model = timm.create_model(mcfg["backbone"], **timm_kwargs(
-        mcfg["backbone"], len(ckpt["classes"]), mcfg["drop_rate"], mcfg["img_size"]))
+    model = timm.create_model(mcfg["backbone"], **timm_kwargs(mcfg, len(ckpt["classes"])))
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt

@@ -1,27 +1,35 @@
-"""Stage 2: fine-tune a timm backbone on each fold; keep the best checkpoint and its OOF predictions.
+"""Stage 2: fine-tune a timm backbone on each fold, phase by phase; keep the best epoch's model.
 
 Usage: python -m pipeline train CONFIG [key=value ...] [--fold K]
 
-Writes runs/<name>/fold<K>/: best.pt (unwrapped state_dict + config + classes + data config),
-history.csv (one row per epoch) and oof.csv (the best checkpoint's probabilities on fold K).
+A fold runs the config's phases in order (say: head only at 128 px, then everything at 160 px,
+then at 224 px) on one model and one optimizer. It writes runs/<name>/fold<K>/:
+  last.pt      after every epoch: model, optimizer, schedule, scaler, epoch and phase
+  best.pt      the kept epoch's unwrapped state_dict + config + classes + data config (for infer)
+  history.csv  one row per epoch; curves.png plots it, with the phase boundaries
+  oof.csv      the kept model's probabilities on fold K, written last: the fold is done
+Run again after a crash or a kill, it resumes from last.pt; a finished fold is skipped.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import timm
 import torch
-from timm.optim import create_optimizer_v2, list_optimizers
-from timm.scheduler import create_scheduler_v2
 
-from . import engine
-from .config import Config, Train
-from .data import ImageDataset, eval_transform, image_paths, make_loader, train_transform
+from . import engine, optim
+from .config import STAGE_SECTIONS, Config, Phase, to_yaml
+from .data import (ImageDataset, balanced_sampler, eval_transform, image_paths, make_loader, oversample,
+                   train_transform)
 from .errors import PipelineError
 from .folds import load_folds
-from .io import write_csv
+from .io import atomic_path, write_csv
 from .metrics import accuracy, log_loss
 from .models import create_model, data_config, save_checkpoint
 
@@ -30,7 +38,7 @@ from .models import create_model, data_config, save_checkpoint
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -43,117 +51,237 @@ def class_list(folds: pd.DataFrame, cfg: Config) -> list[str]:
     return classes
 
 
-def make_optimizer(model: torch.nn.Module, t: Train):
-    if t.optimizer not in list_optimizers():
-        raise PipelineError(f"train.optimizer: '{t.optimizer}' is not a timm optimizer "
-                            "(e.g. adamw, sgd, lamb, adan)")
-    optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
-                                    layer_decay=t.layer_decay)
-    for group in optimizer.param_groups:  # timm's schedulers apply lr_scale; without one, do it here
-        group["lr"] = t.lr * group.get("lr_scale", 1.0)
-    return optimizer
+def fingerprint(cfg: Config, folds: pd.DataFrame) -> str:
+    """What a fold's training depends on; a checkpoint from other settings is not resumed."""
+    text = to_yaml(cfg, STAGE_SECTIONS["train"]) + folds.to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def make_scheduler(optimizer, t: Train, steps_per_epoch: int):
-    """Stepped per batch, so short runs still get a smooth warmup and decay."""
-    if t.sched == "none":
-        return None
-    # warmup_prefix: the decay starts at the peak after warmup and ends at min_lr on the last step
-    scheduler, _ = create_scheduler_v2(
-        optimizer, sched=t.sched, num_epochs=t.epochs - t.warmup_epochs, warmup_epochs=t.warmup_epochs,
-        warmup_prefix=True, warmup_lr=t.lr * 0.01, min_lr=t.lr * 0.01, step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch)
-    return scheduler
+def phase_size(cfg: Config, phase: Phase, final_dc: dict) -> int:
+    return phase.img_size or final_dc["input_size"][-1]
+
+
+def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: dict) -> None:
+    """Models with position embeddings (ViT) are built for one size; progressive resizing needs a CNN."""
+    if not model.pretrained_cfg.get("fixed_input_size"):
+        return
+    for i, phase in enumerate(cfg.train.phases):
+        if phase_size(cfg, phase, final_dc) != final_dc["input_size"][-1]:
+            raise PipelineError(f"train.phases.{i}.img_size: {cfg.model.backbone} has a fixed input size "
+                                f"({final_dc['input_size'][-1]} px, model.img_size); leave it null")
+
+
+def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
+                 final_dc: dict, device: torch.device):
+    """The other folds' images, augmented at the phase's size, balanced as train.sampling says.
+    Oversampling happens here, after the split: a validation image can never be repeated into it."""
+    d, t = cfg.data, cfg.train
+    train = folds[folds["fold"] != fold]
+    y = engine.encode(train[d.label_col], classes)
+    paths = image_paths(d.root, d.train_images, train[d.id_col], cfg.folds_file)
+    sampler = None
+    if t.sampling == "oversample":
+        idx = oversample(y, t.seed + fold)
+        paths, y = [paths[i] for i in idx], y[idx]
+    elif t.sampling == "weighted":
+        sampler = balanced_sampler(y)
+    size = phase_size(cfg, phase, final_dc)
+    dc = dict(final_dc, input_size=[3, size, size])
+    ds = ImageDataset(paths, y, train_transform(dc, t.aug))
+    return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
+
+
+def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: dict,
+                 device: torch.device):
+    """This fold's images, untouched, at the inference size (so the kept epoch is chosen on what
+    inference will see)."""
+    d = cfg.data
+    valid = folds[folds["fold"] == fold]
+    y = engine.encode(valid[d.label_col], classes)
+    paths = image_paths(d.root, d.train_images, valid[d.id_col], cfg.folds_file)
+    dl = make_loader(ImageDataset(paths, y, eval_transform(final_dc)), cfg.infer.batch_size, False,
+                     engine.num_workers(cfg.runtime, device), device)
+    return dl, y
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, rt, step: int):
-    """One pass over the training fold. Returns the mean loss and the global step after it."""
+def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int,
+                    frozen: bool) -> float:
+    """One pass over the training images; one optimizer update per `accum` batches."""
     model.train()
+    if frozen:
+        optim.freeze_bn(model)
     total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-    for x, y in loader:
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(loader):
         x, y = engine.to_input(x, device, rt), y.to(device, non_blocking=True)
         with engine.autocast(device, rt):
             loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if scheduler is not None:
-            scheduler.step_update(num_updates=step)
+        scaler.scale(loss / accum).backward()
+        if (i + 1) % accum == 0 or i + 1 == len(loader):
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
         total += loss.detach().float() * len(y)
         seen += len(y)
     mean = total.item() / max(seen, 1)
     if not np.isfinite(mean):
-        raise PipelineError("training loss is not finite: lower train.lr")
-    return mean, step
+        raise PipelineError("training loss is not finite: lower the phase's lr (make lr-find)")
+    return mean
+
+# ----------------------------------------------------------------------------- a fold
 
 
-def fold_loaders(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], dc: dict, device):
-    """Training loader over the other folds (augmented), validation loader over this one."""
-    d, t = cfg.data, cfg.train
-    y = engine.encode(folds[d.label_col], classes)
-    paths = np.array(image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file), dtype=object)
-    val = (folds["fold"] == fold).to_numpy()
-    workers = engine.num_workers(cfg.runtime, device)
-    train_tf = train_transform(dc, t.aug)
-    train_tf.set_random_seed(t.seed + fold)
-    train_dl = make_loader(ImageDataset(list(paths[~val]), y[~val], train_tf),
-                           t.batch_size, True, workers, device)
-    valid_dl = make_loader(ImageDataset(list(paths[val]), y[val], eval_transform(dc)),
-                           cfg.infer.batch_size, False, workers, device)
-    return train_dl, valid_dl, y[val]
+@dataclass
+class FoldRun:
+    """Everything one fold's training carries from epoch to epoch (and through last.pt)."""
+    cfg: Config
+    fold: int
+    folds: pd.DataFrame
+    classes: list[str]
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    final_dc: dict
+    fp: str
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None  # score, epoch, probs of the kept epoch
+
+    @property
+    def out(self) -> Path:
+        return self.cfg.run_dir / f"fold{self.fold}"
+
+
+def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
+    """Model, optimizer (over every parameter) and loss scaler for a fold, before any phase."""
+    seed_everything(cfg.train.seed + fold)
+    classes = class_list(folds, cfg)
+    device = engine.pick_device(cfg.runtime)
+    model = create_model(cfg.model, len(classes))
+    final_dc = data_config(model, cfg.model.img_size)
+    check_phase_sizes(cfg, model, final_dc)
+    model = engine.prepare(model, device, cfg.runtime)
+    optimizer = optim.make_optimizer(model, cfg.train)
+    return FoldRun(cfg, fold, folds, classes, device, model, optimizer,
+                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds))
+
+
+def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
+    state = {"model": timm.utils.unwrap_model(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+             "schedule": schedule.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
+             "phase": phase, "history": run.history, "fingerprint": run.fp, "done": done,
+             "best": {**run.best, "probs": torch.from_numpy(run.best["probs"])}}
+    with atomic_path(run.out / "last.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(run: FoldRun) -> dict | None:
+    """last.pt if it was written by this very config and folds file, else None (start over)."""
+    path = run.out / "last.pt"
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a checkpoint torn by a kill mid-write cannot exist (atomic), but a foreign one can
+        return None
+    if state.get("fingerprint") != run.fp:
+        return None
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    run.history = list(state["history"])
+    run.best = {**state["best"], "probs": state["best"]["probs"].numpy()}
+    return state
+
+
+def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule, valid_dl, y_val,
+              loss_fn, peaks: list[float]) -> None:
+    cfg, t = run.cfg, run.cfg.train
+    seed = t.seed + 1000 * run.fold + epoch  # per epoch, so a resumed run draws what it would have
+    seed_everything(seed)
+    train_dl.dataset.transform.set_random_seed(seed)
+    start = time.time()
+    train_loss = train_one_epoch(run.model, train_dl, run.optimizer, schedule, run.scaler, loss_fn,
+                                 run.device, cfg.runtime, t.accum_steps, phase.frozen)
+    probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime)
+    row = dict(epoch=epoch, phase=p, img_size=phase_size(cfg, phase, run.final_dc), frozen=phase.frozen,
+               lr_head=max(peaks), lr_stem=min(peaks), train_loss=train_loss,
+               valid_loss=log_loss(y_val, probs), valid_accuracy=accuracy(y_val, probs),
+               seconds=round(time.time() - start, 1))
+    run.history.append(row)
+    write_csv(run.out / "history.csv", pd.DataFrame(run.history))
+    score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
+    if run.best is None or score > run.best["score"]:
+        run.best = dict(score=score, epoch=epoch, probs=probs)
+        save_checkpoint(run.out / "best.pt", run.model, config=cfg.model_dump(mode="json"),
+                        classes=run.classes, data_config=run.final_dc, fold=run.fold, epoch=epoch, valid=row)
+    save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
+    print(f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
+          f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
+          f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)", flush=True)
+
+
+def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid_dl, y_val, loss_fn) -> None:
+    """The phase's epochs from `first_epoch` on (later than its start when resuming inside it)."""
+    cfg, phase = run.cfg, run.cfg.train.phases[p]
+    start = sum(ph.epochs for ph in cfg.train.phases[:p])
+    optim.set_frozen(run.model, phase.frozen)
+    train_dl = train_loader(cfg, run.folds, run.fold, run.classes, phase, run.final_dc, run.device)
+    peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
+    schedule = optim.PhaseSchedule(run.optimizer, phase, peaks,
+                                   optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps))
+    if resume is not None and resume["phase"] == p:
+        schedule.load_state_dict(resume["schedule"])
+    layers = optim.lrs_by_layer([pk for pk, g in zip(peaks, run.optimizer.param_groups)
+                                 if not phase.frozen or any(q.requires_grad for q in g["params"])])
+    print(f"fold {run.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
+          f"{phase_size(cfg, phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
+          f"{len(train_dl.dataset)} train images, {phase.sched}; peak lr by layer group (stem to head): "
+          + " ".join(f"{lr:.2e}" for lr in layers), flush=True)
+    for epoch in range(first_epoch, start + phase.epochs):
+        run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks)
 
 
 def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
-    d, t, rt = cfg.data, cfg.train, cfg.runtime
-    out = cfg.run_dir / f"fold{fold}"
-    seed_everything(t.seed + fold)
-    classes = class_list(folds, cfg)
-    device = engine.pick_device(rt)
-    model = create_model(cfg.model, len(classes))
-    dc = data_config(model, cfg.model.img_size)
-    model = engine.prepare(model, device, rt)
-    train_dl, valid_dl, y_val = fold_loaders(cfg, folds, fold, classes, dc, device)
-    optimizer = make_optimizer(model, t)
-    lrs = [g["lr"] for g in optimizer.param_groups]  # peak rates, before the warmup lowers them
-    scheduler = make_scheduler(optimizer, t, len(train_dl))
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
-    print(f"fold {fold}: {len(train_dl.dataset)} train / {len(y_val)} valid images, {cfg.model.backbone} "
-          f"at {dc['input_size'][-1]} px on {device}; peak lr {min(lrs):.2e}..{max(lrs):.2e} "
-          f"over {len(lrs)} param groups")
+    run = build(cfg, folds, fold)
+    oof_path = run.out / "oof.csv"
+    resume = load_state(run)
+    if resume is not None and resume["done"] and oof_path.is_file():
+        print(f"fold {fold}: already trained ({run.out / 'last.pt'}); skipping")
+        return
+    oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
+    valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device)
+    next_epoch = resume["epoch"] + 1 if resume else 0
+    if resume:
+        print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.out / 'last.pt'}")
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    start = 0
+    for p, phase in enumerate(cfg.train.phases):
+        if next_epoch < start + phase.epochs:
+            run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val, loss_fn)
+        start += phase.epochs
+    finish(run)
 
-    best, best_probs, history, step = None, None, [], 0
-    for epoch in range(t.epochs):
-        start = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, step = train_one_epoch(model, train_dl, optimizer, scheduler, loss_fn, device, rt, step)
-        probs = engine.predict(model, valid_dl, device, rt)
-        row = dict(epoch=epoch, lr=lr, train_loss=train_loss, valid_loss=log_loss(y_val, probs),
-                   valid_accuracy=accuracy(y_val, probs), seconds=round(time.time() - start, 1))
-        history.append(row)
-        write_csv(out / "history.csv", pd.DataFrame(history))
-        score = -row["valid_loss"] if t.monitor == "loss" else row["valid_accuracy"]
-        if best is None or score > best:
-            best, best_probs = score, probs
-            save_checkpoint(out / "best.pt", model, config=cfg.model_dump(mode="json"), classes=classes,
-                            data_config=dc, fold=fold, epoch=epoch, valid=row)
-        print(f"fold {fold} epoch {epoch}: train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
-              f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)", flush=True)
 
-    valid = folds[folds["fold"] == fold]
-    oof = engine.prob_frame(valid[d.id_col], classes, best_probs, d.id_col,
-                            fold=fold, **{d.label_col: valid[d.label_col].to_list()})
-    write_csv(out / "oof.csv", oof)  # written last: its presence means the fold is done
+def finish(run: FoldRun) -> None:
+    from .plots import plot_curves  # matplotlib only when a fold ends
+
+    d = run.cfg.data
+    plot_curves(pd.DataFrame(run.history), run.out / "curves.png", f"{run.cfg.name} fold {run.fold}")
+    valid = run.folds[run.folds["fold"] == run.fold]
+    oof = engine.prob_frame(valid[d.id_col], run.classes, run.best["probs"], d.id_col,
+                            fold=run.fold, **{d.label_col: valid[d.label_col].to_list()})
+    write_csv(run.out / "oof.csv", oof)  # written last: its presence means the fold is done
 
 # ----------------------------------------------------------------------------- entry
 
 
 def main(cfg: Config, fold: int | None = None) -> None:
     folds = load_folds(cfg)
-    todo = range(cfg.folds.n_folds) if fold is None else [fold]
     if fold is not None and not 0 <= fold < cfg.folds.n_folds:
         raise PipelineError(f"--fold {fold}: the folds file has folds 0..{cfg.folds.n_folds - 1}")
-    for k in todo:
+    for k in range(cfg.folds.n_folds) if fold is None else [fold]:
         train_fold(cfg, folds, k)

@@ -13,18 +13,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_competition(root: Path, n_train: int = 32, n_test: int = 10, classes=("ants", "bees"),
-                     size: int = 40, seed: int = 0, groups: bool = False) -> Path:
-    """Images whose class is their dominant colour (learnable at 32 px), in train/ and test/."""
+                     size: int = 40, seed: int = 0, groups: bool = False, counts: dict | None = None,
+                     noise: int = 80) -> Path:
+    """Images whose class is their dominant colour (learnable at 32 px), in train/ and test/.
+    counts: images per class (imbalanced sets); noise: the random level under the colour."""
     rng = np.random.default_rng(seed)
     for split in ("train", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)
 
     def draw(path: Path, k: int) -> None:
-        img = rng.integers(0, 80, (size, size + 8, 3), dtype=np.uint8)
+        img = rng.integers(0, noise, (size, size + 8, 3)).astype(np.int32)
         img[..., k % 3] += 150
+        img = np.clip(img, 0, 255).astype(np.uint8)
         Image.fromarray(img).save(path, quality=95)
 
     labels = [classes[i % len(classes)] for i in range(n_train)]
+    if counts:
+        labels = list(rng.permutation([c for c, n in counts.items() for _ in range(n)]))
+        n_train = len(labels)
     train = pd.DataFrame({"image_id": [f"tr{i:03d}" for i in range(n_train)], "label": labels})
     if groups:
         train["group"] = [f"g{i // 2}" for i in range(n_train)]
@@ -46,7 +52,7 @@ def make_config(tmp_path: Path, comp: Path, name: str = "tiny", **sections) -> P
         "runs_dir": str(tmp_path / "runs"),
         "data": {"root": str(comp)},
         "model": {"backbone": "test_efficientnet", "pretrained": "none", "img_size": 32},
-        "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "warmup_epochs": 0},
+        "train": {"phases": [{"epochs": 2, "lr": 3e-3}], "batch_size": 8},
         "folds": {"n_folds": 2, "seed": 0, "dir": str(tmp_path / "folds")},
         "infer": {"batch_size": 16},
     }

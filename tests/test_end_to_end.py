@@ -56,7 +56,7 @@ def test_chain_through_make(tmp_path, comp):
     assert make("-q", "ensemble", *common, check=False).returncode == 0
     plan = make("-n", "ensemble", *common, "SET=infer.batch_size=4").stdout
     assert "pipeline infer" in plan and "pipeline train" not in plan
-    plan = make("-n", "ensemble", *common, "SET=train.epochs=1").stdout
+    plan = make("-n", "ensemble", *common, "SET=train.phases.0.epochs=1").stdout
     assert plan.count("pipeline train") == 2
 
 
@@ -65,9 +65,12 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
     make("train", f"CONFIG={config}", "FOLD=1")
     run = tmp_path / "runs" / "tiny"
     assert (run / "fold1" / "oof.csv").is_file() and not (run / "fold0").exists()
-    bad = make_config(tmp_path, comp, name="bad", train={"epochs": 0})
+    out = make("lr-find", f"CONFIG={config}", "SET=lr_find.num_iter=8").stdout
+    assert "suggested lr" in out and len(pd.read_csv(run / "lr_find.csv")) <= 8
+    assert "pipeline lr_find" not in make("-n", "lr-find", f"CONFIG={config}", "SET=lr_find.num_iter=8").stdout
+    bad = make_config(tmp_path, comp, name="bad", train={"phases": [{"epochs": 0, "lr": 1e-3}]})
     res = make("train", f"CONFIG={bad}", check=False)
-    assert res.returncode != 0 and "bad.yaml: train.epochs" in res.stderr
+    assert res.returncode != 0 and "bad.yaml: train.phases.0.epochs" in res.stderr
 
 
 def test_stage_without_folds_is_a_one_line_error(tmp_path, comp):

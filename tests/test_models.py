@@ -46,6 +46,22 @@ def test_local_weights_load_exactly(tmp_path, rename):
     assert model.get_classifier().out_features == 2
 
 
+@pytest.mark.parametrize("rename", [False, True], ids=["timm-layout", "other-layout"])
+def test_catavgmax_head_with_kaiming_init_keeps_pretrained_body(tmp_path, rename):
+    source, path = _source_and_file(tmp_path, rename)
+    mcfg = Model(backbone="test_efficientnet", pretrained=str(path), global_pool="catavgmax",
+                 head_init="kaiming", drop_rate=0.3)
+    model = create_model(mcfg, num_classes=3)
+    head = model.get_classifier()
+    assert head.in_features == 2 * model.num_features and torch.all(head.bias == 0)
+    assert all(torch.equal(v, _body(source)[k]) for k, v in _body(model).items())
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+    save_checkpoint(tmp_path / "c.pt", model, config={"model": mcfg.model_dump()}, classes=list("abc"))
+    rebuilt, _ = load_checkpoint(tmp_path / "c.pt")  # the pooling comes back from the checkpoint
+    assert rebuilt.get_classifier().in_features == head.in_features
+
+
 def test_weights_from_a_package_function(tmp_path, monkeypatch):
     _, path = _source_and_file(tmp_path, rename=True)
     pkg = types.ModuleType("fake_weights_pkg")

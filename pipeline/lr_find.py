@@ -1,0 +1,111 @@
+"""The LR range test: train under a phase's exact conditions while the LR grows exponentially.
+
+Usage: python -m pipeline lr_find CONFIG [key=value ...]      (make lr-find)
+
+Same model, frozen or not, image size, augmentations, sampling, batch size and accumulation as
+phase `lr_find.phase` on fold `lr_find.fold`'s training images. The loss is smoothed (EMA with
+bias correction) and the test stops once it passes `stop_factor` x its best. Writes
+runs/<name>/lr_find.csv (lr, loss, smoothed) and lr_find.png, and prints the suggested LRs:
+the steepest descent of the smoothed loss, and the LR at its minimum / 10.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import engine, optim
+from .config import Config
+from .folds import load_folds
+from .io import write_csv
+from .train import build, train_loader
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def lr_schedule(start: float, end: float, n: int) -> np.ndarray:
+    return start * (end / start) ** (np.arange(n) / (n - 1))
+
+
+def smooth(losses: list[float], beta: float) -> np.ndarray:
+    """Exponential moving average, divided by 1 - beta^k so the first values are not pulled to 0."""
+    avg, out = 0.0, []
+    for k, loss in enumerate(losses, start=1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** k))
+    return np.array(out)
+
+
+def diverged(smoothed: np.ndarray, factor: float) -> bool:
+    return len(smoothed) > 1 and (smoothed[-1] > factor * smoothed.min() or not np.isfinite(smoothed[-1]))
+
+
+def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
+    """Steepest descent of the smoothed loss against log LR, and the LR at the minimum / 10,
+    both taken before the divergence (so inside the range tried)."""
+    lrs, smoothed = np.asarray(lrs), np.asarray(smoothed)
+    ok = np.isfinite(smoothed)
+    lrs, smoothed = lrs[ok], smoothed[ok]
+    best = int(np.argmin(smoothed))
+    slope = np.gradient(smoothed[:best + 1], np.log(lrs[:best + 1])) if best >= 1 else np.zeros(1)
+    return {"steepest": float(lrs[int(np.argmin(slope))]), "min/10": float(max(lrs[best] / 10, lrs[0]))}
+
+# ----------------------------------------------------------------------------- the test
+
+
+def range_test(cfg: Config, run, loader, lrs: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """One update per LR in `lrs` (each `accum_steps` batches), until the loss diverges."""
+    t, rt, model, device = cfg.train, cfg.runtime, run.model, run.device
+    phase = t.phases[cfg.lr_find.phase]
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    optim.set_frozen(model, phase.frozen)
+    batches, losses = iter(()), []
+    for lr in lrs:
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]  # the discriminative ratios hold throughout
+        model.train()
+        if phase.frozen:
+            optim.freeze_bn(model)
+        total = 0.0
+        for _ in range(t.accum_steps):
+            try:
+                x, y = next(batches)
+            except StopIteration:  # small datasets: go round again
+                batches = iter(loader)
+                x, y = next(batches)
+            x, y = engine.to_input(x, device, rt), y.to(device)
+            with engine.autocast(device, rt):
+                loss = loss_fn(model(x), y) / t.accum_steps
+            run.scaler.scale(loss).backward()
+            total += loss.item()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+        losses.append(total)
+        smoothed = smooth(losses, cfg.lr_find.smooth)
+        if diverged(smoothed, cfg.lr_find.stop_factor):
+            break
+    return losses, smoothed
+
+
+def main(cfg: Config) -> dict[str, float]:
+    from .plots import plot_lr_find
+
+    lf = cfg.lr_find
+    folds = load_folds(cfg)
+    run = build(cfg, folds, lf.fold)
+    phase = cfg.train.phases[lf.phase]
+    loader = train_loader(cfg, folds, lf.fold, run.classes, phase, run.final_dc, run.device)
+    lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)
+    losses, smoothed = range_test(cfg, run, loader, lrs)
+    tried = lrs[:len(losses)]
+    best = suggest(tried, smoothed)
+    plot_lr_find(tried, smoothed, best, cfg.run_dir / "lr_find.png",
+                 f"{cfg.name}: phase {lf.phase}, fold {lf.fold}")
+    write_csv(cfg.run_dir / "lr_find.csv",  # Make's target: written last
+              pd.DataFrame({"lr": tried, "loss": losses, "smoothed": smoothed}))
+    stop = "stopped: loss diverged" if len(losses) < len(lrs) else "reached end_lr"
+    print(f"lr_find: {len(losses)} updates from {tried[0]:.1e} to {tried[-1]:.1e} ({stop}); "
+          f"suggested lr {best['steepest']:.1e} (steepest descent), {best['min/10']:.1e} (min / 10); "
+          f"see {cfg.run_dir / 'lr_find.png'}")
+    return best

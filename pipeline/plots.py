@@ -1,0 +1,51 @@
+"""PNG plots: a fold's training curves and the LR range test. matplotlib without a display."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    """Train and valid loss, and valid accuracy, per epoch; dashed lines where a phase starts."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
+    ax_loss.plot(history["epoch"], history["valid_loss"], "o-", label="valid loss")
+    ax_acc.plot(history["epoch"], history["valid_accuracy"], "o-", color="C2", label="valid accuracy")
+    starts = history.groupby("phase")["epoch"].min()
+    for ax in (ax_loss, ax_acc):
+        for p, epoch in starts.items():
+            ax.axvline(epoch - 0.5, color="grey", ls="--", lw=0.8)
+            row = history[history["epoch"] == epoch].iloc[0]
+            ax.annotate(f"phase {p}\n{row['img_size']} px{' frozen' if row['frozen'] else ''}",
+                        (epoch - 0.45, 1), xycoords=("data", "axes fraction"), va="top", fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_lr_find(lrs, smoothed, suggestions: dict[str, float], path: Path, title: str) -> None:
+    """Smoothed loss against LR on a log axis, with each suggested LR marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, smoothed, label="smoothed loss")
+    ax.set_xscale("log")
+    for (name, lr), color in zip(suggestions.items(), ("C1", "C2", "C3")):
+        ax.axvline(lr, color=color, ls="--", label=f"{name}: {lr:.1e}")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    _save(fig, path)
