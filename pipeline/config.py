@@ -78,6 +78,9 @@ class Phase(_Section):
     lr: float = Field(gt=0.0)  # peak LR of the head; lower layers get less (layer_decay / lr_ratio)
     img_size: int | None = Field(None, ge=16)  # default: model.img_size
     frozen: bool = False
+    # BatchNorm in eval mode (running statistics kept as they are). Default: as frozen. True while
+    # unfrozen is Keras's advice for small datasets: batch statistics of a few dozen images are noisy.
+    freeze_bn: bool | None = None
     # onecycle: fastai's (LR up then down, momentum 0.95 -> 0.85 -> 0.95); cosine: warmup then
     # cosine decay; sgdr: cosine with warm restarts every cycle_epochs (times cycle_mul each time)
     sched: Literal["onecycle", "cosine", "sgdr", "constant"] = "cosine"
@@ -87,6 +90,10 @@ class Phase(_Section):
     base_momentum: float = Field(0.85, ge=0.0, lt=1.0)
     cycle_epochs: float | None = Field(None, gt=0.0)  # sgdr: first cycle; default: a third of epochs
     cycle_mul: float = Field(1.0, ge=1.0)
+
+    @property
+    def bn_eval(self) -> bool:
+        return self.frozen if self.freeze_bn is None else self.freeze_bn
 
     @model_validator(mode="after")
     def _fits(self):

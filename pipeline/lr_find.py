@@ -64,7 +64,7 @@ def range_test(cfg: Config, run, loader, lrs: np.ndarray) -> tuple[list[float], 
         for group in run.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]  # the discriminative ratios hold throughout
         model.train()
-        if phase.frozen:
+        if phase.bn_eval:
             optim.freeze_bn(model)
         total = 0.0
         for _ in range(t.accum_steps):

@@ -107,10 +107,10 @@ def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
 
 
 def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int,
-                    frozen: bool) -> float:
+                    bn_eval: bool) -> float:
     """One pass over the training images; one optimizer update per `accum` batches."""
     model.train()
-    if frozen:
+    if bn_eval:
         optim.freeze_bn(model)
     total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
@@ -205,7 +205,7 @@ def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule
     train_dl.dataset.transform.set_random_seed(seed)
     start = time.time()
     train_loss = train_one_epoch(run.model, train_dl, run.optimizer, schedule, run.scaler, loss_fn,
-                                 run.device, cfg.runtime, t.accum_steps, phase.frozen)
+                                 run.device, cfg.runtime, t.accum_steps, phase.bn_eval)
     probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime)
     row = dict(epoch=epoch, phase=p, img_size=phase_size(cfg, phase, run.final_dc), frozen=phase.frozen,
                lr_head=max(peaks), lr_stem=min(peaks), train_loss=train_loss,
