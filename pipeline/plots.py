@@ -18,11 +18,15 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
-    """Train and valid loss, and valid accuracy, per epoch; dashed lines where a phase starts."""
+def plot_curves(history: pd.DataFrame, path: Path, title: str, kept: int | None = None) -> None:
+    """Train and valid loss, and valid accuracy, per epoch; dashed lines where a phase starts,
+    a star on the epoch the fold kept."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
     ax_loss.plot(history["epoch"], history["valid_loss"], "o-", label="valid loss")
+    if kept is not None:
+        row = history[history["epoch"] == kept].iloc[0]
+        ax_loss.plot([kept], [row["valid_loss"]], "k*", ms=14, label=f"kept (epoch {kept})")
     ax_acc.plot(history["epoch"], history["valid_accuracy"], "o-", color="C2", label="valid accuracy")
     starts = history.groupby("phase")["epoch"].min()
     for ax in (ax_loss, ax_acc):

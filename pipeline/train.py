@@ -270,7 +270,8 @@ def finish(run: FoldRun) -> None:
     from .plots import plot_curves  # matplotlib only when a fold ends
 
     d = run.cfg.data
-    plot_curves(pd.DataFrame(run.history), run.out / "curves.png", f"{run.cfg.name} fold {run.fold}")
+    plot_curves(pd.DataFrame(run.history), run.out / "curves.png", f"{run.cfg.name} fold {run.fold}",
+                kept=run.best["epoch"])
     valid = run.folds[run.folds["fold"] == run.fold]
     oof = engine.prob_frame(valid[d.id_col], run.classes, run.best["probs"], d.id_col,
                             fold=run.fold, **{d.label_col: valid[d.label_col].to_list()})
