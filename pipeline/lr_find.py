@@ -3,12 +3,16 @@
 Usage: python -m pipeline lr_find CONFIG [key=value ...]      (make lr-find)
 
 Same model, frozen or not, image size, augmentations, sampling, batch size and accumulation as
-phase `lr_find.phase` on fold `lr_find.fold`'s training images. The loss is smoothed (EMA with
+phase `lr_find.phase` on fold `lr_find.fold`'s training images; for a later phase, the phases
+before it are trained first (in a temporary folder), so the test starts from the weights and
+optimizer state that phase would start from. The loss is smoothed (EMA with
 bias correction) and the test stops once it passes `stop_factor` x its best. Writes
 runs/<name>/lr_find.csv (lr, loss, smoothed) and lr_find.png, and prints the suggested LRs:
 the steepest descent of the smoothed loss, and the LR at its minimum / 10.
 """
 from __future__ import annotations
+
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -18,7 +22,7 @@ from . import engine, optim
 from .config import Config
 from .folds import load_folds
 from .io import write_csv
-from .train import build, train_loader
+from .train import FoldRun, build, run_phase, train_loader, valid_loader
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -88,12 +92,28 @@ def range_test(cfg: Config, run, loader, lrs: np.ndarray) -> tuple[list[float], 
     return losses, smoothed
 
 
+def start_of_phase(cfg: Config, folds: pd.DataFrame) -> FoldRun:
+    """The model and optimizer as phase `lr_find.phase` of the fold would begin with them."""
+    lf = cfg.lr_find
+    if lf.phase == 0:
+        return build(cfg, folds, lf.fold)
+    with tempfile.TemporaryDirectory() as tmp:  # the earlier phases' checkpoints are not kept
+        run = build(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
+        valid_dl, y_val = valid_loader(cfg, folds, lf.fold, run.classes, run.final_dc, run.device)
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        first = 0
+        for p in range(lf.phase):
+            run_phase(run, p, first, None, valid_dl, y_val, loss_fn)
+            first += cfg.train.phases[p].epochs
+    return run
+
+
 def main(cfg: Config) -> dict[str, float]:
     from .plots import plot_lr_find
 
     lf = cfg.lr_find
     folds = load_folds(cfg)
-    run = build(cfg, folds, lf.fold)
+    run = start_of_phase(cfg, folds)
     phase = cfg.train.phases[lf.phase]
     loader = train_loader(cfg, folds, lf.fold, run.classes, phase, run.final_dc, run.device)
     lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)

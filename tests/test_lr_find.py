@@ -43,3 +43,14 @@ def test_range_test_stops_on_divergence(tmp_path, comp, capsys):
         assert table.lr.min() <= lr <= table.lr.max()
     assert (cfg.run_dir / "lr_find.png").stat().st_size > 1000
     assert "stopped: loss diverged" in capsys.readouterr().out
+
+
+def test_later_phase_starts_from_the_earlier_phases(tmp_path, comp, capsys):
+    path = make_config(tmp_path, comp, lr_find={"phase": 1, "num_iter": 6, "end_lr": 1e-2}, train={"phases": [
+        {"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 1, "lr": 1e-3, "img_size": 24}]})
+    cfg = load_config(path)
+    folds_stage.main(cfg)
+    lr_find.main(cfg)
+    out = capsys.readouterr().out
+    assert "fold 0 epoch 0 (phase 0, 32 px, frozen)" in out and "lr_find: 6 updates" in out
+    assert not (cfg.run_dir / "fold0").exists()  # the warm-up phases leave no training artifacts
