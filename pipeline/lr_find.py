@@ -46,13 +46,21 @@ def diverged(smoothed: np.ndarray, factor: float) -> bool:
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
     """Steepest descent of the smoothed loss against log LR, and the LR at the minimum / 10,
-    both taken before the divergence (so inside the range tried)."""
+    both taken before the divergence (so inside the range tried). The first tenth of the points
+    is left out of the steepest descent: there the EMA is still settling, and on a flat curve its
+    wobble would win."""
     lrs, smoothed = np.asarray(lrs), np.asarray(smoothed)
     ok = np.isfinite(smoothed)
     lrs, smoothed = lrs[ok], smoothed[ok]
     best = int(np.argmin(smoothed))
-    slope = np.gradient(smoothed[:best + 1], np.log(lrs[:best + 1])) if best >= 1 else np.zeros(1)
-    return {"steepest": float(lrs[int(np.argmin(slope))]), "min/10": float(max(lrs[best] / 10, lrs[0]))}
+    skip = min(len(lrs) // 10, max(best - 1, 0))
+    if best - skip >= 1:
+        slope = np.gradient(smoothed[skip:best + 1], np.log(lrs[skip:best + 1]))
+        steepest = lrs[skip + int(np.argmin(slope))]
+    else:
+        steepest = lrs[best]
+    return {"steepest": float(steepest), "min/10": float(max(lrs[best] / 10, lrs[0]))}
+
 
 # ----------------------------------------------------------------------------- the test
 
