@@ -57,7 +57,7 @@ def fingerprint(cfg: Config, folds: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def phase_size(cfg: Config, phase: Phase, final_dc: dict) -> int:
+def phase_size(phase: Phase, final_dc: dict) -> int:
     return phase.img_size or final_dc["input_size"][-1]
 
 
@@ -66,7 +66,7 @@ def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: dict) -> No
     if not model.pretrained_cfg.get("fixed_input_size"):
         return
     for i, phase in enumerate(cfg.train.phases):
-        if phase_size(cfg, phase, final_dc) != final_dc["input_size"][-1]:
+        if phase_size(phase, final_dc) != final_dc["input_size"][-1]:
             raise PipelineError(f"train.phases.{i}.img_size: {cfg.model.backbone} has a fixed input size "
                                 f"({final_dc['input_size'][-1]} px, model.img_size); leave it null")
 
@@ -85,7 +85,7 @@ def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
         paths, y = [paths[i] for i in idx], y[idx]
     elif t.sampling == "weighted":
         sampler = balanced_sampler(y)
-    size = phase_size(cfg, phase, final_dc)
+    size = phase_size(phase, final_dc)
     dc = dict(final_dc, input_size=[3, size, size])
     ds = ImageDataset(paths, y, train_transform(dc, t.aug))
     return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
@@ -207,7 +207,7 @@ def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule
     train_loss = train_one_epoch(run.model, train_dl, run.optimizer, schedule, run.scaler, loss_fn,
                                  run.device, cfg.runtime, t.accum_steps, phase.bn_eval)
     probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime)
-    row = dict(epoch=epoch, phase=p, img_size=phase_size(cfg, phase, run.final_dc), frozen=phase.frozen,
+    row = dict(epoch=epoch, phase=p, img_size=phase_size(phase, run.final_dc), frozen=phase.frozen,
                lr_head=max(peaks), lr_stem=min(peaks), train_loss=train_loss,
                valid_loss=log_loss(y_val, probs), valid_accuracy=accuracy(y_val, probs),
                seconds=round(time.time() - start, 1))
@@ -238,7 +238,7 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
     layers = optim.lrs_by_layer([pk for pk, g in zip(peaks, run.optimizer.param_groups)
                                  if not phase.frozen or any(q.requires_grad for q in g["params"])])
     print(f"fold {run.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
-          f"{phase_size(cfg, phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
+          f"{phase_size(phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
           f"{len(train_dl.dataset)} train images, {phase.sched}; peak lr by layer group (stem to head): "
           + " ".join(f"{lr:.2e}" for lr in layers), flush=True)
     for epoch in range(first_epoch, start + phase.epochs):
