@@ -1,6 +1,7 @@
 """folds -> train -> infer -> ensemble through Make, on a few dozen 40 px images, tiny model."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -78,3 +79,24 @@ def test_stage_without_folds_is_a_one_line_error(tmp_path, comp):
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1
     assert "folds file not found (run make folds)" in res.stderr
+
+
+def test_make_train_resumes_after_a_kill(tmp_path, comp):
+    """SIGKILL a fold in training, then `make train` again: it resumes, and only the rest runs."""
+    config = make_config(tmp_path, comp, train={"phases": [
+        {"epochs": 2, "lr": 1e-2, "frozen": True}, {"epochs": 6, "lr": 1e-3}]})
+    make("folds", f"CONFIG={config}")
+    last = tmp_path / "runs" / "tiny" / "fold0" / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not last.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    done = torch.load(last, weights_only=True)["epoch"]
+    assert done < 7 and not (last.parent / "oof.csv").exists()
+    out = make("train", f"CONFIG={config}", "FOLD=0").stdout
+    assert f"resuming after epoch {done}" in out
+    assert out.count("fold 0 epoch ") == 7 - done  # only the epochs that were missing
+    hist = pd.read_csv(last.parent / "history.csv")
+    assert hist.epoch.tolist() == list(range(8)) and (last.parent / "oof.csv").is_file()
