@@ -142,36 +142,40 @@ def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
     assert (cfg.run_dir / "fold0" / "curves.png").stat().st_size > 1000
 
 
-def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch):
-    phases = [{"epochs": 2, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
-              {"epochs": 2, "lr": 1e-3, "img_size": 24}]
+@pytest.mark.parametrize("dies_in", [2, 4], ids=["inside-onecycle-phase", "inside-cosine-phase"])
+def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in):
+    phases = [{"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
+              {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5}]
     ref_cfg, folds = _setup(tmp_path, comp, name="ref", phases=phases)
     train.train_fold(ref_cfg, folds, 0)
     cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases)
 
-    real, calls = train.train_one_epoch, []
+    real, calls, killed = train.train_one_epoch, [], []
 
-    def dies_in_epoch_3(*args, **kw):
+    def dies(*args, **kw):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as a kill in the middle of the second phase
+        if len(calls) == dies_in and not killed:
+            killed.append(1)
+            raise KeyboardInterrupt  # as a kill in the middle of that epoch
         return real(*args, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(train, "train_one_epoch", dies)
     with pytest.raises(KeyboardInterrupt):
         train.train_fold(cfg, folds, 0)
     out = cfg.run_dir / "fold0"
     assert not (out / "oof.csv").exists()
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == dies_in - 2
 
     calls.clear()
     train.train_fold(cfg, folds, 0)
-    assert len(calls) == 2  # only the two epochs that were missing
+    assert len(calls) == 5 - (dies_in - 1)  # only the epochs that were missing
     hist = pd.read_csv(out / "history.csv")
-    assert hist.epoch.tolist() == [0, 1, 2, 3]
+    assert hist.epoch.tolist() == [0, 1, 2, 3, 4]
     ref = torch.load(ref_cfg.run_dir / "fold0" / "last.pt", weights_only=True)
     got = torch.load(out / "last.pt", weights_only=True)
-    assert got["epoch"] == ref["epoch"] == 3 and got["done"]
+    assert got["epoch"] == ref["epoch"] == 4 and got["done"]
+    ref_hist = pd.read_csv(ref_cfg.run_dir / "fold0" / "history.csv")
+    assert np.allclose(hist.train_loss, ref_hist.train_loss)  # the schedule picked up where it was
     for key, value in ref["model"].items():  # the same model as a run never interrupted
         assert torch.allclose(got["model"][key].float(), value.float(), atol=1e-6), key
 
