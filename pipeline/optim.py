@@ -127,11 +127,6 @@ class PhaseSchedule:
                 self.impl.step()
 
 
-def momentum_of(group: dict) -> float | None:
-    if "betas" in group:
-        return group["betas"][0]
-    return group.get("momentum")
-
 # ----------------------------------------------------------------------------- freezing
 
 

@@ -52,6 +52,10 @@ def test_unknown_optimizer_named():
         optim.make_optimizer(_model(), Train(optimizer="adamx"))
 
 
+def _momentum(group: dict) -> float:
+    return group["betas"][0] if "betas" in group else group["momentum"]
+
+
 def _curve(phase: Phase, optimizer="adamw", updates_per_epoch=10):
     t = Train(optimizer=optimizer, phases=[phase])
     opt = optim.make_optimizer(torch.nn.Linear(2, 2), t)
@@ -59,7 +63,7 @@ def _curve(phase: Phase, optimizer="adamw", updates_per_epoch=10):
     lrs, moms = [], []
     for _ in range(phase.epochs * updates_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
-        moms.append(optim.momentum_of(opt.param_groups[0]))
+        moms.append(_momentum(opt.param_groups[0]))
         opt.step()
         sched.step()
     return np.array(lrs), np.array(moms)
