@@ -140,6 +140,11 @@ class Train(_Section):
     def epochs(self) -> int:
         return sum(p.epochs for p in self.phases)
 
+    @property
+    def phase_starts(self) -> list[int]:
+        """The global epoch at which each phase begins."""
+        return [sum(p.epochs for p in self.phases[:i]) for i in range(len(self.phases))]
+
 
 class LrFind(_Section):
     """The LR range test (make lr-find): the LR rises exponentially from start_lr to end_lr."""

@@ -109,10 +109,8 @@ def start_of_phase(cfg: Config, folds: pd.DataFrame) -> FoldRun:
         run = build(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
         valid_dl, y_val = valid_loader(cfg, folds, lf.fold, run.classes, run.final_dc, run.device)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-        first = 0
         for p in range(lf.phase):
-            run_phase(run, p, first, None, valid_dl, y_val, loss_fn)
-            first += cfg.train.phases[p].epochs
+            run_phase(run, p, cfg.train.phase_starts[p], None, valid_dl, y_val, loss_fn)
     return run
 
 

@@ -71,14 +71,19 @@ def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: dict) -> No
                                 f"({final_dc['input_size'][-1]} px, model.img_size); leave it null")
 
 
+def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """Image paths (each checked to exist) and class indices of some rows of the folds file."""
+    d = cfg.data
+    return (image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file),
+            engine.encode(rows[d.label_col], classes))
+
+
 def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
                  final_dc: dict, device: torch.device):
     """The other folds' images, augmented at the phase's size, balanced as train.sampling says.
     Oversampling happens here, after the split: a validation image can never be repeated into it."""
-    d, t = cfg.data, cfg.train
-    train = folds[folds["fold"] != fold]
-    y = engine.encode(train[d.label_col], classes)
-    paths = image_paths(d.root, d.train_images, train[d.id_col], cfg.folds_file)
+    t = cfg.train
+    paths, y = fold_images(cfg, folds[folds["fold"] != fold], classes)
     sampler = None
     if t.sampling == "oversample":
         idx = oversample(y, t.seed + fold)
@@ -95,10 +100,7 @@ def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
                  device: torch.device):
     """This fold's images, untouched, at the inference size (so the kept epoch is chosen on what
     inference will see)."""
-    d = cfg.data
-    valid = folds[folds["fold"] == fold]
-    y = engine.encode(valid[d.label_col], classes)
-    paths = image_paths(d.root, d.train_images, valid[d.id_col], cfg.folds_file)
+    paths, y = fold_images(cfg, folds[folds["fold"] == fold], classes)
     dl = make_loader(ImageDataset(paths, y, eval_transform(final_dc)), cfg.infer.batch_size, False,
                      engine.num_workers(cfg.runtime, device), device)
     return dl, y
@@ -227,7 +229,7 @@ def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule
 def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid_dl, y_val, loss_fn) -> None:
     """The phase's epochs from `first_epoch` on (later than its start when resuming inside it)."""
     cfg, phase = run.cfg, run.cfg.train.phases[p]
-    start = sum(ph.epochs for ph in cfg.train.phases[:p])
+    start = cfg.train.phase_starts[p]
     optim.set_frozen(run.model, phase.frozen)
     train_dl = train_loader(cfg, run.folds, run.fold, run.classes, phase, run.final_dc, run.device)
     peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
@@ -258,11 +260,9 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     if resume:
         print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.out / 'last.pt'}")
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    start = 0
-    for p, phase in enumerate(cfg.train.phases):
+    for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
             run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val, loss_fn)
-        start += phase.epochs
     finish(run)
 
 
