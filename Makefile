@@ -5,7 +5,9 @@
 #   make folds|train|infer|ensemble [CONFIG=configs/x.yaml] [SET="train.batch_size=16 model.img_size=160"]
 #   make train FOLD=2               # one fold only (rerun after a crash: it resumes)
 #   make lr-find                    # LR range test under phase lr_find.phase's conditions
+#   make mine|pseudo                # hard negatives / pseudo-labels for another experiment to train on
 #   make ensemble RUNS="runs/a runs/b" NAME=ab   # average several experiments
+#   make hard-negatives-demo        # mine, then retrain, on real handwritten digits
 #
 # A stage reruns only when its inputs change: the folds file when train.csv does, a fold's model
 # when the config sections it reads (runs/<name>/stamps/train.yaml) or the folds do, and so on.
@@ -14,11 +16,11 @@ SHELL := /bin/bash
 PY ?= .venv/bin/python
 CONFIG ?= configs/ants-bees.yaml
 SET ?=
-STAGE_GOALS := folds train infer ensemble lr-find
+STAGE_GOALS := folds train infer ensemble lr-find mine pseudo
 
-.PHONY: help setup demo test clean FORCE $(STAGE_GOALS)
+.PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGE_GOALS)
 help:
-	@sed -n '2,10p' Makefile
+	@sed -n '2,12p' Makefile
 
 # ----------------------------------------------------------------------------- set-up
 setup: .venv/.installed
@@ -32,6 +34,13 @@ setup: .venv/.installed
 # `demo` re-enters Make so the config is read after set-up has installed what reads it.
 demo: .venv/.installed
 	$(MAKE) --no-print-directory ensemble CONFIG=configs/ants-bees.yaml
+
+# Hard-negative mining on real handwritten digits ("is it an eight?"): round 1 trains on a tenth
+# of the negatives, mines the false positives among the rest, round 2 retrains with them.
+hard-negatives-demo: .venv/.installed
+	$(PY) bench/make_digits.py data/digits-eights
+	$(MAKE) --no-print-directory infer CONFIG=configs/digits-round2.yaml
+	$(PY) bench/fp_report.py runs/digits-round1 runs/digits-round2 --test-labels data/digits-eights/test_labels.csv
 
 test: .venv/.installed
 	$(PY) -m pytest -q tests
@@ -65,11 +74,13 @@ train: $(FOLD_OOF)
 infer: $(RUN)/test.csv
 ensemble: $(SUBMISSIONS)/$(NAME).csv
 lr-find: $(RUN)/lr_find.csv
+mine: $(RUN)/hard_negatives.csv
+pseudo: $(RUN)/pseudo_labels.csv
 
 $(FOLDS_FILE): $(TRAIN_CSV)
 	$(PY) -m pipeline folds $(CONFIG) $(SET)
 
-$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(RUN)/stamps/train.yaml $(if $(filter train,$(STALE)),FORCE)
+$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(RUN)/stamps/train.yaml $(HARD_NEG_FILE) $(PSEUDO_FILE) $(if $(filter train,$(STALE)),FORCE)
 	$(PY) -m pipeline train $(CONFIG) $(SET) --fold $*
 
 $(RUN)/test.csv: $(ALL_OOF) $(RUN)/stamps/infer.yaml $(if $(filter infer,$(STALE)),FORCE)
@@ -77,6 +88,23 @@ $(RUN)/test.csv: $(ALL_OOF) $(RUN)/stamps/infer.yaml $(if $(filter infer,$(STALE
 
 $(RUN)/lr_find.csv: $(FOLDS_FILE) $(RUN)/stamps/lr_find.yaml $(if $(filter lr_find,$(STALE)),FORCE)
 	$(PY) -m pipeline lr_find $(CONFIG) $(SET)
+
+$(RUN)/hard_negatives.csv: $(RUN)/test.csv $(RUN)/stamps/mine.yaml $(if $(filter mine,$(STALE)),FORCE)
+	$(PY) -m pipeline mine $(CONFIG) $(SET)
+
+$(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/stamps/pseudo.yaml $(if $(filter pseudo,$(STALE)),FORCE)
+	$(PY) -m pipeline pseudo $(CONFIG) $(SET)
+
+# Another experiment's hard negatives or pseudo-labels (train.*_from): its own Make run decides
+# whether they are stale, and this experiment retrains only if that run rewrote them.
+ifneq ($(HARD_NEG_FILE),)
+$(HARD_NEG_FILE): FORCE
+	$(MAKE) --no-print-directory mine CONFIG=$(HARD_NEG_CONFIG)
+endif
+ifneq ($(PSEUDO_FILE),)
+$(PSEUDO_FILE): FORCE
+	$(MAKE) --no-print-directory pseudo CONFIG=$(PSEUDO_CONFIG)
+endif
 
 $(SUBMISSIONS)/$(NAME).csv: $(foreach r,$(RUNS),$(r)/test.csv) $(SAMPLE_SUB)
 	$(PY) -m pipeline ensemble $(RUNS) --name $(NAME) --out-dir $(SUBMISSIONS)

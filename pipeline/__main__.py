@@ -1,6 +1,6 @@
 """Run one stage of the pipeline.
 
-Usage: python -m pipeline {folds,train,infer,lr_find} CONFIG [key=value ...] [--fold K]
+Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo} CONFIG [key=value ...] [--fold K]
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--out-dir submissions]
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .errors import PipelineError
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
-    for stage in ("folds", "train", "infer", "lr_find"):
+    for stage in ("folds", "train", "infer", "lr_find", "mine", "pseudo"):
         p = sub.add_parser(stage)
         p.add_argument("config")
         p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -44,6 +44,12 @@ def run(args: argparse.Namespace) -> None:
     elif args.stage == "lr_find":
         from . import lr_find
         lr_find.main(cfg)
+    elif args.stage == "mine":
+        from . import mine
+        mine.main(cfg)
+    elif args.stage == "pseudo":
+        from . import pseudo
+        pseudo.main(cfg)
     else:
         from . import infer
         infer.main(cfg)

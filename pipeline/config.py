@@ -44,6 +44,9 @@ class Data(_Section):
     group_col: str | None = None
     train_images: str = "train/{id}.jpg"  # {id} is replaced by the id column's value
     test_images: str = "test/{id}.jpg"
+    # The class a detector must not fire on (no_ship, normal, ...): what make mine mines, and
+    # whose false-positive rate infer reports. null: no negative class.
+    negative_class: str | None = None
 
     @property
     def competition(self) -> str:
@@ -129,6 +132,13 @@ class Train(_Section):
     sampling: Literal["none", "oversample", "weighted"] = "none"
     aug: Aug = Aug()
     seed: int = 42
+    # The share of the training folds' data.negative_class images each fold trains on (a seeded
+    # sample); the rest is what make mine searches for false positives. Validation is never sampled.
+    neg_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # Config files of finished experiments whose outputs join each fold's training: the hard
+    # negatives their make mine found, the pseudo-labels their make pseudo kept. Make builds them.
+    hard_negatives_from: str | None = None
+    pseudo_labels_from: str | None = None
 
     @model_validator(mode="after")
     def _one_discriminative_rule(self):
@@ -163,6 +173,24 @@ class LrFind(_Section):
         return self
 
 
+class Mine(_Section):
+    """Hard-negative mining (make mine): each fold's model scores a pool of negatives it never
+    validated on; the most confident false positives are written for another experiment to train on."""
+    # unused: the training folds' negatives that train.neg_fraction left out; otherwise a folder of
+    # extra negative images, relative to data.root
+    pool: str = "unused"
+    min_score: float = Field(0.5, ge=0.0, le=1.0)  # keep images whose non-negative probability is at least this
+    top_k: int | None = Field(None, ge=1)  # and at most this many per fold, the highest scores
+
+
+class Pseudo(_Section):
+    """Pseudo-labels (make pseudo): fold k's model labels unlabelled images for fold k of another
+    experiment, so no fold's teacher has seen that fold's validation labels."""
+    source: str = "test"  # test: the test images; otherwise a folder of images, relative to data.root
+    threshold: float = Field(0.9, ge=0.0, le=1.0)  # keep images whose top probability is at least this
+    soft: bool = False  # train on the probabilities instead of the top class
+
+
 class Runtime(_Section):
     """Where and how the work runs; changing it never makes a stage's outputs stale."""
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -178,8 +206,27 @@ class Folds(_Section):
     dir: str = "folds"
 
 
+Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
+
+
+class Tta(_Section):
+    """Test-time augmentation: every combination of size, crop and flip is one view; the plain
+    view (model.img_size, centre crop, no flip) is always one of them."""
+    flips: list[Flip] = ["hflip"]
+    sizes: list[int] = []  # more inference sizes besides model.img_size (CNNs only)
+    crops: Literal["center", "five"] = "center"  # five: centre plus the four corners
+    merge: Literal["mean", "gmean", "max"] = "mean"  # of the views' probabilities
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if any(s < 16 for s in self.sizes):
+            raise ValueError(f"sizes must be at least 16 px (got {self.sizes})")
+        return self
+
+
 class Infer(_Section):
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)  # images per forward pass, all their TTA views included
+    tta: Tta = Tta()
 
 
 class Config(_Section):
@@ -191,7 +238,15 @@ class Config(_Section):
     folds: Folds = Folds()
     infer: Infer = Infer()
     lr_find: LrFind = LrFind()
+    mine: Mine = Mine()
+    pseudo: Pseudo = Pseudo()
     runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _negatives_named(self):
+        if self.train.neg_fraction < 1.0 and self.data.negative_class is None:
+            raise ValueError("train.neg_fraction < 1 needs data.negative_class (which images to sample)")
+        return self
 
     @model_validator(mode="after")
     def _lr_find_in_range(self):
@@ -213,8 +268,10 @@ class Config(_Section):
 # Which sections each stage's outputs depend on: a change elsewhere does not make them stale.
 STAGE_SECTIONS = {
     "train": ("data", "model", "train", "folds"),
-    "infer": ("data", "model", "infer"),
+    "infer": ("data", "model", "folds", "infer"),
     "lr_find": ("data", "model", "train", "folds", "lr_find"),
+    "mine": ("data", "infer", "mine"),
+    "pseudo": ("data", "infer", "pseudo"),
 }
 
 
@@ -351,12 +408,41 @@ def write_stamps(cfg: Config, dry: bool = False) -> list[str]:
     return [k for k, (p, text) in files.items() if write_text_if_changed(p, text)]
 
 
+# train.<key>: (the file of the other experiment this one trains on, the make target writing it)
+UPSTREAM = {"hard_negatives_from": ("hard_negatives.csv", "mine"),
+            "pseudo_labels_from": ("pseudo_labels.csv", "pseudo")}
+
+
+def upstream(cfg: Config, key: str, need_file: bool = False) -> tuple[Config, Path] | None:
+    """The experiment named by train.<key> and the file of it that this one trains on. It must
+    use the same folds file, so that its fold k and this one's fold k validate the same images."""
+    path = getattr(cfg.train, key)
+    if path is None:
+        return None
+    try:
+        up = load_config(path)
+    except PipelineError as e:
+        raise PipelineError(f"train.{key}: {e}") from None
+    if up.name == cfg.name:
+        raise PipelineError(f"train.{key}: {path} is this experiment ({cfg.name}); name another one")
+    if up.folds_file != cfg.folds_file or up.folds.n_folds != cfg.folds.n_folds:
+        raise PipelineError(f"train.{key}: {up.name} uses {up.folds.n_folds} folds of {up.folds_file}, this "
+                            f"experiment {cfg.folds.n_folds} of {cfg.folds_file}; its folds would not be ours")
+    name, target = UPSTREAM[key]
+    if need_file and not (up.run_dir / name).is_file():
+        raise PipelineError(f"{up.run_dir / name}: not found (run make {target} CONFIG={path})")
+    return up, up.run_dir / name
+
+
 def make_vars(cfg: Config) -> str:
     """`NAME=value` words for the Makefile's foreach/eval (so no value may hold a space)."""
     d = cfg.data
     pairs = [("RUN", cfg.run_dir), ("EXP", cfg.name), ("FOLDS_FILE", cfg.folds_file),
              ("N_FOLDS", cfg.folds.n_folds), ("TRAIN_CSV", d.path(d.train_csv)),
              ("SAMPLE_SUB", d.path(d.sample_submission))]
+    for key, var in [("hard_negatives_from", "HARD_NEG"), ("pseudo_labels_from", "PSEUDO")]:
+        up = upstream(cfg, key)
+        pairs += [(f"{var}_CONFIG", getattr(cfg.train, key) or ""), (f"{var}_FILE", up[1] if up else "")]
     for key, value in pairs:
         if " " in str(value):
             raise PipelineError(f"Make cannot handle the space in {key} '{value}'")

@@ -72,13 +72,15 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         image = self.transform(image=read_image(self.paths[i]))["image"]
-        return image, int(self.targets[i])
+        t = self.targets[i]
+        # a row of class probabilities (soft pseudo-labels) or a class index
+        return image, (torch.as_tensor(t, dtype=torch.float32) if np.ndim(t) else int(t))
 
 
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 
-def _normalize(dc: dict) -> list:
+def normalize(dc: dict) -> list:
     return [A.Normalize(mean=dc["mean"], std=dc["std"], max_pixel_value=255.0), ToTensorV2()]
 
 
@@ -94,16 +96,19 @@ def train_transform(dc: dict, aug) -> A.Compose:
     if aug.color_jitter:
         j = aug.color_jitter
         ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=0.8))
-    return A.Compose(ops + _normalize(dc))
+    return A.Compose(ops + normalize(dc))
+
+
+def resize_short(dc: dict, size: int) -> A.SmallestMaxSize:
+    """timm's eval resize: the short side to size / crop_pct, so a size x size crop remains."""
+    interp = _INTERP.get(dc.get("interpolation"), cv2.INTER_LINEAR)
+    return A.SmallestMaxSize(max_size=int(round(size / dc.get("crop_pct", 1.0))), interpolation=interp)
 
 
 def eval_transform(dc: dict) -> A.Compose:
     """timm's eval recipe: resize the short side to size / crop_pct, then centre-crop."""
     size = dc["input_size"][-1]
-    interp = _INTERP.get(dc.get("interpolation"), cv2.INTER_LINEAR)
-    short = int(round(size / dc.get("crop_pct", 1.0)))
-    return A.Compose([A.SmallestMaxSize(max_size=short, interpolation=interp),
-                      A.CenterCrop(height=size, width=size)] + _normalize(dc))
+    return A.Compose([resize_short(dc, size), A.CenterCrop(height=size, width=size)] + normalize(dc))
 
 
 def _worker_init(_: int) -> None:

@@ -85,6 +85,23 @@ def load_folds(cfg: Config) -> pd.DataFrame:
     return df
 
 
+def training_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The rows fold `fold` trains on: every other fold, with the negatives sampled down to
+    train.neg_fraction (seeded by fold, so train and mine draw the same sample)."""
+    rows = folds[folds["fold"] != fold]
+    if cfg.train.neg_fraction >= 1.0:
+        return rows
+    neg = rows[rows[cfg.data.label_col] == cfg.data.negative_class]
+    keep = neg.sample(frac=cfg.train.neg_fraction, random_state=cfg.train.seed + fold)
+    return rows[~rows.index.isin(neg.index.difference(keep.index))]
+
+
+def unused_negatives(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The training folds' negatives that fold `fold` did not train on: its mining pool."""
+    rows = folds[(folds["fold"] != fold) & (folds[cfg.data.label_col] == cfg.data.negative_class)]
+    return rows[~rows.index.isin(training_rows(cfg, folds, fold).index)]
+
+
 def main(cfg: Config) -> pd.DataFrame:
     path, spec_path = cfg.folds_file, cfg.folds_file.with_suffix(".json")
     if spec_path.is_file() and json.loads(spec_path.read_text()) != fold_spec(cfg):

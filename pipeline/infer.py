@@ -1,69 +1,100 @@
-"""Stage 3: test probabilities from every fold's best checkpoint, averaged over folds.
+"""Stage 3: test and out-of-fold probabilities from every fold's best checkpoint, with TTA.
 
 Usage: python -m pipeline infer CONFIG [key=value ...]
 
-Writes runs/<name>/: test_fold<K>.csv per fold, test.csv (the fold mean) and oof.csv (all folds'
-out-of-fold probabilities, in the folds file's order). Models are rebuilt from checkpoints alone.
+Each fold's model predicts the test images and its own validation fold under every view of
+infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<name>/:
+  test_fold<K>.csv  fold K's test probabilities
+  test.csv          the mean over folds (what ensemble reads)
+  oof.csv           out-of-fold probabilities under the same TTA, in the folds file's order
+  tta.csv           CV accuracy and log-loss (and false-positive rate, with data.negative_class)
+                    with no TTA, with each view set, and with all
+Models are rebuilt from their checkpoints alone.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from . import engine
+from . import engine, tta
 from .config import Config
-from .data import ImageDataset, eval_transform, image_paths, make_loader, read_table
+from .data import image_paths, read_table
 from .errors import PipelineError
 from .folds import load_folds
 from .io import write_csv
-from .metrics import accuracy
+from .metrics import accuracy, false_positive_rate, log_loss
 from .models import load_checkpoint
 
 
-def predict_fold(cfg: Config, fold: int, paths: list, device) -> tuple[np.ndarray, list[str]]:
-    model, ckpt = load_checkpoint(cfg.run_dir / f"fold{fold}" / "best.pt")
-    model = engine.prepare(model, device, cfg.runtime)
-    ds = ImageDataset(paths, None, eval_transform(ckpt["data_config"]))
-    dl = make_loader(ds, cfg.infer.batch_size, False, engine.num_workers(cfg.runtime, device), device)
-    return engine.predict(model, dl, device, cfg.runtime), ckpt["classes"]
-
-
-def gather_oof(cfg: Config, classes: list[str]) -> pd.DataFrame:
-    """Every fold's OOF table, checked to cover the folds file exactly once, in its order."""
+def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
+    """The fold's model must have validated on exactly the folds file's fold (else its OOF leaks)."""
     d = cfg.data
-    folds = load_folds(cfg)
-    parts = []
-    for k in range(cfg.folds.n_folds):
-        path = cfg.run_dir / f"fold{k}" / "oof.csv"
-        part = read_table(path, [d.id_col, "fold", d.label_col] + classes, id_col=d.id_col)
-        parts.append(part)
-    oof = pd.concat(parts).set_index(d.id_col)
-    if sorted(oof.index) != sorted(folds[d.id_col]):
-        raise PipelineError(f"{cfg.run_dir}: OOF ids differ from {cfg.folds_file} (retrain the folds)")
-    oof = oof.loc[folds[d.id_col]].reset_index()
-    oof[classes] = oof[classes].astype(float)
-    return oof
+    path = cfg.run_dir / f"fold{fold}" / "oof.csv"
+    trained = read_table(path, [d.id_col], id_col=d.id_col)[d.id_col]
+    if sorted(trained) != sorted(folds.loc[folds["fold"] == fold, d.id_col]):
+        raise PipelineError(f"{path}: fold {fold} was trained on other folds than {cfg.folds_file} "
+                            "(run make train)")
+
+
+def fold_model(cfg: Config, fold: int, device):
+    """The fold's kept model, ready for inference, with its classes and TTA views."""
+    model, ckpt = load_checkpoint(cfg.run_dir / f"fold{fold}" / "best.pt")
+    dc = ckpt["data_config"]
+    base = dc["input_size"][-1]
+    if model.pretrained_cfg.get("fixed_input_size") and any(s != base for s in cfg.infer.tta.sizes):
+        raise PipelineError(f"infer.tta.sizes: {cfg.model.backbone} has a fixed input size ({base} px)")
+    return engine.prepare(model, device, cfg.runtime), ckpt["classes"], dc, tta.make_views(base, cfg.infer.tta)
+
+
+def tta_table(y: np.ndarray, oof_views: np.ndarray, views: list, mode: str,
+              negative: int | None = None) -> pd.DataFrame:
+    """CV accuracy and log-loss (and the false-positive rate, given the negative class) of each
+    named view set, merged with `mode`."""
+    rows = []
+    for name, idx in tta.view_sets(views).items():
+        p = tta.merge(oof_views[idx], mode)
+        rows.append({"views": name, "n_views": len(idx), "cv_accuracy": accuracy(y, p),
+                     "cv_log_loss": log_loss(y, p)})
+        if negative is not None:
+            rows[-1]["fp_rate"] = false_positive_rate(y, p, negative)
+    return pd.DataFrame(rows)
 
 
 def main(cfg: Config) -> pd.DataFrame:
-    d = cfg.data
+    d, t = cfg.data, cfg.infer.tta
     sample_csv = d.path(d.sample_submission)
     ids = read_table(sample_csv, [d.id_col], id_col=d.id_col)[d.id_col]
-    paths = image_paths(d.root, d.test_images, ids, sample_csv)
+    test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
+    folds = load_folds(cfg)
     device = engine.pick_device(cfg.runtime)
-    fold_probs, classes = [], None
+    fold_probs, classes, oof_views = [], None, None
     for k in range(cfg.folds.n_folds):
-        probs, fold_classes = predict_fold(cfg, k, paths, device)
+        check_trained_on(cfg, folds, k)
+        model, fold_classes, dc, views = fold_model(cfg, k, device)
         if classes is not None and fold_classes != classes:
             raise PipelineError(f"{cfg.run_dir}/fold{k}/best.pt: classes {fold_classes} differ from fold 0's")
         classes = fold_classes
+        rows = np.flatnonzero(folds["fold"].to_numpy() == k)
+        valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
+        both = tta.predict_views(model, test_paths + valid_paths, dc, views, cfg.infer.batch_size,
+                                 device, cfg.runtime)
+        if oof_views is None:
+            oof_views = np.zeros((len(views), len(folds), len(classes)))
+        oof_views[:, rows] = both[:, len(test_paths):]
+        probs = tta.merge(both[:, :len(test_paths)], t.merge)
         write_csv(cfg.run_dir / f"test_fold{k}.csv", engine.prob_frame(ids, classes, probs, d.id_col))
         fold_probs.append(probs)
-        print(f"fold {k}: predicted {len(ids)} test images")
-    oof = gather_oof(cfg, classes)
+        print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
+    y = engine.encode(folds[d.label_col], classes)
+    neg = classes.index(d.negative_class) if d.negative_class in classes else None
+    table = tta_table(y, oof_views, views, t.merge, neg)
+    write_csv(cfg.run_dir / "tta.csv", table)
+    print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
+    oof = engine.prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge), d.id_col,
+                            fold=folds["fold"].to_list(), **{d.label_col: folds[d.label_col].to_list()})
     write_csv(cfg.run_dir / "oof.csv", oof)
     test = engine.prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
     write_csv(cfg.run_dir / "test.csv", test)
-    y = engine.encode(oof[d.label_col], classes)
-    print(f"{cfg.name}: CV accuracy {accuracy(y, oof[classes].to_numpy()):.4f} (OOF, {len(oof)} images)")
+    print(f"{cfg.name}: CV accuracy {accuracy(y, oof[classes].to_numpy()):.4f} "
+          f"(OOF, {len(oof)} images, {len(views)} TTA views)")
     return test

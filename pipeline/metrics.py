@@ -11,3 +11,9 @@ def accuracy(y: np.ndarray, probs: np.ndarray) -> float:
 
 def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
     return float(_log_loss(y, probs, labels=list(range(probs.shape[1]))))
+
+
+def false_positive_rate(y: np.ndarray, probs: np.ndarray, negative: int) -> float:
+    """The share of the negative class's images predicted as something else."""
+    neg = np.asarray(y) == negative
+    return float((np.asarray(probs)[neg].argmax(1) != negative).mean()) if neg.any() else float("nan")

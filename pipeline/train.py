@@ -28,10 +28,12 @@ from .config import STAGE_SECTIONS, Config, Phase, to_yaml
 from .data import (ImageDataset, balanced_sampler, eval_transform, image_paths, make_loader, oversample,
                    train_transform)
 from .errors import PipelineError
-from .folds import load_folds
+from .folds import load_folds, training_rows
 from .io import atomic_path, write_csv
 from .metrics import accuracy, log_loss
+from .mine import hard_negative_rows
 from .models import create_model, data_config, save_checkpoint
+from .pseudo import pseudo_rows
 
 # ----------------------------------------------------------------------------- setup
 
@@ -51,9 +53,11 @@ def class_list(folds: pd.DataFrame, cfg: Config) -> list[str]:
     return classes
 
 
-def fingerprint(cfg: Config, folds: pd.DataFrame) -> str:
+def fingerprint(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> str:
     """What a fold's training depends on; a checkpoint from other settings is not resumed."""
-    text = to_yaml(cfg, STAGE_SECTIONS["train"]) + folds.to_csv(index=False)
+    paths, targets = extra_rows(cfg, folds, fold, classes)
+    text = (to_yaml(cfg, STAGE_SECTIONS["train"]) + folds.to_csv(index=False)
+            + "".join(map(str, paths)) + np.array2string(targets, threshold=np.inf))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -78,21 +82,39 @@ def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> tuple[li
             engine.encode(rows[d.label_col], classes))
 
 
+def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """What other experiments add to this fold's training: hard negatives and pseudo-labels, as
+    image paths and (N, K) targets. Both are checked never to be a validation image."""
+    neg = hard_negative_rows(cfg, folds, fold)
+    neg_t = np.zeros((len(neg), len(classes)))
+    if neg:
+        neg_t[:, classes.index(cfg.data.negative_class)] = 1.0
+    pl_paths, pl_t = pseudo_rows(cfg, folds, fold, classes)
+    return neg + pl_paths, np.concatenate([neg_t, pl_t])
+
+
 def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
                  final_dc: dict, device: torch.device):
-    """The other folds' images, augmented at the phase's size, balanced as train.sampling says.
-    Oversampling happens here, after the split: a validation image can never be repeated into it."""
+    """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
+    hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
+    says. Oversampling happens after the split: a validation image can never be repeated into it."""
     t = cfg.train
-    paths, y = fold_images(cfg, folds[folds["fold"] != fold], classes)
-    sampler = None
+    paths, y = fold_images(cfg, training_rows(cfg, folds, fold), classes)
     if t.sampling == "oversample":
         idx = oversample(y, t.seed + fold)
         paths, y = [paths[i] for i in idx], y[idx]
-    elif t.sampling == "weighted":
-        sampler = balanced_sampler(y)
+    extra_paths, extra_t = extra_rows(cfg, folds, fold, classes)
+    targets = y
+    if extra_paths:
+        paths = paths + extra_paths
+        onehot = np.concatenate([np.eye(len(classes))[y], extra_t])
+        hard = (onehot.max(1) == 1.0).all()
+        targets = onehot.argmax(1) if hard else onehot  # class indices unless some labels are soft
+    labels = targets.argmax(1) if np.ndim(targets) == 2 else targets
+    sampler = balanced_sampler(labels) if t.sampling == "weighted" else None
     size = phase_size(phase, final_dc)
     dc = dict(final_dc, input_size=[3, size, size])
-    ds = ImageDataset(paths, y, train_transform(dc, t.aug))
+    ds = ImageDataset(paths, targets, train_transform(dc, t.aug))
     return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
 
 
@@ -168,7 +190,7 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
     return FoldRun(cfg, fold, folds, classes, device, model, optimizer,
-                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds))
+                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds, fold, classes))
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from conftest import ROOT, make_config
+from conftest import ROOT, make_competition, make_config
 
 
 def make(*args, check=True):
@@ -100,3 +100,25 @@ def test_make_train_resumes_after_a_kill(tmp_path, comp):
     assert out.count("fold 0 epoch ") == 7 - done  # only the epochs that were missing
     hist = pd.read_csv(last.parent / "history.csv")
     assert hist.epoch.tolist() == list(range(8)) and (last.parent / "oof.csv").is_file()
+
+
+def test_mining_and_pseudo_labels_chain_through_make(tmp_path):
+    """make train on an experiment that learns from another's hard negatives and pseudo-labels
+    builds that one first (train, infer, mine, pseudo); a second make is a no-op."""
+    comp = make_competition(tmp_path / "comp", classes=("neg", "pos"), counts={"neg": 24, "pos": 8})
+    one_epoch = {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8}
+    data = {"root": str(comp), "negative_class": "neg"}
+    a = make_config(tmp_path, comp, name="a", data=data, train={**one_epoch, "neg_fraction": 0.5},
+                    mine={"min_score": 0.0, "top_k": 2}, pseudo={"threshold": 0.0})
+    b = make_config(tmp_path, comp, name="b", data=data,
+                    train={**one_epoch, "hard_negatives_from": str(a), "pseudo_labels_from": str(a)})
+    out = make("train", f"CONFIG={b}").stdout
+    runs = tmp_path / "runs"
+    for step in ("pipeline train", "pipeline infer", "pipeline mine", "pipeline pseudo"):
+        assert f"{step} {a}" in out
+    assert out.count(f"pipeline train {b}") == 2 and "false-positive rate" in out
+    assert len(pd.read_csv(runs / "a" / "hard_negatives.csv")) == 4
+    assert len(pd.read_csv(runs / "a" / "pseudo_labels.csv")) == 2 * 10
+    assert all((runs / "b" / f"fold{k}" / "oof.csv").is_file() for k in (0, 1))
+    again = make("train", f"CONFIG={b}").stdout
+    assert "pipeline train" not in again and "pipeline mine" not in again

@@ -1,0 +1,138 @@
+"""Test-time augmentation: the views of an image, one forward for all views of a batch, merging.
+
+A view is (size, crop, flip). Size and crop need the image decoded and resized again, so they are
+made by the dataset; flips and rotations are exact tensor ops, so they are made on the batch.
+All crops and flips of a batch go through the model in one forward pass.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+import torch
+
+from . import engine
+from .data import ImageDataset, make_loader, normalize, resize_short
+
+# The dihedral group of the square: each is its own inverse except rot90 / rot270.
+FLIPS = {
+    "none": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "transpose": lambda x: x.transpose(-2, -1),
+    "rot90": lambda x: torch.rot90(x, 1, (-2, -1)),
+    "rot180": lambda x: torch.rot90(x, 2, (-2, -1)),
+    "rot270": lambda x: torch.rot90(x, 3, (-2, -1)),
+}
+INVERSE = {"none": "none", "hflip": "hflip", "vflip": "vflip", "transpose": "transpose",
+           "rot90": "rot270", "rot180": "rot180", "rot270": "rot90"}
+CROPS = {"center": ("center",), "five": ("center", "tl", "tr", "bl", "br")}
+
+
+@dataclass(frozen=True)
+class View:
+    size: int
+    crop: str
+    flip: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.size}px/{self.crop}/{self.flip}"
+
+
+def make_views(base_size: int, tta) -> list[View]:
+    """Every (size, crop, flip) the config asks for; the plain view (base size, centre, no flip)
+    comes first. `tta` is the config's infer.tta section."""
+    sizes = [base_size] + [s for s in tta.sizes if s != base_size]
+    flips = ["none"] + [f for f in tta.flips if f != "none"]
+    return [View(s, c, f) for s, c, f in itertools.product(sizes, CROPS[tta.crops], flips)]
+
+
+def merge(probs: np.ndarray, mode: str) -> np.ndarray:
+    """(views, N, K) probabilities to (N, K). mean: arithmetic mean; gmean: geometric mean
+    (the mean of log-probabilities); max: each class's largest. Rows are renormalised to sum to 1
+    in float64 (float32 softmax sums stray by 1e-7, which log-loss scorers warn about)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if mode == "mean":
+        out = probs.mean(0)
+    elif mode == "gmean":
+        logp = np.log(np.clip(probs, 1e-12, 1.0)).mean(0)
+        out = np.exp(logp - logp.max(1, keepdims=True))
+    elif mode == "max":
+        out = probs.max(0)
+    else:
+        raise ValueError(f"unknown merge mode {mode!r}")
+    return out / out.sum(1, keepdims=True)
+
+
+def crop_boxes(h: int, w: int, size: int, crops: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Top-left corners of the named crops; centre as albumentations' CenterCrop places it."""
+    where = {"center": ((h - size) // 2, (w - size) // 2), "tl": (0, 0), "tr": (0, w - size),
+             "bl": (h - size, 0), "br": (h - size, w - size)}
+    return [where[c] for c in crops]
+
+
+class CropsDataset(ImageDataset):
+    """Each item: the image resized as timm's eval recipe does (short side to size / crop_pct),
+    then every named crop of size x size, stacked: (n_crops, C, size, size)."""
+
+    def __init__(self, paths, dc: dict, size: int, crops: tuple[str, ...]):
+        super().__init__(paths, None, A.Compose([resize_short(dc, size)] + normalize(dc)))
+        self.size, self.crops = size, crops
+
+    def __getitem__(self, i: int):
+        image, target = super().__getitem__(i)
+        s = self.size
+        boxes = crop_boxes(image.shape[1], image.shape[2], s, self.crops)
+        return torch.stack([image[:, y:y + s, x:x + s] for y, x in boxes]), target
+
+
+@torch.inference_mode()
+def forward_views(model, x: torch.Tensor, flips: list[str], device, rt) -> torch.Tensor:
+    """x: (B, n_crops, C, H, W). Softmax probabilities (B, n_crops * n_flips, K), crop-major,
+    from a single forward pass over every crop and flip of the batch."""
+    b, nc = x.shape[:2]
+    flat = engine.to_input(x.flatten(0, 1), device, rt)
+    batch = torch.cat([FLIPS[f](flat) for f in flips])  # (n_flips * B * nc, C, H, W)
+    with engine.autocast(device, rt):
+        logits = model(batch)
+    probs = logits.float().softmax(-1).reshape(len(flips), b, nc, -1)
+    return probs.permute(1, 2, 0, 3).reshape(b, nc * len(flips), -1).cpu()
+
+
+def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, device, rt) -> np.ndarray:
+    """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
+    shrinks with the number of views per size, so a forward pass holds about batch_size images."""
+    model.eval()
+    out = []
+    for size in dict.fromkeys(v.size for v in views):
+        crops = tuple(dict.fromkeys(v.crop for v in views if v.size == size))
+        flips = list(dict.fromkeys(v.flip for v in views if v.size == size))
+        ds = CropsDataset(paths, dc, size, crops)
+        per_batch = max(1, batch_size // (len(crops) * len(flips)))
+        dl = make_loader(ds, per_batch, False, engine.num_workers(rt, device), device)
+        probs = torch.cat([forward_views(model, x, flips, device, rt) for x, _ in dl])  # (N, V_s, K)
+        names = [(c, f) for c in crops for f in flips]
+        want = [names.index((v.crop, v.flip)) for v in views if v.size == size]
+        out.append(probs[:, want].numpy())
+    return np.concatenate(out, axis=1).transpose(1, 0, 2)
+
+
+def view_sets(views: list[View]) -> dict[str, list[int]]:
+    """Named subsets of `views` (indices) for the CV table: none, each size, crop set and flip
+    added on its own to the plain view, and all of them."""
+    base = views[0]
+    sets = {"none": [0]}
+    for v in views[1:]:
+        if v.flip != "none" and v.size == base.size and v.crop == base.crop:
+            sets[f"+{v.flip}"] = [0, views.index(v)]
+        if v.size != base.size and v.crop == base.crop and v.flip == "none":
+            sets[f"+{v.size}px"] = [0, views.index(v)]
+    crops = [i for i, v in enumerate(views) if v.size == base.size and v.flip == "none"]
+    if len(crops) > 1:
+        sets["five crops"] = crops
+    if len(views) > 1:
+        sets["all"] = list(range(len(views)))
+    return sets

@@ -1,0 +1,193 @@
+"""TTA: views are exact tensor ops with inverses, merges compute what they say, and infer's
+OOF goes through the same TTA as the test predictions."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import make_competition, make_config
+from pipeline import folds as folds_stage
+from pipeline import infer
+from pipeline import train as train_stage
+from pipeline import tta
+from pipeline.config import Runtime, Tta, load_config
+from pipeline.data import ImageDataset, eval_transform, make_loader
+from pipeline.engine import predict
+from pipeline.errors import PipelineError
+from pipeline.models import create_model, data_config, save_checkpoint
+
+CPU = torch.device("cpu")
+RT = Runtime(device="cpu", channels_last=False)
+DC = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3,
+      "crop_pct": 0.875}
+
+
+@pytest.mark.parametrize("flip", list(tta.FLIPS))
+def test_each_view_has_an_exact_inverse(flip):
+    x = torch.randn(2, 3, 5, 7)
+    back = tta.FLIPS[tta.INVERSE[flip]](tta.FLIPS[flip](x))
+    assert torch.equal(back, x)
+    if flip != "none":
+        assert not torch.equal(tta.FLIPS[flip](x).reshape(-1)[:35], x.reshape(-1)[:35])
+
+
+def test_flips_are_the_eight_symmetries_of_the_square():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    outs = {tuple(tta.FLIPS[f](x).flatten().tolist()) for f in tta.FLIPS}
+    assert len(outs) == 7  # all distinct (the eighth, anti-transpose, is not offered)
+
+
+def test_merge_modes_on_known_arrays():
+    p = np.array([[[0.9, 0.1], [0.5, 0.5]],
+                  [[0.6, 0.4], [0.1, 0.9]]])  # 2 views, 2 images, 2 classes
+    assert np.allclose(tta.merge(p, "mean"), [[0.75, 0.25], [0.3, 0.7]])
+    g = np.sqrt([[0.9 * 0.6, 0.1 * 0.4], [0.5 * 0.1, 0.5 * 0.9]])
+    assert np.allclose(tta.merge(p, "gmean"), g / g.sum(1, keepdims=True))
+    m = np.array([[0.9, 0.4], [0.5, 0.9]])
+    assert np.allclose(tta.merge(p, "max"), m / m.sum(1, keepdims=True))
+    for mode in ("mean", "gmean", "max"):
+        assert np.allclose(tta.merge(p[:1], mode), p[0])  # one view: unchanged
+    with pytest.raises(ValueError):
+        tta.merge(p, "median")
+
+
+def test_views_cover_every_combination_with_the_plain_view_first():
+    views = tta.make_views(32, Tta(flips=["hflip", "rot90"], sizes=[48], crops="five"))
+    assert views[0] == tta.View(32, "center", "none")
+    assert len(views) == len(set(views)) == 2 * 5 * 3
+    sets = tta.view_sets(views)
+    assert sets["none"] == [0] and len(sets["all"]) == 30 and len(sets["five crops"]) == 5
+    assert [views[i].flip for i in sets["+rot90"]] == ["none", "rot90"]
+    assert [views[i].size for i in sets["+48px"]] == [32, 48]
+    assert list(tta.view_sets(tta.make_views(32, Tta(flips=[])))) == ["none"]
+
+
+def _images(tmp_path, sizes=((40, 52), (61, 45), (33, 33))):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"im{i}.png")
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_centre_crop_equals_the_eval_transform_and_corners_are_corners(tmp_path):
+    paths = _images(tmp_path)
+    plain = ImageDataset(paths, None, eval_transform(DC))
+    five = tta.CropsDataset(paths, DC, 32, tta.CROPS["five"])
+    for i in range(len(paths)):
+        crops = five[i][0]
+        assert crops.shape == (5, 3, 32, 32)
+        assert torch.equal(crops[0], plain[i][0])
+        img = ImageDataset.__getitem__(five, i)[0]  # resized, uncropped
+        assert torch.equal(crops[1], img[:, :32, :32]) and torch.equal(crops[4], img[:, -32:, -32:])
+
+
+class FlipInvariant(torch.nn.Module):
+    """g(x) + g(hflip(x)): the same output for an image and its mirror image."""
+
+    def __init__(self):
+        super().__init__()
+        self.g = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+
+    def forward(self, x):
+        return self.g(x) + self.g(x.flip(-1))
+
+
+def test_flip_invariant_model_gives_identical_outputs_under_hflip(tmp_path):
+    torch.manual_seed(0)
+    model = FlipInvariant()
+    model(torch.zeros(1, 3, 32, 32))
+    paths = _images(tmp_path)
+    views = tta.make_views(32, Tta(flips=["hflip", "vflip"]))
+    probs = tta.predict_views(model, paths, DC, views, 64, CPU, RT)
+    assert probs.shape == (3, len(paths), 3)
+    assert torch.allclose(torch.from_numpy(probs[1]), torch.from_numpy(probs[0]), atol=1e-6)
+    assert not np.allclose(probs[2], probs[0], atol=1e-3)  # vflip is not a symmetry of it
+    plain = predict(model, make_loader(ImageDataset(paths, None, eval_transform(DC)), 2, False, 0, CPU),
+                    CPU, RT)
+    assert np.allclose(probs[0], plain, atol=1e-6)
+
+
+def test_views_do_not_depend_on_batching(tmp_path):
+    torch.manual_seed(0)
+    model = FlipInvariant().eval()
+    model(torch.zeros(1, 3, 32, 32))
+    paths = _images(tmp_path)
+    views = tta.make_views(32, Tta(flips=["rot90", "transpose"], crops="five"))
+    a = tta.predict_views(model, paths, DC, views, 1, CPU, RT)
+    b = tta.predict_views(model, paths, DC, views, 64, CPU, RT)
+    assert a.shape == (15, 3, 3) and np.allclose(a, b, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny experiment, trained once; each test infers it with its own TTA settings."""
+    tmp = tmp_path_factory.mktemp("tta")
+    comp = make_competition(tmp / "comp")
+    cfg = load_config(make_config(tmp, comp))
+    folds_stage.main(cfg)
+    train_stage.main(cfg)
+    return tmp, comp
+
+
+def _with_tta(trained, **tta_cfg):
+    tmp, comp = trained
+    return load_config(make_config(tmp, comp, infer={"batch_size": 16, "tta": tta_cfg}))
+
+
+def test_infer_oof_uses_the_same_tta_as_test(trained, capsys):
+    cfg = _with_tta(trained, flips=["hflip", "vflip"], sizes=[40], merge="gmean")
+    infer.main(cfg)
+    run = cfg.run_dir
+    table = pd.read_csv(run / "tta.csv")
+    assert table.views.tolist() == ["none", "+hflip", "+vflip", "+40px", "all"]
+    assert table.n_views.tolist() == [1, 2, 2, 2, 6]
+    assert {"cv_accuracy", "cv_log_loss"} <= set(table.columns)
+    oof = pd.read_csv(run / "oof.csv")
+    folds = pd.read_csv(cfg.folds_file)
+    assert oof.image_id.tolist() == folds.image_id.tolist() and oof.fold.tolist() == folds.fold.tolist()
+    assert list(oof.columns) == ["image_id", "fold", "label", "ants", "bees"]
+    assert np.allclose(oof[["ants", "bees"]].sum(axis=1), 1)
+    # the OOF's CV is the table's "all" row: one rule for OOF and test
+    y = (oof.label == "bees").to_numpy()
+    acc = ((oof.bees > oof.ants).to_numpy() == y).mean()
+    assert acc == pytest.approx(table.cv_accuracy.iloc[-1])
+    # the plain view reproduces what training recorded for each fold
+    trained = pd.concat([pd.read_csv(run / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
+    no_tta = trained.loc[folds.image_id]
+    y_idx = y.astype(int)
+    p = no_tta[["ants", "bees"]].to_numpy()
+    assert table.cv_accuracy.iloc[0] == pytest.approx((p.argmax(1) == y_idx).mean())
+    assert "CV by TTA view set" in capsys.readouterr().out
+
+
+def test_infer_without_tta_matches_training_oof(trained):
+    cfg = _with_tta(trained, flips=[])
+    infer.main(cfg)
+    oof = pd.read_csv(cfg.run_dir / "oof.csv").set_index("image_id")
+    trained = pd.concat([pd.read_csv(cfg.run_dir / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
+    assert np.allclose(oof.loc[trained.index, ["ants", "bees"]], trained[["ants", "bees"]], atol=1e-5)
+    assert pd.read_csv(cfg.run_dir / "tta.csv").views.tolist() == ["none"]
+
+
+def test_infer_refuses_folds_the_models_were_not_trained_on(trained):
+    cfg = _with_tta(trained)
+    f = pd.read_csv(cfg.folds_file)
+    f.assign(fold=1 - f["fold"]).to_csv(cfg.folds_file, index=False)
+    try:
+        with pytest.raises(PipelineError, match="fold0/oof.csv: fold 0 was trained on other folds"):
+            infer.main(cfg)
+    finally:
+        f.to_csv(cfg.folds_file, index=False)
+
+
+def test_fixed_size_model_refuses_extra_tta_sizes(tmp_path, comp):
+    cfg = load_config(make_config(tmp_path, comp, model={"backbone": "test_vit", "pretrained": "none",
+                                                         "img_size": 32}, infer={"tta": {"sizes": [48]}}))
+    model = create_model(cfg.model, 2)
+    save_checkpoint(cfg.run_dir / "fold0" / "best.pt", model, config=cfg.model_dump(mode="json"),
+                    classes=["ants", "bees"], data_config=data_config(model, 32))
+    with pytest.raises(PipelineError, match="infer.tta.sizes: test_vit has a fixed input size"):
+        infer.fold_model(cfg, 0, CPU)
