@@ -7,6 +7,7 @@
 #   make lr-find                    # LR range test under phase lr_find.phase's conditions
 #   make mine|pseudo                # hard negatives / pseudo-labels for another experiment to train on
 #   make ensemble RUNS="runs/a runs/b" NAME=ab   # average several experiments
+#   make ensemble ENSEMBLE=ensembles/x.yaml      # members and method from a file (README)
 #   make hard-negatives-demo        # mine, then retrain, on real handwritten digits
 #
 # A stage reruns only when its inputs change: the folds file when train.csv does, a fold's model
@@ -20,7 +21,7 @@ STAGE_GOALS := folds train infer ensemble lr-find mine pseudo
 
 .PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGE_GOALS)
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,13p' Makefile
 
 # ----------------------------------------------------------------------------- set-up
 setup: .venv/.installed
@@ -49,7 +50,9 @@ clean:
 	rm -rf runs submissions/*.csv folds/*.csv folds/*.json
 
 # ----------------------------------------------------------------------------- stages
+# (an ENSEMBLE file names its members' configs itself; CONFIG is not read then)
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
+ifeq ($(ENSEMBLE),)
 # Under make -n or -q the stamps are compared, not written: stale stages come back in STALE.
 DRY := $(if $(findstring n,$(filter-out --%,$(firstword $(MAKEFLAGS))))$(findstring q,$(filter-out --%,$(firstword $(MAKEFLAGS)))),--dry)
 _VARS := $(shell $(PY) -m pipeline.config $(CONFIG) $(SET) --make $(DRY) 2>&1)
@@ -60,6 +63,7 @@ ifeq ($(filter RUN=%,$(_VARS)),)
 $(error could not read $(CONFIG) with $(PY) (run make setup first?): $(_VARS))
 endif
 $(foreach kv,$(_VARS),$(eval $(kv)))
+endif
 endif
 
 FOLD_IDS = $(if $(FOLD),$(FOLD),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
@@ -72,7 +76,25 @@ NAME ?= $(EXP)
 folds: $(FOLDS_FILE)
 train: $(FOLD_OOF)
 infer: $(RUN)/test.csv
+ifeq ($(ENSEMBLE),)
 ensemble: $(SUBMISSIONS)/$(NAME).csv
+else
+# make ensemble ENSEMBLE=ensembles/x.yaml: members' predictions first (each by its own config's
+# Make run, which does nothing if they are up to date), then the ensemble the file describes.
+_EVARS := $(shell $(PY) -m pipeline.ensemble $(ENSEMBLE) --make 2>&1)
+ifneq ($(filter CONFIG_ERROR:,$(firstword $(_EVARS))),)
+$(error $(wordlist 2,999,$(_EVARS)))
+endif
+$(foreach kv,$(_EVARS),$(eval $(kv)))
+ensemble: $(ENS_OUT)
+$(ENS_OUT): $(foreach m,$(ENS_MEMBER),$(firstword $(subst =, ,$(m)))) $(ENSEMBLE)
+	$(PY) -m pipeline ensemble --spec $(ENSEMBLE)
+define member_rule
+$(1): FORCE
+	$$(MAKE) --no-print-directory infer CONFIG=$(2) SET= FOLD= ENSEMBLE=
+endef
+$(foreach m,$(ENS_MEMBER),$(if $(word 2,$(subst =, ,$(m))),$(eval $(call member_rule,$(word 1,$(subst =, ,$(m))),$(word 2,$(subst =, ,$(m)))))))
+endif
 lr-find: $(RUN)/lr_find.csv
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
@@ -99,11 +121,11 @@ $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/stamps/pseudo.yaml $(if $(filte
 # whether they are stale, and this experiment retrains only if that run rewrote them.
 ifneq ($(HARD_NEG_FILE),)
 $(HARD_NEG_FILE): FORCE
-	$(MAKE) --no-print-directory mine CONFIG=$(HARD_NEG_CONFIG)
+	$(MAKE) --no-print-directory mine CONFIG=$(HARD_NEG_CONFIG) SET= FOLD= ENSEMBLE=
 endif
 ifneq ($(PSEUDO_FILE),)
 $(PSEUDO_FILE): FORCE
-	$(MAKE) --no-print-directory pseudo CONFIG=$(PSEUDO_CONFIG)
+	$(MAKE) --no-print-directory pseudo CONFIG=$(PSEUDO_CONFIG) SET= FOLD= ENSEMBLE=
 endif
 
 $(SUBMISSIONS)/$(NAME).csv: $(foreach r,$(RUNS),$(r)/test.csv) $(SAMPLE_SUB)

@@ -1,7 +1,8 @@
 """Run one stage of the pipeline.
 
 Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo} CONFIG [key=value ...] [--fold K]
-       python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--out-dir submissions]
+       python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
+       python -m pipeline ensemble --spec ensembles/x.yaml
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if stage == "train":
             p.add_argument("--fold", type=int, default=None, help="train only this fold")
     p = sub.add_parser("ensemble")
-    p.add_argument("runs", nargs="+", help="experiment folders (runs/<name>) or their configs")
+    p.add_argument("runs", nargs="*", help="experiment folders (runs/<name>) or their configs")
+    p.add_argument("--spec", default=None, help="an ensemble YAML file (members, method, weights)")
     p.add_argument("--name", default=None, help="submissions/<name>.csv")
+    p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
+    p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")
     p.add_argument("--out-dir", default="submissions")
     return ap.parse_args(argv)
 
@@ -30,7 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> None:
     if args.stage == "ensemble":
         from . import ensemble
-        ensemble.main(args.runs, args.name, args.out_dir)
+        ensemble.run_cli(args)
         return
     from .config import load_config, write_stamps
     cfg = load_config(args.config, args.overrides)

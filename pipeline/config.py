@@ -47,6 +47,19 @@ class Data(_Section):
     # The class a detector must not fire on (no_ship, normal, ...): what make mine mines, and
     # whose false-positive rate infer reports. null: no negative class.
     negative_class: str | None = None
+    # multiclass: one label per image (softmax, cross-entropy); multilabel: label_col holds
+    # several labels separated by label_sep (sigmoid, binary cross-entropy per label)
+    task: Literal["multiclass", "multilabel"] = "multiclass"
+    label_sep: str = " "
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    @property
+    def sep(self) -> str | None:
+        """The separator of several labels in one cell (multi-label), else None."""
+        return self.label_sep if self.multilabel else None
 
     @property
     def competition(self) -> str:
@@ -232,6 +245,8 @@ class Infer(_Section):
 class Config(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # experiment name: runs/<name>/
     runs_dir: str = "runs"
+    # The competition's metric: CV is reported with it, and ensemble weights are fitted to it.
+    metric: Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"] = "accuracy"
     data: Data
     model: Model
     train: Train = Train()
@@ -241,6 +256,15 @@ class Config(_Section):
     mine: Mine = Mine()
     pseudo: Pseudo = Pseudo()
     runtime: Runtime = Runtime()
+
+    @model_validator(mode="after")
+    def _multilabel_fits(self):
+        if self.data.task == "multilabel":
+            if self.train.sampling != "none":
+                raise ValueError("train.sampling: oversampling needs one label per image (data.task multiclass)")
+            if self.metric == "qwk":
+                raise ValueError("metric: qwk needs one ordered label per image (data.task multiclass)")
+        return self
 
     @model_validator(mode="after")
     def _negatives_named(self):
@@ -268,7 +292,7 @@ class Config(_Section):
 # Which sections each stage's outputs depend on: a change elsewhere does not make them stale.
 STAGE_SECTIONS = {
     "train": ("data", "model", "train", "folds"),
-    "infer": ("data", "model", "folds", "infer"),
+    "infer": ("data", "model", "folds", "infer", "metric"),
     "lr_find": ("data", "model", "train", "folds", "lr_find"),
     "mine": ("data", "infer", "mine"),
     "pseudo": ("data", "infer", "pseudo"),

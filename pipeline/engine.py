@@ -47,19 +47,35 @@ def grad_scaler(device: torch.device, rt: Runtime) -> torch.amp.GradScaler:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime) -> np.ndarray:
-    """Softmax probabilities, (N, C), in the loader's order."""
+def activate(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Probabilities from logits: softmax over classes, or a sigmoid per label."""
+    return logits.float().sigmoid() if multilabel else logits.float().softmax(-1)
+
+
+def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, multilabel: bool = False) -> np.ndarray:
+    """Probabilities, (N, C), in the loader's order."""
     model.eval()
     out = []
     for x, _ in loader:
         with autocast(device, rt):
             logits = model(to_input(x, device, rt))
-        out.append(logits.float().softmax(1).cpu())
+        out.append(activate(logits, multilabel).cpu())
     return torch.cat(out).numpy()
 
 
-def encode(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    """Class names to indices in the order of `classes` (the column order of probability tables)."""
+def split_labels(labels: pd.Series, sep: str) -> list[list[str]]:
+    return [[t for t in str(v).split(sep) if t] for v in labels]
+
+
+def encode(labels: pd.Series, classes: list[str], sep: str | None = None) -> np.ndarray:
+    """Class names to indices in the order of `classes` (the column order of probability tables);
+    with sep (multi-label), to an (N, K) 0/1 matrix."""
+    if sep is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        out = np.zeros((len(labels), len(classes)))
+        for row, names in enumerate(split_labels(labels, sep)):
+            out[row, [index[n] for n in names]] = 1.0
+        return out
     return labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
 
 

@@ -29,6 +29,14 @@ def assign_folds(labels, groups, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def rarest_label(labels: pd.Series, sep: str) -> pd.Series:
+    """Multi-label rows stratified by their rarest label (scikit-learn has no multi-label
+    stratifier): every label then spreads over the folds about evenly."""
+    rows = [[t for t in str(v).split(sep) if t] for v in labels]
+    freq = pd.Series([t for r in rows for t in r]).value_counts()
+    return pd.Series([min(r, key=lambda t: (freq[t], t)) for r in rows], index=labels.index)
+
+
 def check_folds(df: pd.DataFrame, id_col: str, n_folds: int, group_col: str | None = None) -> None:
     """No leaks: each id in exactly one fold, every fold used, no group in two folds."""
     if df[id_col].duplicated().any():
@@ -52,14 +60,15 @@ def make_folds(cfg: Config) -> pd.DataFrame:
     csv = d.path(d.train_csv)
     cols = [d.id_col, d.label_col] + ([d.group_col] if d.group_col else [])
     df = read_table(csv, cols, id_col=d.id_col)[cols]
-    counts = df[d.label_col].value_counts()
+    strata = df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
+    counts = strata.value_counts()
     if counts.min() < cfg.folds.n_folds:
         raise PipelineError(f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, "
                             f"fewer than folds.n_folds={cfg.folds.n_folds}")
     if d.group_col and df[d.group_col].nunique() < cfg.folds.n_folds:
         raise PipelineError(f"{csv}: column '{d.group_col}' has fewer groups than folds.n_folds")
     groups = df[d.group_col].to_numpy() if d.group_col else None
-    df["fold"] = assign_folds(df[d.label_col], groups, cfg.folds.n_folds, cfg.folds.seed)
+    df["fold"] = assign_folds(strata, groups, cfg.folds.n_folds, cfg.folds.seed)
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
     return df
 

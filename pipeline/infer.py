@@ -22,7 +22,7 @@ from .data import image_paths, read_table
 from .errors import PipelineError
 from .folds import load_folds
 from .io import write_csv
-from .metrics import accuracy, false_positive_rate, log_loss
+from .metrics import accuracy, false_positive_rate, log_loss, per_fold, score
 from .models import load_checkpoint
 
 
@@ -47,14 +47,16 @@ def fold_model(cfg: Config, fold: int, device):
 
 
 def tta_table(y: np.ndarray, oof_views: np.ndarray, views: list, mode: str,
-              negative: int | None = None) -> pd.DataFrame:
+              negative: int | None = None, multilabel: bool = False, metric: str = "accuracy") -> pd.DataFrame:
     """CV accuracy and log-loss (and the false-positive rate, given the negative class) of each
     named view set, merged with `mode`."""
     rows = []
     for name, idx in tta.view_sets(views).items():
-        p = tta.merge(oof_views[idx], mode)
+        p = tta.merge(oof_views[idx], mode, multilabel)
         rows.append({"views": name, "n_views": len(idx), "cv_accuracy": accuracy(y, p),
                      "cv_log_loss": log_loss(y, p)})
+        if metric not in ("accuracy", "log_loss"):
+            rows[-1][f"cv_{metric}"] = score(metric, y, p)
         if negative is not None:
             rows[-1]["fp_rate"] = false_positive_rate(y, p, negative)
     return pd.DataFrame(rows)
@@ -77,24 +79,25 @@ def main(cfg: Config) -> pd.DataFrame:
         rows = np.flatnonzero(folds["fold"].to_numpy() == k)
         valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
         both = tta.predict_views(model, test_paths + valid_paths, dc, views, cfg.infer.batch_size,
-                                 device, cfg.runtime)
+                                 device, cfg.runtime, d.multilabel)
         if oof_views is None:
             oof_views = np.zeros((len(views), len(folds), len(classes)))
         oof_views[:, rows] = both[:, len(test_paths):]
-        probs = tta.merge(both[:, :len(test_paths)], t.merge)
+        probs = tta.merge(both[:, :len(test_paths)], t.merge, d.multilabel)
         write_csv(cfg.run_dir / f"test_fold{k}.csv", engine.prob_frame(ids, classes, probs, d.id_col))
         fold_probs.append(probs)
         print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
-    y = engine.encode(folds[d.label_col], classes)
-    neg = classes.index(d.negative_class) if d.negative_class in classes else None
-    table = tta_table(y, oof_views, views, t.merge, neg)
+    y = engine.encode(folds[d.label_col], classes, d.sep)
+    neg = classes.index(d.negative_class) if d.negative_class in classes and not d.multilabel else None
+    table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
     write_csv(cfg.run_dir / "tta.csv", table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
-    oof = engine.prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge), d.id_col,
+    oof = engine.prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge, d.multilabel), d.id_col,
                             fold=folds["fold"].to_list(), **{d.label_col: folds[d.label_col].to_list()})
     write_csv(cfg.run_dir / "oof.csv", oof)
     test = engine.prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
     write_csv(cfg.run_dir / "test.csv", test)
-    print(f"{cfg.name}: CV accuracy {accuracy(y, oof[classes].to_numpy()):.4f} "
-          f"(OOF, {len(oof)} images, {len(views)} TTA views)")
+    folds_cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), folds["fold"].to_numpy())
+    print(f"{cfg.name}: CV {cfg.metric} " + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
+          + f" (OOF, {len(oof)} images, {len(views)} TTA views)")
     return test

@@ -16,13 +16,12 @@ import tempfile
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import engine, optim
 from .config import Config
 from .folds import load_folds
 from .io import write_csv
-from .train import FoldRun, build, run_phase, train_loader, valid_loader
+from .train import FoldRun, build, make_loss, run_phase, train_loader, valid_loader
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -69,7 +68,7 @@ def range_test(cfg: Config, run, loader, lrs: np.ndarray) -> tuple[list[float], 
     """One update per LR in `lrs` (each `accum_steps` batches), until the loss diverges."""
     t, rt, model, device = cfg.train, cfg.runtime, run.model, run.device
     phase = t.phases[cfg.lr_find.phase]
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    loss_fn = make_loss(cfg)
     optim.set_frozen(model, phase.frozen)
     batches, losses = iter(()), []
     for lr in lrs:
@@ -108,7 +107,7 @@ def start_of_phase(cfg: Config, folds: pd.DataFrame) -> FoldRun:
     with tempfile.TemporaryDirectory() as tmp:  # the earlier phases' checkpoints are not kept
         run = build(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
         valid_dl, y_val = valid_loader(cfg, folds, lf.fold, run.classes, run.final_dc, run.device)
-        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        loss_fn = make_loss(cfg)
         for p in range(lf.phase):
             run_phase(run, p, cfg.train.phase_starts[p], None, valid_dl, y_val, loss_fn)
     return run

@@ -94,6 +94,8 @@ def fp_rate_report(cfg: Config, classes: list[str]) -> str:
 
 
 def main(cfg: Config) -> pd.DataFrame:
+    if cfg.data.multilabel:
+        raise PipelineError("mine: works on one label per image (data.task multiclass)")
     d = cfg.data
     if d.negative_class is None:
         raise PipelineError("mine: data.negative_class is not set (which class is negative?)")

@@ -22,7 +22,6 @@ from . import engine, tta
 from .config import Config, upstream
 from .data import image_paths, read_table
 from .errors import PipelineError
-from .folds import load_folds
 from .infer import fold_model
 from .io import write_csv
 from .mine import folder_images
@@ -59,6 +58,8 @@ def label_fold(ids, rel, probs: np.ndarray, classes: list[str], fold: int, thres
 
 
 def main(cfg: Config) -> pd.DataFrame:
+    if cfg.data.multilabel:
+        raise PipelineError("pseudo: works on one label per image (data.task multiclass)")
     p = cfg.pseudo
     device = engine.pick_device(cfg.runtime)
     parts = []

@@ -45,7 +45,9 @@ def seed_everything(seed: int) -> None:
 
 
 def class_list(folds: pd.DataFrame, cfg: Config) -> list[str]:
-    classes = sorted(folds[cfg.data.label_col].unique())
+    d = cfg.data
+    labels = folds[d.label_col]
+    classes = sorted({t for r in engine.split_labels(labels, d.sep) for t in r} if d.multilabel else labels.unique())
     reserved = {cfg.data.id_col, cfg.data.label_col, "fold"}
     if reserved & set(classes):
         raise PipelineError(f"{cfg.data.train_csv}: class name '{(reserved & set(classes)).pop()}' "
@@ -79,7 +81,7 @@ def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> tuple[li
     """Image paths (each checked to exist) and class indices of some rows of the folds file."""
     d = cfg.data
     return (image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file),
-            engine.encode(rows[d.label_col], classes))
+            engine.encode(rows[d.label_col], classes, d.sep))
 
 
 def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -105,7 +107,9 @@ def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
         paths, y = [paths[i] for i in idx], y[idx]
     extra_paths, extra_t = extra_rows(cfg, folds, fold, classes)
     targets = y
-    if extra_paths:
+    if extra_paths and cfg.data.multilabel:
+        paths, targets = paths + extra_paths, np.concatenate([y, extra_t])
+    elif extra_paths:
         paths = paths + extra_paths
         onehot = np.concatenate([np.eye(len(classes))[y], extra_t])
         hard = (onehot.max(1) == 1.0).all()
@@ -128,6 +132,26 @@ def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
     return dl, y
 
 # ----------------------------------------------------------------------------- the loop
+
+
+class SmoothBCE(torch.nn.Module):
+    """Binary cross-entropy per label, targets smoothed towards 1/2 by `smoothing`."""
+
+    def __init__(self, smoothing: float):
+        super().__init__()
+        self.smoothing = smoothing
+
+    def forward(self, logits, target):
+        target = target.float() * (1 - self.smoothing) + 0.5 * self.smoothing
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+
+
+def make_loss(cfg: Config) -> torch.nn.Module:
+    """Cross-entropy with label smoothing (it takes class indices or probability rows); binary
+    cross-entropy per label for a multi-label task."""
+    if cfg.data.multilabel:
+        return SmoothBCE(cfg.train.label_smoothing)
+    return torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
 
 def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int,
@@ -230,7 +254,7 @@ def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule
     start = time.time()
     train_loss = train_one_epoch(run.model, train_dl, run.optimizer, schedule, run.scaler, loss_fn,
                                  run.device, cfg.runtime, t.accum_steps, phase.bn_eval)
-    probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime)
+    probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime, cfg.data.multilabel)
     row = dict(epoch=epoch, phase=p, img_size=phase_size(phase, run.final_dc), frozen=phase.frozen,
                lr_head=max(peaks), lr_stem=min(peaks), train_loss=train_loss,
                valid_loss=log_loss(y_val, probs), valid_accuracy=accuracy(y_val, probs),
@@ -281,7 +305,7 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     next_epoch = resume["epoch"] + 1 if resume else 0
     if resume:
         print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.out / 'last.pt'}")
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    loss_fn = make_loss(cfg)
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
             run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val, loss_fn)

@@ -50,13 +50,16 @@ def make_views(base_size: int, tta) -> list[View]:
     return [View(s, c, f) for s, c, f in itertools.product(sizes, CROPS[tta.crops], flips)]
 
 
-def merge(probs: np.ndarray, mode: str) -> np.ndarray:
+def merge(probs: np.ndarray, mode: str, multilabel: bool = False) -> np.ndarray:
     """(views, N, K) probabilities to (N, K). mean: arithmetic mean; gmean: geometric mean
     (the mean of log-probabilities); max: each class's largest. Rows are renormalised to sum to 1
-    in float64 (float32 softmax sums stray by 1e-7, which log-loss scorers warn about)."""
+    in float64 (float32 softmax sums stray by 1e-7, which log-loss scorers warn about); multi-label
+    probabilities are per label and stay as merged (gmean per label is the mean log-probability)."""
     probs = np.asarray(probs, dtype=np.float64)
     if mode == "mean":
         out = probs.mean(0)
+    elif mode == "gmean" and multilabel:
+        return np.exp(np.log(np.clip(probs, 1e-12, 1.0)).mean(0))
     elif mode == "gmean":
         logp = np.log(np.clip(probs, 1e-12, 1.0)).mean(0)
         out = np.exp(logp - logp.max(1, keepdims=True))
@@ -64,7 +67,7 @@ def merge(probs: np.ndarray, mode: str) -> np.ndarray:
         out = probs.max(0)
     else:
         raise ValueError(f"unknown merge mode {mode!r}")
-    return out / out.sum(1, keepdims=True)
+    return out if multilabel else out / out.sum(1, keepdims=True)
 
 
 def crop_boxes(h: int, w: int, size: int, crops: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -90,19 +93,20 @@ class CropsDataset(ImageDataset):
 
 
 @torch.inference_mode()
-def forward_views(model, x: torch.Tensor, flips: list[str], device, rt) -> torch.Tensor:
-    """x: (B, n_crops, C, H, W). Softmax probabilities (B, n_crops * n_flips, K), crop-major,
+def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilabel: bool = False) -> torch.Tensor:
+    """x: (B, n_crops, C, H, W). Probabilities (B, n_crops * n_flips, K), crop-major,
     from a single forward pass over every crop and flip of the batch."""
     b, nc = x.shape[:2]
     flat = engine.to_input(x.flatten(0, 1), device, rt)
     batch = torch.cat([FLIPS[f](flat) for f in flips])  # (n_flips * B * nc, C, H, W)
     with engine.autocast(device, rt):
         logits = model(batch)
-    probs = logits.float().softmax(-1).reshape(len(flips), b, nc, -1)
+    probs = engine.activate(logits, multilabel).reshape(len(flips), b, nc, -1)
     return probs.permute(1, 2, 0, 3).reshape(b, nc * len(flips), -1).cpu()
 
 
-def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, device, rt) -> np.ndarray:
+def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, device, rt,
+                  multilabel: bool = False) -> np.ndarray:
     """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
     shrinks with the number of views per size, so a forward pass holds about batch_size images."""
     model.eval()
@@ -113,7 +117,7 @@ def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, de
         ds = CropsDataset(paths, dc, size, crops)
         per_batch = max(1, batch_size // (len(crops) * len(flips)))
         dl = make_loader(ds, per_batch, False, engine.num_workers(rt, device), device)
-        probs = torch.cat([forward_views(model, x, flips, device, rt) for x, _ in dl])  # (N, V_s, K)
+        probs = torch.cat([forward_views(model, x, flips, device, rt, multilabel) for x, _ in dl])  # (N, V_s, K)
         names = [(c, f) for c in crops for f in flips]
         want = [names.index((v.crop, v.flip)) for v in views if v.size == size]
         out.append(probs[:, want].numpy())

@@ -66,3 +66,18 @@ def make_config(tmp_path: Path, comp: Path, name: str = "tiny", **sections) -> P
 @pytest.fixture
 def comp(tmp_path: Path) -> Path:
     return make_competition(tmp_path / "comp")
+
+
+def run_chain(cfg, infer: bool = True):
+    """folds -> train (-> infer) in this process, with the run's config.yaml written as the
+    command line writes it (ensemble reads it)."""
+    from pipeline import folds, train
+    from pipeline import infer as infer_stage
+    from pipeline.config import write_stamps
+
+    write_stamps(cfg)
+    folds.main(cfg)
+    train.main(cfg)
+    if infer:
+        infer_stage.main(cfg)
+    return cfg

@@ -1,4 +1,5 @@
 """folds -> train -> infer -> ensemble through Make, on a few dozen 40 px images, tiny model."""
+import json
 import subprocess
 import sys
 import time
@@ -59,6 +60,18 @@ def test_chain_through_make(tmp_path, comp):
     assert "pipeline infer" in plan and "pipeline train" not in plan
     plan = make("-n", "ensemble", *common, "SET=train.phases.0.epochs=1").stdout
     assert plan.count("pipeline train") == 2
+
+    # an ensemble file: Make brings each member config up to date (training the new one), then
+    # writes the chosen method's submission and its JSON
+    other = make_config(tmp_path, comp, name="tiny2", train={"phases": [{"epochs": 1, "lr": 3e-3}],
+                                                             "batch_size": 8, "seed": 7})
+    spec = tmp_path / "both.yaml"
+    spec.write_text(f"name: both\nmembers: [{config}, {other}]\nmethod: vote\nout_dir: {tmp_path / 'subs'}\n")
+    out = make("ensemble", f"ENSEMBLE={spec}").stdout
+    assert f"pipeline train {other}" in out and f"pipeline train {config}" not in out
+    assert "ensemble: hierarchical" in out and (tmp_path / "subs" / "both.csv").is_file()
+    assert json.loads((tmp_path / "subs" / "both.json").read_text())["method"] == "vote"
+    assert "pipeline" not in make("ensemble", f"ENSEMBLE={spec}").stdout  # up to date: nothing runs
 
 
 def test_one_fold_and_config_error_through_make(tmp_path, comp):

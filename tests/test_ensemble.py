@@ -73,14 +73,15 @@ def sample():
 def test_build_refuses_missing_prediction(sample):
     test = pd.DataFrame({"image_id": ["x", "y"], "ants": [0.1, 0.9], "bees": [0.9, 0.1]})
     with pytest.raises(PipelineError, match="no prediction for id 'z'"):
-        ensemble.build_submission(sample, test, CLASSES, "image_id", "label", "s.csv")
+        ensemble.build_submission(sample, test, CLASSES, "image_id", "s.csv")
 
 
 def test_build_refuses_unknown_sample_layout(sample):
     test = pd.DataFrame({"image_id": ["x", "y", "z"], "ants": 0.5, "bees": 0.5})
-    with pytest.raises(PipelineError, match="expected 'image_id,label'"):
-        ensemble.build_submission(sample.rename(columns={"label": "target"}), test, CLASSES,
-                                  "image_id", "label", "s.csv")
+    with pytest.raises(PipelineError, match="expected 'image_id' then one label column"):
+        ensemble.build_submission(sample.assign(other=1), test, CLASSES, "image_id", "s.csv")
+    with pytest.raises(PipelineError, match="expected the id column 'image_id'"):
+        ensemble.build_submission(sample[["label", "image_id"]], test, CLASSES, "image_id", "s.csv")
 
 
 @pytest.mark.parametrize("break_it, message", [

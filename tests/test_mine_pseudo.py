@@ -6,9 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_competition, make_config
-from pipeline import folds as folds_stage
-from pipeline import infer, mine, pseudo
+from conftest import make_competition, make_config, run_chain
+from pipeline import mine, pseudo
 from pipeline import train as train_stage
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
@@ -42,11 +41,7 @@ def round1(tmp_path_factory):
     """Experiment a: trained on the positives and 40% of the negatives, then inferred."""
     tmp = tmp_path_factory.mktemp("mine")
     comp = _comp(tmp)
-    cfg = _cfg(tmp, comp)
-    folds_stage.main(cfg)
-    train_stage.main(cfg)
-    infer.main(cfg)
-    return tmp, comp, cfg
+    return tmp, comp, run_chain(_cfg(tmp, comp))
 
 
 def test_negative_sampling_and_pool_split_the_training_folds(round1):

@@ -6,10 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_competition, make_config
-from pipeline import folds as folds_stage
+from conftest import make_competition, make_config, run_chain
 from pipeline import infer
-from pipeline import train as train_stage
 from pipeline import tta
 from pipeline.config import Runtime, Tta, load_config
 from pipeline.data import ImageDataset, eval_transform, make_loader
@@ -127,8 +125,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tta")
     comp = make_competition(tmp / "comp")
     cfg = load_config(make_config(tmp, comp))
-    folds_stage.main(cfg)
-    train_stage.main(cfg)
+    run_chain(cfg, infer=False)
     return tmp, comp
 
 

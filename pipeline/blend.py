@@ -1,0 +1,90 @@
+"""Ways to combine several models' class probabilities into one prediction (pure functions).
+
+Every method is applied by one rule to the out-of-fold predictions and to the test predictions,
+so an ensemble's CV measures the very rule that makes its submission.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.stats import rankdata
+
+from .metrics import better, log_loss, score
+
+METHODS = ("mean", "fit", "rank", "vote", "hierarchical")
+MULTILABEL_METHODS = ("mean", "fit", "rank")  # votes pick one class per image
+
+
+def weighted_mean(stack: np.ndarray, weights=None) -> np.ndarray:
+    """(members, N, K) -> (N, K): the (weighted) mean of the members' probabilities."""
+    stack = np.asarray(stack, dtype=float)
+    w = np.ones(len(stack)) if weights is None else np.asarray(weights, dtype=float)
+    return np.tensordot(w / w.sum(), stack, axes=1)
+
+
+def rank_mean(stack: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Each member's probabilities of a class replaced by their rank among the rows (scaled to
+    (0, 1]), averaged over members, rows renormalised to sum to 1. Only the order of a member's
+    scores counts, which suits rank metrics (AUC) and members with different calibrations."""
+    stack = np.asarray(stack, dtype=float)
+    n = stack.shape[1]
+    ranks = np.stack([np.apply_along_axis(rankdata, 0, m) / n for m in stack])
+    out = ranks.mean(0)
+    return out if multilabel else out / out.sum(1, keepdims=True)
+
+
+def vote(labels: np.ndarray, n_classes: int, tiebreak: np.ndarray) -> np.ndarray:
+    """Hard majority vote. labels: (voters, N) class indices. Returns (N, K) vote shares, nudged
+    so that argmax gives the winner: the most votes; on a tie, the tied class with the highest
+    `tiebreak` probability (the voters' mean); then the lower class index. The same every time."""
+    labels = np.asarray(labels)
+    counts = np.stack([(labels == k).sum(0) for k in range(n_classes)], axis=1).astype(float)
+    # votes are integers, so a nudge below 1/2 never overturns a majority, only breaks ties
+    score_ = counts + 0.25 * np.asarray(tiebreak, dtype=float)
+    winner = score_.argmax(1)  # argmax takes the lowest index among exact ties
+    shares = counts / len(labels)
+    shares[np.arange(len(winner)), winner] += 1e-9  # keep argmax on the winner after any rounding
+    return shares / shares.sum(1, keepdims=True)
+
+
+def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """Member weights, non-negative and summing to 1, fitted on the OOF predictions by SLSQP to
+    the log-loss of the weighted mean (the metric itself when it is log-loss; a smooth stand-in
+    for accuracy-like metrics, which are flat almost everywhere). The fit is kept only if it
+    scores at least as well as the plain mean on the metric: a guard against fitting noise."""
+    m = len(oofs)
+    equal = np.full(m, 1.0 / m)
+    if m == 1:
+        return equal
+    res = minimize(lambda w: log_loss(y, np.clip(weighted_mean(oofs, np.abs(w) + 1e-12), 1e-15, 1)),
+                   equal, method="SLSQP", bounds=[(0.0, 1.0)] * m,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}])
+    w = np.clip(res.x, 0.0, None)
+    w = w / w.sum() if w.sum() > 0 else equal
+    fitted, plain = score(metric, y, weighted_mean(oofs, w)), score(metric, y, weighted_mean(oofs, equal))
+    return w if (better(metric, fitted, plain) or fitted == plain) else equal
+
+
+def combine(method: str, oofs: np.ndarray, tests: np.ndarray, test_folds: list[np.ndarray],
+            y: np.ndarray, metric: str, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(OOF, test, weights) of a method. oofs: (members, N, K); tests: (members, M, K), each
+    member's fold mean; test_folds: per member (folds, M, K), its fold models one by one.
+    vote: every fold model of every member votes on a test image; on an OOF image each member's
+    one model that did not train on it votes. hierarchical: each member's fold mean makes one
+    label (its OOF label on OOF images), then the members vote."""
+    k = oofs.shape[2]
+    if method in ("mean", "fit"):
+        w = fit_weights(oofs, y, metric) if method == "fit" else (
+            np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights))
+        return weighted_mean(oofs, w), weighted_mean(tests, w), w
+    if method == "rank":
+        return rank_mean(oofs, y.ndim == 2), rank_mean(tests, y.ndim == 2), None
+    if y.ndim == 2:
+        raise ValueError(f"method {method}: voting needs one label per image")
+    oof_vote = vote(oofs.argmax(2), k, weighted_mean(oofs))
+    if method == "vote":
+        voters = np.concatenate([f.argmax(2) for f in test_folds])
+        return oof_vote, vote(voters, k, weighted_mean(tests)), None
+    if method == "hierarchical":
+        return oof_vote, vote(tests.argmax(2), k, weighted_mean(tests)), None
+    raise ValueError(f"unknown method {method!r}")
