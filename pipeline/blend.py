@@ -50,8 +50,9 @@ def vote(labels: np.ndarray, n_classes: int, tiebreak: np.ndarray) -> np.ndarray
 def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     """Member weights, non-negative and summing to 1, fitted on the OOF predictions by SLSQP to
     the log-loss of the weighted mean (the metric itself when it is log-loss; a smooth stand-in
-    for accuracy-like metrics, which are flat almost everywhere). The fit is kept only if it
-    scores at least as well as the plain mean on the metric: a guard against fitting noise."""
+    for accuracy-like metrics, which are flat almost everywhere). Guard: the plain mean, the fit
+    and each member alone are scored on the metric, and the best wins (the mean on ties), so the
+    result is never worse on the OOF than the plain mean or the best single member."""
     m = len(oofs)
     equal = np.full(m, 1.0 / m)
     if m == 1:
@@ -61,8 +62,12 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
                    constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}])
     w = np.clip(res.x, 0.0, None)
     w = w / w.sum() if w.sum() > 0 else equal
-    fitted, plain = score(metric, y, weighted_mean(oofs, w)), score(metric, y, weighted_mean(oofs, equal))
-    return w if (better(metric, fitted, plain) or fitted == plain) else equal
+    best, best_score = equal, score(metric, y, weighted_mean(oofs, equal))
+    for cand in [w, *np.eye(m)]:  # the fit, then each member alone
+        s = score(metric, y, weighted_mean(oofs, cand))
+        if better(metric, s, best_score):
+            best, best_score = cand, s
+    return best
 
 
 def combine(method: str, oofs: np.ndarray, tests: np.ndarray, test_folds: list[np.ndarray],

@@ -51,6 +51,8 @@ def test_fitted_weights_are_a_guarded_simplex():
         fitted = metrics.score(metric, y, blend.weighted_mean(oofs, w))
         plain = metrics.score(metric, y, blend.weighted_mean(oofs))
         assert not metrics.better(metric, plain, fitted)
+        for single in oofs:
+            assert not metrics.better(metric, metrics.score(metric, y, single), fitted)
     assert blend.fit_weights(oofs, y, "log_loss")[1] < 0.05  # the noise member is dropped
     assert np.allclose(blend.fit_weights(oofs[:1], y, "accuracy"), [1.0])
 
