@@ -120,7 +120,7 @@ def main(cfg: Config) -> dict[str, float]:
     folds = load_folds(cfg)
     run = start_of_phase(cfg, folds)
     phase = cfg.train.phases[lf.phase]
-    loader = train_loader(cfg, folds, lf.fold, run.classes, phase, run.final_dc, run.device)
+    loader = train_loader(cfg, folds, lf.fold, run.classes, phase, run.final_dc, run.device, run.extra)
     lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)
     losses, smoothed = range_test(cfg, run, loader, lrs)
     tried = lrs[:len(losses)]

@@ -55,9 +55,9 @@ def class_list(folds: pd.DataFrame, cfg: Config) -> list[str]:
     return classes
 
 
-def fingerprint(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> str:
+def fingerprint(cfg: Config, folds: pd.DataFrame, extra: tuple[list[Path], np.ndarray]) -> str:
     """What a fold's training depends on; a checkpoint from other settings is not resumed."""
-    paths, targets = extra_rows(cfg, folds, fold, classes)
+    paths, targets = extra
     text = (to_yaml(cfg, STAGE_SECTIONS["train"]) + folds.to_csv(index=False)
             + "".join(map(str, paths)) + np.array2string(targets, threshold=np.inf))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -96,24 +96,23 @@ def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) 
 
 
 def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
-                 final_dc: dict, device: torch.device):
+                 final_dc: dict, device: torch.device, extra: tuple[list[Path], np.ndarray] | None = None):
     """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
     hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
-    says. Oversampling happens after the split: a validation image can never be repeated into it."""
+    says. Oversampling happens after the split: a validation image can never be repeated into it.
+    `extra`: extra_rows' result when the caller has it already."""
     t = cfg.train
     paths, y = fold_images(cfg, training_rows(cfg, folds, fold), classes)
     if t.sampling == "oversample":
         idx = oversample(y, t.seed + fold)
         paths, y = [paths[i] for i in idx], y[idx]
-    extra_paths, extra_t = extra_rows(cfg, folds, fold, classes)
+    extra_paths, extra_t = extra if extra is not None else extra_rows(cfg, folds, fold, classes)
     targets = y
-    if extra_paths and cfg.data.multilabel:
-        paths, targets = paths + extra_paths, np.concatenate([y, extra_t])
-    elif extra_paths:
-        paths = paths + extra_paths
-        onehot = np.concatenate([np.eye(len(classes))[y], extra_t])
-        hard = (onehot.max(1) == 1.0).all()
-        targets = onehot.argmax(1) if hard else onehot  # class indices unless some labels are soft
+    if extra_paths:
+        rows = np.concatenate([y if cfg.data.multilabel else np.eye(len(classes))[y], extra_t])
+        soft = cfg.data.multilabel or not (rows.max(1) == 1.0).all()
+        # class indices unless the task is multi-label or some pseudo-labels are soft
+        paths, targets = paths + extra_paths, rows if soft else rows.argmax(1)
     labels = targets.argmax(1) if np.ndim(targets) == 2 else targets
     sampler = balanced_sampler(labels) if t.sampling == "weighted" else None
     size = phase_size(phase, final_dc)
@@ -195,6 +194,7 @@ class FoldRun:
     scaler: torch.amp.GradScaler
     final_dc: dict
     fp: str
+    extra: tuple[list[Path], np.ndarray]  # other experiments' rows for this fold (extra_rows)
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # score, epoch, probs of the kept epoch
 
@@ -213,8 +213,9 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     check_phase_sizes(cfg, model, final_dc)
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
+    extra = extra_rows(cfg, folds, fold, classes)  # read once: the fingerprint and every phase use it
     return FoldRun(cfg, fold, folds, classes, device, model, optimizer,
-                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds, fold, classes))
+                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds, extra), extra)
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
@@ -277,7 +278,7 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
     cfg, phase = run.cfg, run.cfg.train.phases[p]
     start = cfg.train.phase_starts[p]
     optim.set_frozen(run.model, phase.frozen)
-    train_dl = train_loader(cfg, run.folds, run.fold, run.classes, phase, run.final_dc, run.device)
+    train_dl = train_loader(cfg, run.folds, run.fold, run.classes, phase, run.final_dc, run.device, run.extra)
     peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
     schedule = optim.PhaseSchedule(run.optimizer, phase, peaks,
                                    optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps))
