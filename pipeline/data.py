@@ -1,51 +1,21 @@
-"""Tables and images: reading them with clear errors, datasets, and albumentations transforms."""
+"""Images: decoding, the backbone's data config, albumentations transforms, datasets and loaders."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import albumentations as A
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
+from .config import Data
 from .errors import PipelineError
+from .io import read_table
 
 cv2.setNumThreads(0)  # torch owns the cores; cv2's own pool only oversubscribes them
-
-
-def read_table(path: str | Path, columns: list[str], id_col: str | None = None) -> pd.DataFrame:
-    """A CSV as strings, with the named columns present, non-empty, and (id_col) unique."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
-    for col in columns:
-        if col not in df.columns:
-            raise PipelineError(f"{path}: no column '{col}' (columns: {', '.join(df.columns)})")
-        empty = np.flatnonzero(df[col].str.strip() == "")
-        if len(empty):
-            raise PipelineError(f"{path}: line {empty[0] + 2}: empty '{col}'")
-    if id_col is not None:
-        dup = np.flatnonzero(df[id_col].duplicated())
-        if len(dup):
-            raise PipelineError(f"{path}: line {dup[0] + 2}: duplicate {id_col} '{df[id_col].iloc[dup[0]]}'")
-    if df.empty:
-        raise PipelineError(f"{path}: no rows")
-    return df
-
-
-def image_paths(root: str | Path, pattern: str, ids, table: str | Path) -> list[Path]:
-    """Paths of the images named by `pattern` ({id} replaced), each checked to exist."""
-    paths = [Path(root) / pattern.format(id=i) for i in ids]
-    for line, p in enumerate(paths, start=2):
-        if not p.is_file():
-            raise PipelineError(f"{p}: image not found ({table} line {line})")
-    return paths
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -60,6 +30,62 @@ def read_image(path: str | Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises many types for a bad file; all mean the same to the user
         raise PipelineError(f"{path}: cannot read image ({type(e).__name__})") from None
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def folder_images(d: Data, folder: str, key: str) -> list[str]:
+    """Image files under data.root/folder (the config key `key` names it), as paths relative to
+    data.root, sorted; none of them may be a labelled training image (its label would be overridden)."""
+    root = d.path(folder)
+    if not root.is_dir():
+        raise PipelineError(f"{key}: {root} is not a folder")
+    rel = sorted(p.relative_to(d.root).as_posix() for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not rel:
+        raise PipelineError(f"{key}: no images in {root}")
+    train = read_table(d.path(d.train_csv), [d.id_col])[d.id_col]
+    labelled = {d.train_images.format(id=i): n for n, i in enumerate(train, start=2)}
+    clash = next((r for r in rel if r in labelled), None)
+    if clash:
+        raise PipelineError(f"{key}: {clash} is a labelled image ({d.train_csv} line {labelled[clash]}); "
+                            "the folder must hold unlabelled images only")
+    return rel
+
+
+@dataclass(frozen=True)
+class Images:
+    """Image files with their targets: class indices (N,), or rows of class probabilities or of
+    0/1 labels (N, K)."""
+    paths: list[Path]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """timm's data config of a backbone: the size, normalisation, resize and crop its weights expect.
+    Checkpoints store it as timm's dict (`to_timm`)."""
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+
+    @classmethod
+    def from_timm(cls, dc: dict) -> DataConfig:
+        return cls(size=int(dc["input_size"][-1]), mean=tuple(dc["mean"]), std=tuple(dc["std"]),
+                   interpolation=dc.get("interpolation") or "bilinear", crop_pct=float(dc.get("crop_pct", 1.0)))
+
+    def to_timm(self) -> dict:
+        return {"input_size": [3, self.size, self.size], "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+
+    def at(self, size: int) -> DataConfig:
+        """The same recipe at another image size (a training phase, a TTA view)."""
+        return replace(self, size=size)
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -80,15 +106,14 @@ class ImageDataset(torch.utils.data.Dataset):
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 
-def normalize(dc: dict) -> list:
-    return [A.Normalize(mean=dc["mean"], std=dc["std"], max_pixel_value=255.0), ToTensorV2()]
+def normalize(dc: DataConfig) -> list:
+    return [A.Normalize(mean=dc.mean, std=dc.std, max_pixel_value=255.0), ToTensorV2()]
 
 
-def train_transform(dc: dict, aug) -> A.Compose:
-    """Random-resized crop at the training size, flips, colour jitter. `dc`: timm data config."""
-    size = dc["input_size"][-1]
-    interp = _INTERP.get(dc.get("interpolation"), cv2.INTER_LINEAR)
-    ops = [A.RandomResizedCrop(size=(size, size), scale=(aug.scale_min, 1.0), interpolation=interp)]
+def train_transform(dc: DataConfig, aug) -> A.Compose:
+    """Random-resized crop at the data config's size, flips, colour jitter (`aug`: train.aug)."""
+    interp = _INTERP.get(dc.interpolation, cv2.INTER_LINEAR)
+    ops = [A.RandomResizedCrop(size=(dc.size, dc.size), scale=(aug.scale_min, 1.0), interpolation=interp)]
     if aug.hflip:
         ops.append(A.HorizontalFlip(p=aug.hflip))
     if aug.vflip:
@@ -99,16 +124,15 @@ def train_transform(dc: dict, aug) -> A.Compose:
     return A.Compose(ops + normalize(dc))
 
 
-def resize_short(dc: dict, size: int) -> A.SmallestMaxSize:
+def resize_short(dc: DataConfig) -> A.SmallestMaxSize:
     """timm's eval resize: the short side to size / crop_pct, so a size x size crop remains."""
-    interp = _INTERP.get(dc.get("interpolation"), cv2.INTER_LINEAR)
-    return A.SmallestMaxSize(max_size=int(round(size / dc.get("crop_pct", 1.0))), interpolation=interp)
+    interp = _INTERP.get(dc.interpolation, cv2.INTER_LINEAR)
+    return A.SmallestMaxSize(max_size=int(round(dc.size / dc.crop_pct)), interpolation=interp)
 
 
-def eval_transform(dc: dict) -> A.Compose:
+def eval_transform(dc: DataConfig) -> A.Compose:
     """timm's eval recipe: resize the short side to size / crop_pct, then centre-crop."""
-    size = dc["input_size"][-1]
-    return A.Compose([resize_short(dc, size), A.CenterCrop(height=size, width=size)] + normalize(dc))
+    return A.Compose([resize_short(dc), A.CenterCrop(height=dc.size, width=dc.size)] + normalize(dc))
 
 
 def _worker_init(_: int) -> None:

@@ -1,10 +1,9 @@
-"""What training and inference share: the device, the forward pass, and probability tables."""
+"""What training and inference share on the device: placement, precision, the forward pass."""
 from __future__ import annotations
 
 import os
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .config import Runtime
@@ -61,25 +60,3 @@ def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, m
             logits = model(to_input(x, device, rt))
         out.append(activate(logits, multilabel).cpu())
     return torch.cat(out).numpy()
-
-
-def split_labels(labels: pd.Series, sep: str) -> list[list[str]]:
-    return [[t for t in str(v).split(sep) if t] for v in labels]
-
-
-def encode(labels: pd.Series, classes: list[str], sep: str | None = None) -> np.ndarray:
-    """Class names to indices in the order of `classes` (the column order of probability tables);
-    with sep (multi-label), to an (N, K) 0/1 matrix."""
-    if sep is not None:
-        index = {c: i for i, c in enumerate(classes)}
-        out = np.zeros((len(labels), len(classes)))
-        for row, names in enumerate(split_labels(labels, sep)):
-            out[row, [index[n] for n in names]] = 1.0
-        return out
-    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
-
-
-def prob_frame(ids, classes: list[str], probs: np.ndarray, id_col: str, **extra) -> pd.DataFrame:
-    """A probability table: the id column, any extra columns, then one column per class."""
-    df = pd.DataFrame({id_col: list(ids), **extra})
-    return pd.concat([df, pd.DataFrame(probs, columns=classes)], axis=1)

@@ -1,10 +1,52 @@
-"""Atomic writes: an artifact is either complete or absent, never half-written."""
+"""Files in and out: CSV tables read with one-line errors, image paths checked to exist, and
+atomic writes (an artifact is either complete or absent, never half-written)."""
 from __future__ import annotations
 
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import PipelineError
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_table(path: str | Path, columns: list[str], id_col: str | None = None) -> pd.DataFrame:
+    """A CSV as strings, with the named columns present, non-empty, and (id_col) unique."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    for col in columns:
+        if col not in df.columns:
+            raise PipelineError(f"{path}: no column '{col}' (columns: {', '.join(df.columns)})")
+        empty = np.flatnonzero(df[col].str.strip() == "")
+        if len(empty):
+            raise PipelineError(f"{path}: line {empty[0] + 2}: empty '{col}'")
+    if id_col is not None:
+        dup = np.flatnonzero(df[id_col].duplicated())
+        if len(dup):
+            raise PipelineError(f"{path}: line {dup[0] + 2}: duplicate {id_col} '{df[id_col].iloc[dup[0]]}'")
+    if df.empty:
+        raise PipelineError(f"{path}: no rows")
+    return df
+
+
+def image_paths(root: str | Path, pattern: str, ids, table: str | Path) -> list[Path]:
+    """Paths of the images named by `pattern` ({id} replaced), each checked to exist."""
+    paths = [Path(root) / pattern.format(id=i) for i in ids]
+    for line, p in enumerate(paths, start=2):
+        if not p.is_file():
+            raise PipelineError(f"{p}: image not found ({table} line {line})")
+    return paths
+
+# ----------------------------------------------------------------------------- writing
 
 
 @contextmanager
@@ -35,6 +77,6 @@ def write_text_if_changed(path: str | Path, text: str) -> bool:
     return True
 
 
-def write_csv(path: str | Path, df) -> None:
+def write_csv(path: str | Path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)

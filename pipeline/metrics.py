@@ -72,7 +72,10 @@ def per_fold(metric: str, y: np.ndarray, probs: np.ndarray, folds: np.ndarray) -
     return {**out, "overall": score(metric, y, probs)}
 
 
-def tune_thresholds(y: np.ndarray, probs: np.ndarray, grid=np.linspace(0.05, 0.95, 19)) -> np.ndarray:
+THRESHOLDS = np.linspace(0.05, 0.95, 19)
+
+
+def tune_thresholds(y: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLDS) -> np.ndarray:
     """Multi-label: per label, the threshold on the grid with the best F1 on these rows (ties:
     the one nearest 0.5)."""
     y, probs = np.asarray(y) > 0.5, np.asarray(probs)

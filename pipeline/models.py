@@ -1,16 +1,21 @@
-"""Backbones by timm name, pretrained weights from wherever they are, and checkpoints."""
+"""Backbones by timm name, pretrained weights from wherever they are, checkpoints, and a fold's
+trained model rebuilt from its checkpoint alone."""
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
 from timm.utils import unwrap_model
 
-from .config import Model
+from . import engine
+from .config import Model, Runtime
+from .data import DataConfig
 from .errors import PipelineError
 from .io import atomic_path
+from .runs import RunDir
 
 
 def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
@@ -135,12 +140,10 @@ def map_by_order(model: torch.nn.Module, state: dict, path: Path) -> dict[str, t
     return {key: t for (key, _), (_, t) in zip(ours, theirs)}
 
 
-def data_config(model: torch.nn.Module, img_size: int | None) -> dict:
+def data_config(model: torch.nn.Module, img_size: int | None) -> DataConfig:
     """Mean, std, crop and interpolation from timm's data config; the size may be overridden."""
-    dc = dict(timm.data.resolve_model_data_config(model))
-    if img_size is not None:
-        dc["input_size"] = (3, img_size, img_size)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dc.items()}
+    dc = DataConfig.from_timm(timm.data.resolve_model_data_config(model))
+    return dc if img_size is None else dc.at(img_size)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, **meta) -> None:
@@ -159,3 +162,24 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     model = timm.create_model(mcfg["backbone"], **timm_kwargs(mcfg, len(ckpt["classes"])))
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """A fold's kept model, on its device, ready to predict."""
+    fold: int
+    model: torch.nn.Module
+    classes: list[str]
+    data_config: DataConfig
+
+    @property
+    def fixed_size(self) -> bool:
+        """Built for one input size (position embeddings, as in ViT)."""
+        return bool(self.model.pretrained_cfg.get("fixed_input_size"))
+
+
+def load_fold_model(run: RunDir, fold: int, device: torch.device, rt: Runtime) -> FoldModel:
+    """Fold `fold`'s best.pt, rebuilt and placed on the device."""
+    model, ckpt = load_checkpoint(run.best(fold))
+    return FoldModel(fold, engine.prepare(model, device, rt), ckpt["classes"],
+                     DataConfig.from_timm(ckpt["data_config"]))

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 
 from . import engine
-from .data import ImageDataset, make_loader, normalize, resize_short
+from .config import Config, Tta
+from .data import DataConfig, ImageDataset, make_loader, normalize, resize_short
+from .errors import PipelineError
+from .models import FoldModel
 
 # The dihedral group of the square: each is its own inverse except rot90 / rot270.
 FLIPS = {
@@ -42,9 +45,9 @@ class View:
         return f"{self.size}px/{self.crop}/{self.flip}"
 
 
-def make_views(base_size: int, tta) -> list[View]:
+def make_views(base_size: int, tta: Tta) -> list[View]:
     """Every (size, crop, flip) the config asks for; the plain view (base size, centre, no flip)
-    comes first. `tta` is the config's infer.tta section."""
+    comes first."""
     sizes = [base_size] + [s for s in tta.sizes if s != base_size]
     flips = ["none"] + [f for f in tta.flips if f != "none"]
     return [View(s, c, f) for s, c, f in itertools.product(sizes, CROPS[tta.crops], flips)]
@@ -81,8 +84,8 @@ class CropsDataset(ImageDataset):
     """Each item: the image resized as timm's eval recipe does (short side to size / crop_pct),
     then every named crop of size x size, stacked: (n_crops, C, size, size)."""
 
-    def __init__(self, paths, dc: dict, size: int, crops: tuple[str, ...]):
-        super().__init__(paths, None, A.Compose([resize_short(dc, size)] + normalize(dc)))
+    def __init__(self, paths, dc: DataConfig, size: int, crops: tuple[str, ...]):
+        super().__init__(paths, None, A.Compose([resize_short(dc.at(size))] + normalize(dc)))
         self.size, self.crops = size, crops
 
     def __getitem__(self, i: int):
@@ -105,7 +108,7 @@ def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilab
     return probs.permute(1, 2, 0, 3).reshape(b, nc * len(flips), -1).cpu()
 
 
-def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, device, rt,
+def predict_views(model, paths, dc: DataConfig, views: list[View], batch_size: int, device, rt,
                   multilabel: bool = False) -> np.ndarray:
     """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
     shrinks with the number of views per size, so a forward pass holds about batch_size images."""
@@ -122,6 +125,24 @@ def predict_views(model, paths, dc: dict, views: list[View], batch_size: int, de
         want = [names.index((v.crop, v.flip)) for v in views if v.size == size]
         out.append(probs[:, want].numpy())
     return np.concatenate(out, axis=1).transpose(1, 0, 2)
+
+
+def fold_views(fm: FoldModel, tta: Tta) -> list[View]:
+    """The views infer.tta asks for, at the fold model's size; extra sizes are refused for a
+    model built for one size."""
+    base = fm.data_config.size
+    if fm.fixed_size and any(s != base for s in tta.sizes):
+        raise PipelineError(f"infer.tta.sizes: {fm.model.pretrained_cfg.get('architecture')} has a fixed "
+                            f"input size ({base} px)")
+    return make_views(base, tta)
+
+
+def predict_merged(fm: FoldModel, paths, cfg: Config, device) -> np.ndarray:
+    """(N, K) probabilities of a fold model on the images, under infer.tta's views, merged."""
+    views = fold_views(fm, cfg.infer.tta)
+    probs = predict_views(fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime,
+                          cfg.data.multilabel)
+    return merge(probs, cfg.infer.tta.merge, cfg.data.multilabel)
 
 
 def view_sets(views: list[View]) -> dict[str, list[int]]:

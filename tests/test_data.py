@@ -1,9 +1,12 @@
+"""pipeline/data.py: decoding, the data config, transforms, sampling and unlabelled folders."""
 import numpy as np
-import pandas as pd
 import pytest
+from helpers import neg_competition, neg_config
 from PIL import Image
 
 from pipeline import data
+from pipeline.config import Aug
+from pipeline.data import DataConfig
 from pipeline.errors import PipelineError
 
 
@@ -28,28 +31,37 @@ def test_unreadable_and_missing_images_are_named(tmp_path):
         data.read_image(bad)
     with pytest.raises(PipelineError, match="gone.jpg: image not found"):
         data.read_image(tmp_path / "gone.jpg")
-    (tmp_path / "a.jpg").write_bytes(bad.read_bytes())
-    with pytest.raises(PipelineError, match=r"b\.jpg: image not found \(train\.csv line 3\)"):
-        data.image_paths(tmp_path, "{id}.jpg", ["a", "b"], "train.csv")
 
 
-def test_read_table_errors_name_file_and_line(tmp_path):
-    path = tmp_path / "t.csv"
-    pd.DataFrame({"image_id": ["a", "b", "a"], "label": ["x", "y", "x"]}).to_csv(path, index=False)
-    with pytest.raises(PipelineError, match=r"t\.csv: line 4: duplicate image_id 'a'"):
-        data.read_table(path, ["image_id", "label"], id_col="image_id")
-    with pytest.raises(PipelineError, match=r"t\.csv: no column 'target'"):
-        data.read_table(path, ["target"])
-    pd.DataFrame({"image_id": ["a", "b"], "label": ["x", ""]}).to_csv(path, index=False)
-    with pytest.raises(PipelineError, match=r"t\.csv: line 3: empty 'label'"):
-        data.read_table(path, ["image_id", "label"])
+def test_data_config_round_trips_timms_dict():
+    timm_dc = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9,
+               "interpolation": "bicubic", "crop_mode": "center"}
+    dc = DataConfig.from_timm(timm_dc)
+    assert (dc.size, dc.crop_pct, dc.interpolation) == (32, 0.9, "bicubic")
+    assert DataConfig.from_timm(dc.to_timm()) == dc and dc.at(48).size == 48 and dc.at(48).mean == dc.mean
 
 
 def test_transforms_give_normalised_tensors_of_the_size():
-    dc = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9,
-          "interpolation": "bicubic"}
+    dc = DataConfig(size=32, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic", crop_pct=0.9)
     img = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
-    from pipeline.config import Aug
     for tf in (data.train_transform(dc, Aug()), data.eval_transform(dc)):
         x = tf(image=img)["image"]
-        assert tuple(x.shape) == (3, 32, 32) and -1.01 <= float(x.min()) and float(x.max()) <= 1.01
+        assert tuple(x.shape) == (3, 32, 32) and float(x.min()) >= -1.01 and float(x.max()) <= 1.01
+
+
+def test_oversample_repeats_each_class_up_to_the_largest():
+    y = np.array([0] * 10 + [1] * 3)
+    idx = data.oversample(y, seed=0)
+    assert np.bincount(y[idx]).tolist() == [10, 10]
+    assert np.bincount(idx[y[idx] == 1], minlength=13)[10:].tolist() in ([4, 3, 3], [3, 4, 3], [3, 3, 4])
+    assert np.array_equal(idx, data.oversample(y, seed=0))
+
+
+def test_folder_images_refuses_labelled_ones(tmp_path):
+    comp = neg_competition(tmp_path / "comp")
+    d = neg_config(tmp_path, comp).data
+    assert data.folder_images(d, "extra_neg", "mine.pool") == [f"extra_neg/x{i}.png" for i in range(5)]
+    with pytest.raises(PipelineError, match=r"mine.pool: train/tr000\.jpg is a labelled image \(train\.csv line 2\)"):
+        data.folder_images(d, ".", "mine.pool")
+    with pytest.raises(PipelineError, match="pseudo.source: .*nowhere is not a folder"):
+        data.folder_images(d, "nowhere", "pseudo.source")

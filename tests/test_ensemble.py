@@ -1,35 +1,17 @@
+"""pipeline/stages/ensemble.py: members combined by every method, the table, the JSON, and the
+submission in the sample's layout; members that cannot be combined are refused."""
+import json
+import shutil
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import COLOURS, fake_run, probs
 
-from pipeline import ensemble
-from pipeline.config import load_config, to_yaml
+from pipeline.config_files import to_yaml
 from pipeline.errors import PipelineError
-
-from conftest import make_config
-
-CLASSES = ["ants", "bees"]
-
-
-def fake_run(tmp_path, comp, name, test_probs, oof_probs, classes=CLASSES):
-    """A finished experiment folder as infer leaves it, with chosen probabilities."""
-    cfg = load_config(make_config(tmp_path, comp, name=name))
-    cfg.run_dir.mkdir(parents=True)
-    (cfg.run_dir / "config.yaml").write_text(to_yaml(cfg))
-    sample = pd.read_csv(comp / "sample_submission.csv")
-    train = pd.read_csv(comp / "train.csv")
-    test = pd.DataFrame({"image_id": sample.image_id})
-    test[classes] = test_probs
-    test.to_csv(cfg.run_dir / "test.csv", index=False)
-    oof = pd.DataFrame({"image_id": train.image_id, "fold": np.arange(len(train)) % 2, "label": train.label})
-    oof[classes] = oof_probs
-    oof.to_csv(cfg.run_dir / "oof.csv", index=False)
-    return cfg.run_dir
-
-
-def probs(n, p_first):
-    p = np.asarray(p_first, dtype=float).reshape(-1)[:n] if np.ndim(p_first) else np.full(n, p_first)
-    return np.stack([p, 1 - p], axis=1)
+from pipeline.stages import ensemble
 
 
 def test_mean_of_members_gives_labels_in_sample_order(tmp_path, comp):
@@ -65,40 +47,63 @@ def test_incompatible_members_refused(tmp_path, comp):
     assert not (tmp_path / "subs").exists()
 
 
-@pytest.fixture
-def sample():
-    return pd.DataFrame({"image_id": ["x", "y", "z"], "label": ["ants"] * 3})
+def test_spec_file_table_and_json(tmp_path, comp, capsys):
+    y_first = (pd.read_csv(comp / "train.csv").label == "ants").to_numpy()
+    right = np.where(y_first, 0.8, 0.3)  # member a: right on every image
+    a = fake_run(tmp_path, comp, "a", probs(10, 0.7), probs(32, right))
+    b = fake_run(tmp_path, comp, "b", probs(10, 0.4), probs(32, 0.5))
+    spec = tmp_path / "ab.yaml"
+    spec.write_text(f"name: ab\nmembers: [{a}, {b}]\nmethod: fit\nout_dir: {tmp_path / 'subs'}\n")
+    ensemble.run_cli(SimpleNamespace(spec=str(spec), runs=[]))
+    out = capsys.readouterr().out
+    for row in ("a", "b", "ensemble: mean", "ensemble: fit", "ensemble: rank", "ensemble: vote",
+                "ensemble: hierarchical"):
+        assert row in out
+    meta = json.loads((tmp_path / "subs" / "ab.json").read_text())
+    assert meta["method"] == "fit" and meta["metric"] == "accuracy" and len(meta["members"]) == 2
+    assert min(meta["weights"]) >= 0 and sum(meta["weights"]) == pytest.approx(1)
+    assert meta["cv"]["ensemble: fit"] >= meta["cv"]["ensemble: mean"]
+    assert meta["cv"]["ensemble: fit"] >= max(meta["cv"]["a"], meta["cv"]["b"])
+    assert (tmp_path / "subs" / "ab.csv").is_file()
 
 
-def test_build_refuses_missing_prediction(sample):
-    test = pd.DataFrame({"image_id": ["x", "y"], "ants": [0.1, 0.9], "bees": [0.9, 0.1]})
-    with pytest.raises(PipelineError, match="no prediction for id 'z'"):
-        ensemble.build_submission(sample, test, CLASSES, "image_id", "s.csv")
+def test_members_on_other_folds_are_refused(tmp_path, comp):
+    a = fake_run(tmp_path, comp, "a", probs(10, 0.5), probs(32, 0.5))
+    b = fake_run(tmp_path, comp, "b", probs(10, 0.5), probs(32, 0.5))
+    oof = pd.read_csv(b / "oof.csv")
+    oof.assign(fold=1 - oof.fold).to_csv(b / "oof.csv", index=False)
+    with pytest.raises(PipelineError, match="OOF ids/folds differ"):
+        ensemble.main([a, b], out_dir=tmp_path / "subs")
 
 
-def test_build_refuses_unknown_sample_layout(sample):
-    test = pd.DataFrame({"image_id": ["x", "y", "z"], "ants": 0.5, "bees": 0.5})
-    with pytest.raises(PipelineError, match="expected 'image_id' then one label column"):
-        ensemble.build_submission(sample.assign(other=1), test, CLASSES, "image_id", "s.csv")
-    with pytest.raises(PipelineError, match="expected the id column 'image_id'"):
-        ensemble.build_submission(sample[["label", "image_id"]], test, CLASSES, "image_id", "s.csv")
+def test_ensemble_writes_space_separated_labels_with_tuned_thresholds(multilabel, tmp_path, capsys):
+    _, comp, cfg = multilabel
+    sub = ensemble.main([cfg.run_dir, cfg.run_dir], name="ml2", out_dir=tmp_path / "subs", method="fit")
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    written = pd.read_csv(tmp_path / "subs" / "ml2.csv", keep_default_na=False)
+    assert list(written.columns) == ["image_id", "tags"] and written.image_id.tolist() == sample.image_id.tolist()
+    assert all(set(v.split()) <= set(COLOURS) for v in written.tags)
+    meta = json.loads((tmp_path / "subs" / "ml2.json").read_text())
+    assert set(meta["thresholds"]) == set(COLOURS) and meta["metric"] == "f1_macro"
+    test = pd.read_csv(cfg.run_dir / "test.csv").set_index("image_id").loc[sample.image_id, COLOURS]
+    want = [" ".join(c for c, t in zip(COLOURS, meta["thresholds"].values()) if row[c] >= t)
+            for _, row in test.iterrows()]
+    assert written.tags.tolist() == want == sub.tags.tolist()
+    assert "per-label thresholds tuned on the OOF F1" in capsys.readouterr().out
+    with pytest.raises(PipelineError, match="a multi-label task takes mean, fit, rank"):
+        ensemble.main([cfg.run_dir], out_dir=tmp_path / "subs", method="vote")
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda s: s.assign(extra=1), "columns .* differ"),
-    (lambda s: s.iloc[:2], "has 2 rows"),
-    (lambda s: s.iloc[[1, 0, 2]].reset_index(drop=True), "line 2: id 'y'"),
-    (lambda s: s.assign(label=["ants", None, "bees"]), "line 3: 'label' is empty"),
-    (lambda s: s.assign(label=["ants", "wasps", "bees"]), "line 3: 'label' = 'wasps'"),
-])
-def test_check_submission_refuses(sample, break_it, message):
-    good = sample.assign(label=["ants", "bees", "bees"])
-    ensemble.check_submission(good, sample, CLASSES, "image_id", "s.csv")
-    with pytest.raises(PipelineError, match=message):
-        ensemble.check_submission(break_it(good), sample, CLASSES, "image_id", "s.csv")
-
-
-def test_check_submission_probability_range():
-    sample = pd.DataFrame({"image_id": ["x"], "ants": [0.5], "bees": [0.5]})
-    with pytest.raises(PipelineError, match="'bees' = '1.5'"):
-        ensemble.check_submission(sample.assign(bees=[1.5]), sample, CLASSES, "image_id", "s.csv")
+def test_ensemble_writes_one_probability_column_per_label(multilabel, tmp_path):
+    _, comp, cfg = multilabel
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    probs_sample = pd.DataFrame({"image_id": sample.image_id, "red": 0.5, "green": 0.5, "blue": 0.5})
+    probs_sample.to_csv(comp / "sample_probs.csv", index=False)  # a file of its own: the fixture's stays
+    run = tmp_path / "runs" / "mlp"
+    shutil.copytree(cfg.run_dir, run)
+    other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"sample_submission": "sample_probs.csv"})})
+    (run / "config.yaml").write_text(to_yaml(other))
+    sub = ensemble.main([run], name="mlp", out_dir=tmp_path / "subs")
+    test = pd.read_csv(cfg.run_dir / "test.csv").set_index("image_id")
+    assert list(sub.columns) == ["image_id", "red", "green", "blue"]
+    assert np.allclose(sub[["red", "green", "blue"]], test.loc[sample.image_id, ["red", "green", "blue"]])

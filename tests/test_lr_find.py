@@ -1,12 +1,12 @@
-"""The LR range test: smoothing, the divergence stop, the suggestions, and its output files."""
+"""pipeline/stages/lr_find.py: smoothing, the divergence stop, the suggestions, its output files."""
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import make_config
 
-from conftest import make_config
-from pipeline import folds as folds_stage
-from pipeline import lr_find
-from pipeline.config import load_config
+from pipeline.config_files import load_config
+from pipeline.stages import folds as folds_stage
+from pipeline.stages import lr_find
 
 
 def test_smoothing_is_bias_corrected():

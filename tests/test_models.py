@@ -1,22 +1,25 @@
+"""pipeline/models.py: backbones, weights from wherever they are, checkpoints, fold models."""
 import sys
 import types
 
 import pytest
 import timm
 import torch
+from helpers import CPU
 
-from pipeline.config import Model
+from pipeline.config import Model, Runtime
 from pipeline.errors import PipelineError
-from pipeline.models import create_model, data_config, load_checkpoint, save_checkpoint
+from pipeline.models import create_model, data_config, load_checkpoint, load_fold_model, save_checkpoint
+from pipeline.runs import RunDir
 
 
 @pytest.mark.parametrize("backbone", ["test_efficientnet", "test_vit", "test_resnet", "test_convnext"])
 def test_backbone_forward(backbone):
     model = create_model(Model(backbone=backbone, img_size=64), num_classes=3).eval()
     dc = data_config(model, 64)
-    assert dc["input_size"] == [3, 64, 64] and len(dc["mean"]) == 3 and len(dc["std"]) == 3
+    assert dc.size == 64 and len(dc.mean) == 3 and len(dc.std) == 3
     with torch.no_grad():
-        out = model(torch.randn(2, *dc["input_size"]))
+        out = model(torch.randn(2, 3, dc.size, dc.size))
     assert out.shape == (2, 3) and torch.isfinite(out).all()
 
 
@@ -110,13 +113,20 @@ def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
     model = create_model(mcfg, 3).eval()
     path = tmp_path / "best.pt"
     save_checkpoint(path, model, config={"model": mcfg.model_dump()}, classes=["a", "b", "c"],
-                    data_config=data_config(model, 32))
+                    data_config=data_config(model, 32).to_timm())
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
     rebuilt, ckpt = load_checkpoint(path)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(rebuilt.eval()(x), model(x))
     assert ckpt["classes"] == ["a", "b", "c"] and ckpt["data_config"]["input_size"] == [3, 32, 32]
+    (tmp_path / "fold1").mkdir()
+    path.rename(RunDir(tmp_path).best(1))
+    fm = load_fold_model(RunDir(tmp_path), 1, CPU, Runtime(channels_last=False))
+    assert fm.fold == 1 and fm.classes == ["a", "b", "c"] and fm.data_config == data_config(model, 32)
+    assert fm.fixed_size == (backbone == "test_vit")
+    with torch.no_grad():
+        assert torch.allclose(fm.model.eval()(x), model(x))
 
 
 def test_hub_weights_unreachable_is_a_clear_error():

@@ -1,110 +1,18 @@
-"""The training recipe: discriminative LRs, schedules, freezing, resume, and sampling."""
+"""pipeline/stages/train.py: phases, freezing, resume after a kill, accumulation, sampling, and
+training on other experiments' rows."""
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
+from helpers import CLASSES, COLOURS, CPU, DC, make_competition, make_config, neg_config
 
-from conftest import make_competition, make_config
-from pipeline import folds as folds_stage
-from pipeline import optim, train
-from pipeline.config import Phase, Train, load_config
+from pipeline import optim
+from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
-
-
-def _model():
-    return timm.create_model("test_efficientnet", num_classes=2)
-
-
-def _peaks_by_param(model, t: Train, phase: Phase) -> dict[int, float]:
-    opt = optim.make_optimizer(model, t)
-    peaks = optim.peak_lrs(opt, phase, t)
-    return {id(p): pk for g, pk in zip(opt.param_groups, peaks) for p in g["params"]}
-
-
-def _stem_to_head(model, lr_of: dict[int, float]) -> list[float]:
-    """Peak LR of each module in forward order: stem, blocks, head."""
-    mods = [model.conv_stem, *model.blocks, model.get_classifier()]
-    return [max(lr_of[id(p)] for p in m.parameters()) for m in mods]
-
-
-@pytest.mark.parametrize("rule", [{"layer_decay": 0.5}, {"lr_ratio": 10.0}])
-def test_discriminative_lrs_rise_from_stem_to_head(rule):
-    model, phase = _model(), Phase(epochs=1, lr=1e-2)
-    lrs = _stem_to_head(model, _peaks_by_param(model, Train(**rule), phase))
-    assert lrs == sorted(lrs) and lrs[0] < lrs[-1]
-    assert lrs[-1] == pytest.approx(1e-2)
-    if "lr_ratio" in rule:
-        assert lrs[0] == pytest.approx(1e-3)  # the stem at lr / ratio exactly
-    else:
-        assert lrs[0] < 1e-2 * 0.5 ** 2
-
-
-def test_one_lr_without_a_rule_and_linear_batch_scaling():
-    model, phase = _model(), Phase(epochs=1, lr=3e-3)
-    assert set(_peaks_by_param(model, Train(), phase).values()) == {3e-3}
-    scaled = _peaks_by_param(model, Train(batch_size=32, accum_steps=4, lr_ref_batch=64), phase)
-    assert list(set(scaled.values())) == [pytest.approx(6e-3)]  # effective batch 128 = 2 x 64
-
-
-def test_unknown_optimizer_named():
-    with pytest.raises(PipelineError, match="train.optimizer: 'adamx'"):
-        optim.make_optimizer(_model(), Train(optimizer="adamx"))
-
-
-def _momentum(group: dict) -> float:
-    return group["betas"][0] if "betas" in group else group["momentum"]
-
-
-def _curve(phase: Phase, optimizer="adamw", updates_per_epoch=10):
-    t = Train(optimizer=optimizer, phases=[phase])
-    opt = optim.make_optimizer(torch.nn.Linear(2, 2), t)
-    sched = optim.PhaseSchedule(opt, phase, optim.peak_lrs(opt, phase, t), updates_per_epoch)
-    lrs, moms = [], []
-    for _ in range(phase.epochs * updates_per_epoch):
-        lrs.append(opt.param_groups[0]["lr"])
-        moms.append(_momentum(opt.param_groups[0]))
-        opt.step()
-        sched.step()
-    return np.array(lrs), np.array(moms)
-
-
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_one_cycle_lr_and_momentum_shape(optimizer):
-    lrs, moms = _curve(Phase(epochs=4, lr=1e-2, sched="onecycle", pct_start=0.25), optimizer)
-    top = int(np.argmax(lrs))
-    assert 8 <= top <= 10  # the peak a quarter of the way in
-    assert lrs[top] == pytest.approx(1e-2, rel=1e-3)
-    assert np.all(np.diff(lrs[:top + 1]) > 0) and np.all(np.diff(lrs[top:]) < 0)
-    assert lrs[0] < 1e-2 / 10 and lrs[-1] < lrs[0]
-    # momentum (Adam's beta1) mirrors it: 0.95 -> 0.85 at the LR peak -> back to 0.95
-    assert moms[0] == pytest.approx(0.95) and moms[top] == pytest.approx(0.85, abs=1e-3)
-    assert moms[-1] == pytest.approx(0.95, abs=1e-3) and int(np.argmin(moms)) == top
-
-
-def test_cosine_with_warmup_per_batch():
-    lrs, _ = _curve(Phase(epochs=4, lr=1e-2, warmup_epochs=1))
-    warm, decay = lrs[:11], lrs[10:]
-    assert np.all(np.diff(warm) > 0)  # rises through the first epoch
-    assert lrs.max() == pytest.approx(1e-2)
-    assert np.all(np.diff(decay) <= 0) and decay[-1] < 1e-2 * 0.05
-
-
-def test_sgdr_restarts():
-    lrs, _ = _curve(Phase(epochs=4, lr=1e-2, sched="sgdr", cycle_epochs=1))
-    jumps = np.flatnonzero(np.diff(lrs) > 0) + 1
-    assert jumps.tolist() == [10, 20, 30]  # back to the peak at each cycle start
-    assert np.allclose(lrs[jumps], 1e-2)
-
-
-def test_phase_resets_momentum_after_one_cycle():
-    t = Train(optimizer="sgd", momentum=0.9)
-    opt = optim.make_optimizer(torch.nn.Linear(2, 2), t)
-    one = Phase(epochs=1, lr=1e-2, sched="onecycle")
-    optim.PhaseSchedule(opt, one, optim.peak_lrs(opt, one, t), 5)
-    cos = Phase(epochs=1, lr=1e-3)
-    optim.PhaseSchedule(opt, cos, optim.peak_lrs(opt, cos, t), 5)
-    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+from pipeline.folds_file import load_folds
+from pipeline.stages import folds as folds_stage
+from pipeline.stages import pseudo, train
 
 # ----------------------------------------------------------------------------- whole folds
 
@@ -113,7 +21,7 @@ def _setup(tmp_path, comp, name="tiny", **train_keys):
     path = make_config(tmp_path, comp, name=name, train=train_keys)
     cfg = load_config(path)
     folds_stage.main(cfg)
-    return cfg, folds_stage.load_folds(cfg)
+    return cfg, load_folds(cfg)
 
 
 def _body_state(state: dict, model) -> dict:
@@ -126,7 +34,7 @@ def test_frozen_phase_moves_only_the_head(tmp_path, comp):
     before = {k: v.clone() for k, v in train.build(cfg, folds, 0).model.state_dict().items()}
     train.train_fold(cfg, folds, 0)
     after = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)["model"]
-    model = _model()
+    model = timm.create_model("test_efficientnet", num_classes=2)
     for key, value in _body_state(after, model).items():  # weights and BN running statistics alike
         assert torch.equal(value, before[key]), key
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
@@ -212,7 +120,7 @@ def test_progressive_resizing_refused_for_fixed_size_models(tmp_path, comp):
     cfg = load_config(path)
     folds_stage.main(cfg)
     with pytest.raises(PipelineError, match=r"train.phases.0.img_size: test_vit has a fixed input size"):
-        train.train_fold(cfg, folds_stage.load_folds(cfg), 0)
+        train.train_fold(cfg, load_folds(cfg), 0)
 
 # ----------------------------------------------------------------------------- imbalance
 
@@ -221,13 +129,9 @@ def test_progressive_resizing_refused_for_fixed_size_models(tmp_path, comp):
 def test_oversampling_balances_training_and_never_touches_validation(tmp_path, sampling):
     comp = make_competition(tmp_path / "imb", n_train=44, counts={"ants": 40, "bees": 4})
     cfg, folds = _setup(tmp_path, comp, sampling=sampling)
-    classes = train.class_list(folds, cfg)
     for k in (0, 1):
-        dl = train.train_loader(cfg, folds, k, classes, cfg.train.phases[0], {
-            "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3}, torch.device("cpu"))
-        valid_paths = {p.name for p in train.valid_loader(cfg, folds, k, classes, {
-            "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0},
-            torch.device("cpu"))[0].dataset.paths}
+        dl = train.train_loader(cfg, folds, k, CLASSES, cfg.train.phases[0], DC, CPU)
+        valid_paths = {p.name for p in train.valid_loader(cfg, folds, k, CLASSES, DC, CPU)[0].dataset.paths}
         ds = dl.dataset
         assert not {p.name for p in ds.paths} & valid_paths
         drawn = ds.targets if sampling == "oversample" else ds.targets[list(dl.sampler)]
@@ -248,3 +152,46 @@ def test_oversampling_raises_minority_recall(tmp_path):
     plain = _minority_recall(*_setup(tmp_path, comp, name="plain", **keys))
     over = _minority_recall(*_setup(tmp_path, comp, name="over", sampling="oversample", **keys))
     assert over > plain
+
+
+def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, capsys):
+    """last.pt records the train settings; one written before a key existed resumes all the same."""
+    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    real, calls = train.train_one_epoch, []
+
+    def dies(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_fold(cfg, folds, 0)
+    last = cfg.run_dir / "fold0" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["settings"] = {k: v for k, v in state["settings"].items() if not k.startswith("train.aug.")}
+    torch.save(state, last)
+    train.train_fold(cfg, folds, 0)
+    assert "resuming after epoch 0" in capsys.readouterr().out
+    state["settings"]["train.label_smoothing"] = 0.3  # a value the run did not use: start over
+    torch.save(state, last)
+    train.train_fold(cfg, folds, 0)
+    assert "resuming" not in capsys.readouterr().out
+
+
+def test_multilabel_folds_give_per_label_probabilities(multilabel):
+    _, _, cfg = multilabel
+    oof = pd.read_csv(cfg.run_dir / "fold0" / "oof.csv")
+    assert list(oof.columns) == ["image_id", "fold", "tags"] + COLOURS
+    p = oof[COLOURS].to_numpy()
+    assert ((p >= 0) & (p <= 1)).all() and not np.allclose(p.sum(1), 1)  # sigmoids, not a softmax
+    assert np.isfinite(pd.read_csv(cfg.run_dir / "fold0" / "history.csv").valid_loss).all()
+
+
+def test_training_on_soft_pseudo_labels_runs(round1):
+    tmp, comp, _ = round1
+    pseudo.main(neg_config(tmp, comp, name="a", pseudo={"threshold": 0.0, "soft": True}))
+    b = neg_config(tmp, comp, name="b2", train={"pseudo_labels_from": str(tmp / "a.yaml")})
+    train.main(b, fold=0)
+    assert np.isfinite(pd.read_csv(b.run_dir / "fold0" / "history.csv").train_loss).all()

@@ -1,24 +1,20 @@
-"""TTA: views are exact tensor ops with inverses, merges compute what they say, and infer's
-OOF goes through the same TTA as the test predictions."""
+"""pipeline/tta.py: views are exact tensor ops with inverses, every combination is made, merges
+compute what they say, and the views do not depend on batching."""
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from helpers import DC
 from PIL import Image
 
-from conftest import make_competition, make_config, run_chain
-from pipeline import infer
 from pipeline import tta
-from pipeline.config import Runtime, Tta, load_config
+from pipeline.config import Model, Runtime, Tta
 from pipeline.data import ImageDataset, eval_transform, make_loader
 from pipeline.engine import predict
 from pipeline.errors import PipelineError
-from pipeline.models import create_model, data_config, save_checkpoint
+from pipeline.models import FoldModel, create_model, data_config
 
 CPU = torch.device("cpu")
 RT = Runtime(device="cpu", channels_last=False)
-DC = {"input_size": [3, 32, 32], "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3,
-      "crop_pct": 0.875}
 
 
 @pytest.mark.parametrize("flip", list(tta.FLIPS))
@@ -119,72 +115,9 @@ def test_views_do_not_depend_on_batching(tmp_path):
     assert a.shape == (15, 3, 3) and np.allclose(a, b, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny experiment, trained once; each test infers it with its own TTA settings."""
-    tmp = tmp_path_factory.mktemp("tta")
-    comp = make_competition(tmp / "comp")
-    cfg = load_config(make_config(tmp, comp))
-    run_chain(cfg, infer=False)
-    return tmp, comp
-
-
-def _with_tta(trained, **tta_cfg):
-    tmp, comp = trained
-    return load_config(make_config(tmp, comp, infer={"batch_size": 16, "tta": tta_cfg}))
-
-
-def test_infer_oof_uses_the_same_tta_as_test(trained, capsys):
-    cfg = _with_tta(trained, flips=["hflip", "vflip"], sizes=[40], merge="gmean")
-    infer.main(cfg)
-    run = cfg.run_dir
-    table = pd.read_csv(run / "tta.csv")
-    assert table.views.tolist() == ["none", "+hflip", "+vflip", "+40px", "all"]
-    assert table.n_views.tolist() == [1, 2, 2, 2, 6]
-    assert {"cv_accuracy", "cv_log_loss"} <= set(table.columns)
-    oof = pd.read_csv(run / "oof.csv")
-    folds = pd.read_csv(cfg.folds_file)
-    assert oof.image_id.tolist() == folds.image_id.tolist() and oof.fold.tolist() == folds.fold.tolist()
-    assert list(oof.columns) == ["image_id", "fold", "label", "ants", "bees"]
-    assert np.allclose(oof[["ants", "bees"]].sum(axis=1), 1)
-    # the OOF's CV is the table's "all" row: one rule for OOF and test
-    y = (oof.label == "bees").to_numpy()
-    acc = ((oof.bees > oof.ants).to_numpy() == y).mean()
-    assert acc == pytest.approx(table.cv_accuracy.iloc[-1])
-    # the plain view reproduces what training recorded for each fold
-    trained = pd.concat([pd.read_csv(run / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
-    no_tta = trained.loc[folds.image_id]
-    y_idx = y.astype(int)
-    p = no_tta[["ants", "bees"]].to_numpy()
-    assert table.cv_accuracy.iloc[0] == pytest.approx((p.argmax(1) == y_idx).mean())
-    assert "CV by TTA view set" in capsys.readouterr().out
-
-
-def test_infer_without_tta_matches_training_oof(trained):
-    cfg = _with_tta(trained, flips=[])
-    infer.main(cfg)
-    oof = pd.read_csv(cfg.run_dir / "oof.csv").set_index("image_id")
-    trained = pd.concat([pd.read_csv(cfg.run_dir / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
-    assert np.allclose(oof.loc[trained.index, ["ants", "bees"]], trained[["ants", "bees"]], atol=1e-5)
-    assert pd.read_csv(cfg.run_dir / "tta.csv").views.tolist() == ["none"]
-
-
-def test_infer_refuses_folds_the_models_were_not_trained_on(trained):
-    cfg = _with_tta(trained)
-    f = pd.read_csv(cfg.folds_file)
-    f.assign(fold=1 - f["fold"]).to_csv(cfg.folds_file, index=False)
-    try:
-        with pytest.raises(PipelineError, match="fold0/oof.csv: fold 0 was trained on other folds"):
-            infer.main(cfg)
-    finally:
-        f.to_csv(cfg.folds_file, index=False)
-
-
-def test_fixed_size_model_refuses_extra_tta_sizes(tmp_path, comp):
-    cfg = load_config(make_config(tmp_path, comp, model={"backbone": "test_vit", "pretrained": "none",
-                                                         "img_size": 32}, infer={"tta": {"sizes": [48]}}))
-    model = create_model(cfg.model, 2)
-    save_checkpoint(cfg.run_dir / "fold0" / "best.pt", model, config=cfg.model_dump(mode="json"),
-                    classes=["ants", "bees"], data_config=data_config(model, 32))
+def test_fixed_size_model_refuses_extra_tta_sizes():
+    model = create_model(Model(backbone="test_vit", img_size=32), 2)
+    fm = FoldModel(0, model, ["ants", "bees"], data_config(model, 32))
+    assert len(tta.fold_views(fm, Tta(flips=["hflip"]))) == 2
     with pytest.raises(PipelineError, match="infer.tta.sizes: test_vit has a fixed input size"):
-        infer.fold_model(cfg, 0, CPU)
+        tta.fold_views(fm, Tta(sizes=[48]))

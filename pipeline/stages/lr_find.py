@@ -2,6 +2,9 @@
 
 Usage: python -m pipeline lr_find CONFIG [key=value ...]      (make lr-find)
 
+A variant of the train stage: it builds the fold through train's start_fold,
+train_phases_before and phase_loader, and replaces the schedule with a rising LR.
+
 Same model, frozen or not, image size, augmentations, sampling, batch size and accumulation as
 phase `lr_find.phase` on fold `lr_find.fold`'s training images; for a later phase, the phases
 before it are trained first (in a temporary folder), so the test starts from the weights and
@@ -17,11 +20,13 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from . import engine, optim
-from .config import Config
-from .folds import load_folds
-from .io import write_csv
-from .train import FoldRun, build, make_loss, run_phase, train_loader, valid_loader
+from .. import engine, optim
+from ..config import Config
+from ..folds_file import load_folds
+from ..io import write_csv
+from ..losses import make_loss
+from ..runs import RunDir
+from .train import FoldRun, phase_loader, start_fold, train_phases_before
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -64,7 +69,7 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
 # ----------------------------------------------------------------------------- the test
 
 
-def range_test(cfg: Config, run, loader, lrs: np.ndarray) -> tuple[list[float], np.ndarray]:
+def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list[float], np.ndarray]:
     """One update per LR in `lrs` (each `accum_steps` batches), until the loss diverges."""
     t, rt, model, device = cfg.train, cfg.runtime, run.model, run.device
     phase = t.phases[cfg.lr_find.phase]
@@ -103,34 +108,29 @@ def start_of_phase(cfg: Config, folds: pd.DataFrame) -> FoldRun:
     """The model and optimizer as phase `lr_find.phase` of the fold would begin with them."""
     lf = cfg.lr_find
     if lf.phase == 0:
-        return build(cfg, folds, lf.fold)
+        return start_fold(cfg, folds, lf.fold)
     with tempfile.TemporaryDirectory() as tmp:  # the earlier phases' checkpoints are not kept
-        run = build(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
-        valid_dl, y_val = valid_loader(cfg, folds, lf.fold, run.classes, run.final_dc, run.device)
-        loss_fn = make_loss(cfg)
-        for p in range(lf.phase):
-            run_phase(run, p, cfg.train.phase_starts[p], None, valid_dl, y_val, loss_fn)
+        run = start_fold(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
+        train_phases_before(run, lf.phase)
     return run
 
 
 def main(cfg: Config) -> dict[str, float]:
-    from .plots import plot_lr_find
+    from ..plots import plot_lr_find
 
     lf = cfg.lr_find
     folds = load_folds(cfg)
     run = start_of_phase(cfg, folds)
-    phase = cfg.train.phases[lf.phase]
-    loader = train_loader(cfg, folds, lf.fold, run.classes, phase, run.final_dc, run.device, run.extra)
+    loader = phase_loader(run, lf.phase)
     lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)
     losses, smoothed = range_test(cfg, run, loader, lrs)
     tried = lrs[:len(losses)]
     best = suggest(tried, smoothed)
-    plot_lr_find(tried, smoothed, best, cfg.run_dir / "lr_find.png",
-                 f"{cfg.name}: phase {lf.phase}, fold {lf.fold}")
-    write_csv(cfg.run_dir / "lr_find.csv",  # Make's target: written last
-              pd.DataFrame({"lr": tried, "loss": losses, "smoothed": smoothed}))
+    out = RunDir(cfg.run_dir).lr_find
+    plot_lr_find(tried, smoothed, best, out.with_suffix(".png"), f"{cfg.name}: phase {lf.phase}, fold {lf.fold}")
+    write_csv(out, pd.DataFrame({"lr": tried, "loss": losses, "smoothed": smoothed}))  # Make's target: last
     stop = "stopped: loss diverged" if len(losses) < len(lrs) else "reached end_lr"
     print(f"lr_find: {len(losses)} updates from {tried[0]:.1e} to {tried[-1]:.1e} ({stop}); "
           f"suggested lr {best['steepest']:.1e} (steepest descent), {best['min/10']:.1e} (min / 10); "
-          f"see {cfg.run_dir / 'lr_find.png'}")
+          f"see {out.with_suffix('.png')}")
     return best

@@ -1,5 +1,8 @@
-"""folds -> train -> infer -> ensemble through Make, on a few dozen 40 px images, tiny model."""
+"""The Makefile: folds -> train -> infer -> ensemble as real file targets, on a few dozen 40 px
+images and a tiny model; only stale stages rerun, make -n writes nothing, upgrades keep runs."""
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -7,16 +10,8 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-
-from conftest import ROOT, make_competition, make_config
-
-
-def make(*args, check=True):
-    res = subprocess.run(["make", "--no-print-directory", f"PY={sys.executable}", *args],
-                         cwd=ROOT, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(res.stdout + res.stderr)
-    return res
+import yaml
+from helpers import ROOT, make, make_competition, make_config
 
 
 def test_chain_through_make(tmp_path, comp):
@@ -87,13 +82,6 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
     assert res.returncode != 0 and "bad.yaml: train.phases.0.epochs" in res.stderr
 
 
-def test_stage_without_folds_is_a_one_line_error(tmp_path, comp):
-    res = subprocess.run([sys.executable, "-m", "pipeline", "train", str(make_config(tmp_path, comp))],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert res.returncode == 2 and res.stderr.count("\n") == 1
-    assert "folds file not found (run make folds)" in res.stderr
-
-
 def test_make_train_resumes_after_a_kill(tmp_path, comp):
     """SIGKILL a fold in training, then `make train` again: it resumes, and only the rest runs."""
     config = make_config(tmp_path, comp, train={"phases": [
@@ -135,3 +123,44 @@ def test_mining_and_pseudo_labels_chain_through_make(tmp_path):
     assert all((runs / "b" / f"fold{k}" / "oof.csv").is_file() for k in (0, 1))
     again = make("train", f"CONFIG={b}").stdout
     assert "pipeline train" not in again and "pipeline mine" not in again
+
+
+def _files(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_dry_runs_write_nothing_and_an_added_key_keeps_runs_up_to_date(tmp_path, comp):
+    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8})
+    common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
+    before = _files(tmp_path)
+    plan = make("-n", "ensemble", *common).stdout
+    assert "pipeline folds" in plan and plan.count("pipeline train") == 2 and "pipeline infer" in plan
+    assert _files(tmp_path) == before  # make -n: a plan, nothing written
+    make("ensemble", *common)
+    assert make("-q", "ensemble", *common, check=False).returncode == 0
+    # A release that adds keys with defaults (here train.aug's) finds stamps written without them.
+    for stamp in (tmp_path / "runs" / "tiny" / "stamps").glob("*.yaml"):
+        doc, written = yaml.safe_load(stamp.read_text()), stamp.stat().st_mtime_ns
+        stamp.write_text(yaml.safe_dump({k: v for k, v in doc.items() if not k.startswith("train.aug.")}))
+        os.utime(stamp, ns=(written, written))
+    done = _files(tmp_path)
+    assert make("-q", "ensemble", *common, check=False).returncode == 0
+    assert "pipeline" not in make("ensemble", *common).stdout and _files(tmp_path) == done
+    # but the key set away from its default retrains, and make -n says so without writing
+    plan = make("-n", "ensemble", *common, "SET=train.aug.vflip=0.5").stdout
+    assert plan.count("pipeline train") == 2 and _files(tmp_path) == done
+    assert make("-q", "ensemble", *common, "SET=train.aug.vflip=0.5", check=False).returncode == 1
+
+
+def test_help_lists_every_target_and_variable():
+    out = make("help").stdout
+    assert make().stdout == out  # a bare make prints the same
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+    variables = set(re.findall(r"^([A-Z]+) \?=", makefile, re.M))
+    assert {"folds", "train", "infer", "ensemble", "lr-find", "mine", "pseudo", "demo", "test"} <= targets
+    assert {"CONFIG", "SET", "FOLD", "ENSEMBLE", "RUNS", "NAME", "PY"} <= variables
+    for name in targets:
+        assert re.search(rf"^  make {name}\s+\S", out, re.M), name
+    for name in variables:
+        assert re.search(rf"^  {name}=\S*\s+\S", out, re.M), name

@@ -1,6 +1,6 @@
 """Stage 3: test and out-of-fold probabilities from every fold's best checkpoint, with TTA.
 
-Usage: python -m pipeline infer CONFIG [key=value ...]
+Usage: python -m pipeline infer CONFIG [key=value ...]      (make infer)
 
 Each fold's model predicts the test images and its own validation fold under every view of
 infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<name>/:
@@ -16,34 +16,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import engine, tta
-from .config import Config
-from .data import image_paths, read_table
-from .errors import PipelineError
-from .folds import load_folds
-from .io import write_csv
-from .metrics import accuracy, false_positive_rate, log_loss, per_fold, score
-from .models import load_checkpoint
+from .. import engine, tta
+from ..config import Config
+from ..errors import PipelineError
+from ..folds_file import load_folds
+from ..io import image_paths, read_table, write_csv
+from ..labels import encode, prob_frame
+from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
+from ..models import load_fold_model
+from ..runs import RunDir
 
 
 def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     """The fold's model must have validated on exactly the folds file's fold (else its OOF leaks)."""
     d = cfg.data
-    path = cfg.run_dir / f"fold{fold}" / "oof.csv"
+    path = RunDir(cfg.run_dir).fold_oof(fold)
     trained = read_table(path, [d.id_col], id_col=d.id_col)[d.id_col]
     if sorted(trained) != sorted(folds.loc[folds["fold"] == fold, d.id_col]):
         raise PipelineError(f"{path}: fold {fold} was trained on other folds than {cfg.folds_file} "
                             "(run make train)")
-
-
-def fold_model(cfg: Config, fold: int, device):
-    """The fold's kept model, ready for inference, with its classes and TTA views."""
-    model, ckpt = load_checkpoint(cfg.run_dir / f"fold{fold}" / "best.pt")
-    dc = ckpt["data_config"]
-    base = dc["input_size"][-1]
-    if model.pretrained_cfg.get("fixed_input_size") and any(s != base for s in cfg.infer.tta.sizes):
-        raise PipelineError(f"infer.tta.sizes: {cfg.model.backbone} has a fixed input size ({base} px)")
-    return engine.prepare(model, device, cfg.runtime), ckpt["classes"], dc, tta.make_views(base, cfg.infer.tta)
 
 
 def tta_table(y: np.ndarray, oof_views: np.ndarray, views: list, mode: str,
@@ -63,7 +54,7 @@ def tta_table(y: np.ndarray, oof_views: np.ndarray, views: list, mode: str,
 
 
 def main(cfg: Config) -> pd.DataFrame:
-    d, t = cfg.data, cfg.infer.tta
+    d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
     sample_csv = d.path(d.sample_submission)
     ids = read_table(sample_csv, [d.id_col], id_col=d.id_col)[d.id_col]
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
@@ -72,31 +63,31 @@ def main(cfg: Config) -> pd.DataFrame:
     fold_probs, classes, oof_views = [], None, None
     for k in range(cfg.folds.n_folds):
         check_trained_on(cfg, folds, k)
-        model, fold_classes, dc, views = fold_model(cfg, k, device)
-        if classes is not None and fold_classes != classes:
-            raise PipelineError(f"{cfg.run_dir}/fold{k}/best.pt: classes {fold_classes} differ from fold 0's")
-        classes = fold_classes
+        fm = load_fold_model(run, k, device, cfg.runtime)
+        if classes is not None and fm.classes != classes:
+            raise PipelineError(f"{run.best(k)}: classes {fm.classes} differ from fold 0's")
+        classes, views = fm.classes, tta.fold_views(fm, t)
         rows = np.flatnonzero(folds["fold"].to_numpy() == k)
         valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
-        both = tta.predict_views(model, test_paths + valid_paths, dc, views, cfg.infer.batch_size,
+        both = tta.predict_views(fm.model, test_paths + valid_paths, fm.data_config, views, cfg.infer.batch_size,
                                  device, cfg.runtime, d.multilabel)
         if oof_views is None:
             oof_views = np.zeros((len(views), len(folds), len(classes)))
         oof_views[:, rows] = both[:, len(test_paths):]
         probs = tta.merge(both[:, :len(test_paths)], t.merge, d.multilabel)
-        write_csv(cfg.run_dir / f"test_fold{k}.csv", engine.prob_frame(ids, classes, probs, d.id_col))
+        write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
         fold_probs.append(probs)
         print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
-    y = engine.encode(folds[d.label_col], classes, d.sep)
+    y = encode(folds[d.label_col], classes, d.sep)
     neg = classes.index(d.negative_class) if d.negative_class in classes and not d.multilabel else None
     table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
-    write_csv(cfg.run_dir / "tta.csv", table)
+    write_csv(run.tta, table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
-    oof = engine.prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge, d.multilabel), d.id_col,
-                            fold=folds["fold"].to_list(), **{d.label_col: folds[d.label_col].to_list()})
-    write_csv(cfg.run_dir / "oof.csv", oof)
-    test = engine.prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
-    write_csv(cfg.run_dir / "test.csv", test)
+    oof = prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge, d.multilabel), d.id_col,
+                     fold=folds["fold"].to_list(), **{d.label_col: folds[d.label_col].to_list()})
+    write_csv(run.oof, oof)
+    test = prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
+    write_csv(run.test, test)  # Make's target: written last
     folds_cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), folds["fold"].to_numpy())
     print(f"{cfg.name}: CV {cfg.metric} " + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
           + f" (OOF, {len(oof)} images, {len(views)} TTA views)")

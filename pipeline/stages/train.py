@@ -1,6 +1,6 @@
 """Stage 2: fine-tune a timm backbone on each fold, phase by phase; keep the best epoch's model.
 
-Usage: python -m pipeline train CONFIG [key=value ...] [--fold K]
+Usage: python -m pipeline train CONFIG [key=value ...] [--fold K]      (make train [FOLD=K])
 
 A fold runs the config's phases in order (say: head only at 128 px, then everything at 160 px,
 then at 224 px) on one model and one optimizer. It writes runs/<name>/fold<K>/:
@@ -9,6 +9,9 @@ then at 224 px) on one model and one optimizer. It writes runs/<name>/fold<K>/:
   history.csv  one row per epoch; curves.png plots it, with the phase boundaries
   oof.csv      the kept model's probabilities on fold K, written last: the fold is done
 Run again after a crash or a kill, it resumes from last.pt; a finished fold is skipped.
+
+lr_find builds on this stage through three functions and nothing else: `start_fold`,
+`train_phases_before` and `phase_loader` (at the end of this file).
 """
 from __future__ import annotations
 
@@ -16,24 +19,34 @@ import hashlib
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import timm
 import torch
 
-from . import engine, optim
-from .config import STAGE_SECTIONS, Config, Phase, to_yaml
-from .data import (ImageDataset, balanced_sampler, eval_transform, image_paths, make_loader, oversample,
-                   train_transform)
-from .errors import PipelineError
-from .folds import load_folds, training_rows
-from .io import atomic_path, write_csv
-from .metrics import accuracy, log_loss
-from .mine import hard_negative_rows
-from .models import create_model, data_config, save_checkpoint
-from .pseudo import pseudo_rows
+from .. import engine, optim
+from ..config import Config, Phase
+from ..data import (
+    DataConfig,
+    ImageDataset,
+    Images,
+    balanced_sampler,
+    eval_transform,
+    make_loader,
+    oversample,
+    train_transform,
+)
+from ..errors import PipelineError
+from ..folds_file import fold_images, load_folds, training_rows
+from ..io import atomic_path, write_csv
+from ..labels import class_list, prob_frame
+from ..losses import make_loss
+from ..metrics import accuracy, log_loss
+from ..models import create_model, data_config, save_checkpoint
+from ..runs import RunDir
+from ..stamps import matches, settings
+from ..upstream import extra_rows
 
 # ----------------------------------------------------------------------------- setup
 
@@ -44,113 +57,60 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def class_list(folds: pd.DataFrame, cfg: Config) -> list[str]:
-    d = cfg.data
-    labels = folds[d.label_col]
-    classes = sorted({t for r in engine.split_labels(labels, d.sep) for t in r} if d.multilabel else labels.unique())
-    reserved = {cfg.data.id_col, cfg.data.label_col, "fold"}
-    if reserved & set(classes):
-        raise PipelineError(f"{cfg.data.train_csv}: class name '{(reserved & set(classes)).pop()}' "
-                            "clashes with a column name of the prediction files")
-    return classes
-
-
-def fingerprint(cfg: Config, folds: pd.DataFrame, extra: tuple[list[Path], np.ndarray]) -> str:
-    """What a fold's training depends on; a checkpoint from other settings is not resumed."""
-    paths, targets = extra
-    text = (to_yaml(cfg, STAGE_SECTIONS["train"]) + folds.to_csv(index=False)
-            + "".join(map(str, paths)) + np.array2string(targets, threshold=np.inf))
+def data_digest(folds: pd.DataFrame, extra: Images) -> str:
+    """The rows a fold trains on; with the train settings, what decides whether last.pt resumes."""
+    text = folds.to_csv(index=False) + "".join(map(str, extra.paths)) + np.array2string(extra.targets, threshold=np.inf)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def phase_size(phase: Phase, final_dc: dict) -> int:
-    return phase.img_size or final_dc["input_size"][-1]
+def phase_size(phase: Phase, final_dc: DataConfig) -> int:
+    return phase.img_size or final_dc.size
 
 
-def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: dict) -> None:
+def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: DataConfig) -> None:
     """Models with position embeddings (ViT) are built for one size; progressive resizing needs a CNN."""
     if not model.pretrained_cfg.get("fixed_input_size"):
         return
     for i, phase in enumerate(cfg.train.phases):
-        if phase_size(phase, final_dc) != final_dc["input_size"][-1]:
+        if phase_size(phase, final_dc) != final_dc.size:
             raise PipelineError(f"train.phases.{i}.img_size: {cfg.model.backbone} has a fixed input size "
-                                f"({final_dc['input_size'][-1]} px, model.img_size); leave it null")
-
-
-def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """Image paths (each checked to exist) and class indices of some rows of the folds file."""
-    d = cfg.data
-    return (image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file),
-            engine.encode(rows[d.label_col], classes, d.sep))
-
-
-def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """What other experiments add to this fold's training: hard negatives and pseudo-labels, as
-    image paths and (N, K) targets. Both are checked never to be a validation image."""
-    neg = hard_negative_rows(cfg, folds, fold)
-    neg_t = np.zeros((len(neg), len(classes)))
-    if neg:
-        neg_t[:, classes.index(cfg.data.negative_class)] = 1.0
-    pl_paths, pl_t = pseudo_rows(cfg, folds, fold, classes)
-    return neg + pl_paths, np.concatenate([neg_t, pl_t])
+                                f"({final_dc.size} px, model.img_size); leave it null")
 
 
 def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
-                 final_dc: dict, device: torch.device, extra: tuple[list[Path], np.ndarray] | None = None):
+                 final_dc: DataConfig, device: torch.device, extra: Images | None = None):
     """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
     hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
     says. Oversampling happens after the split: a validation image can never be repeated into it.
-    `extra`: extra_rows' result when the caller has it already."""
+    `extra`: upstream.extra_rows' result when the caller has it already."""
     t = cfg.train
-    paths, y = fold_images(cfg, training_rows(cfg, folds, fold), classes)
+    own = fold_images(cfg, training_rows(cfg, folds, fold), classes)
+    paths, targets = own.paths, own.targets
     if t.sampling == "oversample":
-        idx = oversample(y, t.seed + fold)
-        paths, y = [paths[i] for i in idx], y[idx]
-    extra_paths, extra_t = extra if extra is not None else extra_rows(cfg, folds, fold, classes)
-    targets = y
-    if extra_paths:
-        rows = np.concatenate([y if cfg.data.multilabel else np.eye(len(classes))[y], extra_t])
+        idx = oversample(targets, t.seed + fold)
+        paths, targets = [paths[i] for i in idx], targets[idx]
+    extra = extra if extra is not None else extra_rows(cfg, folds, fold, classes)
+    if len(extra):
+        rows = np.concatenate([targets if cfg.data.multilabel else np.eye(len(classes))[targets], extra.targets])
         soft = cfg.data.multilabel or not (rows.max(1) == 1.0).all()
         # class indices unless the task is multi-label or some pseudo-labels are soft
-        paths, targets = paths + extra_paths, rows if soft else rows.argmax(1)
+        paths, targets = paths + extra.paths, rows if soft else rows.argmax(1)
     labels = targets.argmax(1) if np.ndim(targets) == 2 else targets
     sampler = balanced_sampler(labels) if t.sampling == "weighted" else None
-    size = phase_size(phase, final_dc)
-    dc = dict(final_dc, input_size=[3, size, size])
-    ds = ImageDataset(paths, targets, train_transform(dc, t.aug))
+    ds = ImageDataset(paths, targets, train_transform(final_dc.at(phase_size(phase, final_dc)), t.aug))
     return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
 
 
-def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: dict,
+def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: DataConfig,
                  device: torch.device):
     """This fold's images, untouched, at the inference size (so the kept epoch is chosen on what
-    inference will see)."""
-    paths, y = fold_images(cfg, folds[folds["fold"] == fold], classes)
-    dl = make_loader(ImageDataset(paths, y, eval_transform(final_dc)), cfg.infer.batch_size, False,
-                     engine.num_workers(cfg.runtime, device), device)
-    return dl, y
+    inference will see), and their targets."""
+    images = fold_images(cfg, folds[folds["fold"] == fold], classes)
+    dl = make_loader(ImageDataset(images.paths, images.targets, eval_transform(final_dc)), cfg.infer.batch_size,
+                     False, engine.num_workers(cfg.runtime, device), device)
+    return dl, images.targets
 
 # ----------------------------------------------------------------------------- the loop
-
-
-class SmoothBCE(torch.nn.Module):
-    """Binary cross-entropy per label, targets smoothed towards 1/2 by `smoothing`."""
-
-    def __init__(self, smoothing: float):
-        super().__init__()
-        self.smoothing = smoothing
-
-    def forward(self, logits, target):
-        target = target.float() * (1 - self.smoothing) + 0.5 * self.smoothing
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
-
-
-def make_loss(cfg: Config) -> torch.nn.Module:
-    """Cross-entropy with label smoothing (it takes class indices or probability rows); binary
-    cross-entropy per label for a multi-label task."""
-    if cfg.data.multilabel:
-        return SmoothBCE(cfg.train.label_smoothing)
-    return torch.nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
 
 
 def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int,
@@ -182,6 +142,14 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device,
 
 
 @dataclass
+class Kept:
+    """The epoch a fold keeps so far (train.monitor), with its validation probabilities."""
+    score: float
+    epoch: int
+    probs: np.ndarray
+
+
+@dataclass
 class FoldRun:
     """Everything one fold's training carries from epoch to epoch (and through last.pt)."""
     cfg: Config
@@ -192,57 +160,60 @@ class FoldRun:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    final_dc: dict
-    fp: str
-    extra: tuple[list[Path], np.ndarray]  # other experiments' rows for this fold (extra_rows)
+    final_dc: DataConfig
+    extra: Images  # other experiments' rows for this fold (upstream.extra_rows)
     history: list[dict] = field(default_factory=list)
-    best: dict | None = None  # score, epoch, probs of the kept epoch
+    kept: Kept | None = None
 
     @property
-    def out(self) -> Path:
-        return self.cfg.run_dir / f"fold{self.fold}"
+    def run(self) -> RunDir:
+        return RunDir(self.cfg.run_dir)
 
 
 def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     """Model, optimizer (over every parameter) and loss scaler for a fold, before any phase."""
     seed_everything(cfg.train.seed + fold)
-    classes = class_list(folds, cfg)
+    classes = class_list(folds[cfg.data.label_col], cfg.data)
     device = engine.pick_device(cfg.runtime)
     model = create_model(cfg.model, len(classes))
     final_dc = data_config(model, cfg.model.img_size)
     check_phase_sizes(cfg, model, final_dc)
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
-    extra = extra_rows(cfg, folds, fold, classes)  # read once: the fingerprint and every phase use it
-    return FoldRun(cfg, fold, folds, classes, device, model, optimizer,
-                   engine.grad_scaler(device, cfg.runtime), final_dc, fingerprint(cfg, folds, extra), extra)
+    extra = extra_rows(cfg, folds, fold, classes)  # read once: the resume check and every phase use it
+    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, engine.grad_scaler(device, cfg.runtime),
+                   final_dc, extra)
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
+    k = run.kept
     state = {"model": timm.utils.unwrap_model(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
              "schedule": schedule.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
-             "phase": phase, "history": run.history, "fingerprint": run.fp, "done": done,
-             "best": {**run.best, "probs": torch.from_numpy(run.best["probs"])}}
-    with atomic_path(run.out / "last.pt") as tmp:
+             "phase": phase, "history": run.history, "done": done,
+             "settings": settings(run.cfg, "train"), "data": data_digest(run.folds, run.extra),
+             "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)}}
+    with atomic_path(run.run.last(run.fold)) as tmp:
         torch.save(state, tmp)
 
 
 def load_state(run: FoldRun) -> dict | None:
-    """last.pt if it was written by this very config and folds file, else None (start over)."""
-    path = run.out / "last.pt"
+    """last.pt if it was written with these train settings (compared as Make compares stamps, so
+    a key added by a newer release does not restart a fold) and these rows, else None."""
+    path = run.run.last(run.fold)
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a checkpoint torn by a kill mid-write cannot exist (atomic), but a foreign one can
         return None
-    if state.get("fingerprint") != run.fp:
+    if state.get("data") != data_digest(run.folds, run.extra) or not matches(run.cfg, "train", state.get("settings")):
         return None
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
     run.history = list(state["history"])
-    run.best = {**state["best"], "probs": state["best"]["probs"].numpy()}
+    k = state["kept"]
+    run.kept = Kept(k["score"], k["epoch"], k["probs"].numpy())
     return state
 
 
@@ -261,12 +232,12 @@ def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule
                valid_loss=log_loss(y_val, probs), valid_accuracy=accuracy(y_val, probs),
                seconds=round(time.time() - start, 1))
     run.history.append(row)
-    write_csv(run.out / "history.csv", pd.DataFrame(run.history))
+    write_csv(run.run.history(run.fold), pd.DataFrame(run.history))
     score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
-    if run.best is None or score > run.best["score"]:
-        run.best = dict(score=score, epoch=epoch, probs=probs)
-        save_checkpoint(run.out / "best.pt", run.model, config=cfg.model_dump(mode="json"),
-                        classes=run.classes, data_config=run.final_dc, fold=run.fold, epoch=epoch, valid=row)
+    if run.kept is None or score > run.kept.score:
+        run.kept = Kept(score, epoch, probs)
+        save_checkpoint(run.run.best(run.fold), run.model, config=cfg.model_dump(mode="json"), classes=run.classes,
+                        data_config=run.final_dc.to_timm(), fold=run.fold, epoch=epoch, valid=row)
     save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
     print(f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
           f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
@@ -278,7 +249,7 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
     cfg, phase = run.cfg, run.cfg.train.phases[p]
     start = cfg.train.phase_starts[p]
     optim.set_frozen(run.model, phase.frozen)
-    train_dl = train_loader(cfg, run.folds, run.fold, run.classes, phase, run.final_dc, run.device, run.extra)
+    train_dl = phase_loader(run, p)
     peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
     schedule = optim.PhaseSchedule(run.optimizer, phase, peaks,
                                    optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps))
@@ -296,16 +267,16 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
 
 def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     run = build(cfg, folds, fold)
-    oof_path = run.out / "oof.csv"
+    oof_path = run.run.fold_oof(fold)
     resume = load_state(run)
     if resume is not None and resume["done"] and oof_path.is_file():
-        print(f"fold {fold}: already trained ({run.out / 'last.pt'}); skipping")
+        print(f"fold {fold}: already trained ({run.run.last(fold)}); skipping")
         return
     oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
     valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device)
     next_epoch = resume["epoch"] + 1 if resume else 0
     if resume:
-        print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.out / 'last.pt'}")
+        print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.run.last(fold)}")
     loss_fn = make_loss(cfg)
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
@@ -314,15 +285,15 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
 
 
 def finish(run: FoldRun) -> None:
-    from .plots import plot_curves  # matplotlib only when a fold ends
+    from ..plots import plot_curves  # matplotlib only when a fold ends
 
     d = run.cfg.data
-    plot_curves(pd.DataFrame(run.history), run.out / "curves.png", f"{run.cfg.name} fold {run.fold}",
-                kept=run.best["epoch"])
+    plot_curves(pd.DataFrame(run.history), run.run.curves(run.fold), f"{run.cfg.name} fold {run.fold}",
+                kept=run.kept.epoch)
     valid = run.folds[run.folds["fold"] == run.fold]
-    oof = engine.prob_frame(valid[d.id_col], run.classes, run.best["probs"], d.id_col,
-                            fold=run.fold, **{d.label_col: valid[d.label_col].to_list()})
-    write_csv(run.out / "oof.csv", oof)  # written last: its presence means the fold is done
+    oof = prob_frame(valid[d.id_col], run.classes, run.kept.probs, d.id_col,
+                     fold=run.fold, **{d.label_col: valid[d.label_col].to_list()})
+    write_csv(run.run.fold_oof(run.fold), oof)  # written last: its presence means the fold is done
 
 # ----------------------------------------------------------------------------- entry
 
@@ -333,3 +304,24 @@ def main(cfg: Config, fold: int | None = None) -> None:
         raise PipelineError(f"--fold {fold}: the folds file has folds 0..{cfg.folds.n_folds - 1}")
     for k in range(cfg.folds.n_folds) if fold is None else [fold]:
         train_fold(cfg, folds, k)
+
+# ----------------------------------------------------------------------------- what lr_find builds on
+
+
+def start_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
+    """A fold's model and optimizer before its first phase, as training builds them."""
+    return build(cfg, folds, fold)
+
+
+def train_phases_before(run: FoldRun, p: int) -> None:
+    """Train the fold's phases before phase `p`, so `run` holds what phase p would start from."""
+    valid_dl, y_val = valid_loader(run.cfg, run.folds, run.fold, run.classes, run.final_dc, run.device)
+    loss_fn = make_loss(run.cfg)
+    for q in range(p):
+        run_phase(run, q, run.cfg.train.phase_starts[q], None, valid_dl, y_val, loss_fn)
+
+
+def phase_loader(run: FoldRun, p: int):
+    """The batches of phase `p`: its image size, augmentation, sampling and batch size."""
+    return train_loader(run.cfg, run.folds, run.fold, run.classes, run.cfg.train.phases[p], run.final_dc,
+                        run.device, run.extra)

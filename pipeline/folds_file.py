@@ -1,0 +1,80 @@
+"""The folds file, folds/<competition>.csv: made once by the folds stage, read by every later one.
+
+Reading it checks it against train.csv and the config (it is never re-split behind anyone's
+back), and says which rows a fold trains on.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from .config import Config
+from .data import Images
+from .errors import PipelineError
+from .io import image_paths, read_table
+from .labels import encode
+
+
+def fold_spec(cfg: Config) -> dict:
+    """The settings a split is made from; stored beside it as folds/<competition>.json."""
+    d = cfg.data
+    return {"train_csv": str(d.path(d.train_csv)), "label_col": d.label_col, "group_col": d.group_col,
+            "n_folds": cfg.folds.n_folds, "seed": cfg.folds.seed}
+
+
+def check_folds(df: pd.DataFrame, id_col: str, n_folds: int, group_col: str | None = None) -> None:
+    """No leaks: each id in exactly one fold, every fold used, no group in two folds."""
+    if df[id_col].duplicated().any():
+        raise PipelineError(f"folds: id '{df[id_col][df[id_col].duplicated()].iloc[0]}' appears twice")
+    if sorted(df["fold"].unique()) != list(range(n_folds)):
+        raise PipelineError(f"folds: folds used are {sorted(df['fold'].unique())}, want 0..{n_folds - 1}")
+    if group_col:
+        spread = df.groupby(group_col)["fold"].nunique()
+        if (spread > 1).any():
+            raise PipelineError(f"folds: group '{spread[spread > 1].index[0]}' is split across folds")
+
+
+def load_folds(cfg: Config) -> pd.DataFrame:
+    """The folds file, checked against this config and train.csv. Training never re-splits."""
+    path, spec_path = cfg.folds_file, cfg.folds_file.with_suffix(".json")
+    if not path.is_file() or not spec_path.is_file():
+        raise PipelineError(f"{path}: folds file not found (run make folds)")
+    spec = json.loads(spec_path.read_text())
+    if spec != fold_spec(cfg):
+        diff = {k: v for k, v in fold_spec(cfg).items() if spec.get(k) != v}
+        raise PipelineError(f"{path}: made with {spec}, but the config asks for {diff}; "
+                            "delete it to re-split (every run on it must be retrained)")
+    d = cfg.data
+    df = read_table(path, [d.id_col, d.label_col, "fold"], id_col=d.id_col)
+    df["fold"] = df["fold"].astype(int)
+    train = read_table(d.path(d.train_csv), [d.id_col, d.label_col], id_col=d.id_col)
+    if not df[[d.id_col, d.label_col]].equals(train[[d.id_col, d.label_col]]):
+        raise PipelineError(f"{path}: ids or labels differ from {d.path(d.train_csv)}; "
+                            "delete it and run make folds")
+    check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
+    return df
+
+
+def training_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The rows fold `fold` trains on: every other fold, with the negatives sampled down to
+    train.neg_fraction (seeded by fold, so train and mine draw the same sample)."""
+    rows = folds[folds["fold"] != fold]
+    if cfg.train.neg_fraction >= 1.0:
+        return rows
+    neg = rows[rows[cfg.data.label_col] == cfg.data.negative_class]
+    keep = neg.sample(frac=cfg.train.neg_fraction, random_state=cfg.train.seed + fold)
+    return rows[~rows.index.isin(neg.index.difference(keep.index))]
+
+
+def unused_negatives(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The training folds' negatives that fold `fold` did not train on: its mining pool."""
+    rows = folds[(folds["fold"] != fold) & (folds[cfg.data.label_col] == cfg.data.negative_class)]
+    return rows[~rows.index.isin(training_rows(cfg, folds, fold).index)]
+
+
+def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> Images:
+    """Image paths (each checked to exist) and class indices of some rows of the folds file."""
+    d = cfg.data
+    return Images(image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file),
+                  encode(rows[d.label_col], classes, d.sep))

@@ -1,0 +1,58 @@
+"""What the Makefile needs from a config, as `NAME=value` words: the paths of the stage targets,
+the stamp each stage's target depends on (stamps.py), and the other experiments whose outputs
+come first.
+
+Usage: python -m pipeline make-vars CONFIG [key=value ...]
+       python -m pipeline make-vars --ensemble ensembles/x.yaml
+
+Must not import torch: Make runs this at parse time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream
+from .errors import PipelineError
+from .runs import RunDir
+from .stamps import STAGE_READS, stamp_path
+
+
+def _words(pairs: list[tuple[str, Any]], where: str) -> str:
+    """`NAME=value` words for the Makefile's foreach/eval (so no value may hold a space)."""
+    for key, value in pairs:
+        if " " in str(value):
+            raise PipelineError(f"{where}: Make cannot handle the space in {key[:-1] if key.endswith('+') else key} "
+                                f"'{value}'")
+    return " ".join(f"{k}={v}" for k, v in pairs)
+
+
+def make_vars(cfg: Config, path: str) -> str:
+    """RUN, the folds file, the stamps of each stage, and what other experiments' outputs (with
+    the target and config that make them) this one trains on."""
+    d = cfg.data
+    pairs: list[tuple[str, Any]] = [
+        ("RUN", cfg.run_dir), ("EXP", cfg.name), ("FOLDS_FILE", cfg.folds_file), ("N_FOLDS", cfg.folds.n_folds),
+        ("TRAIN_CSV", d.path(d.train_csv)), ("SAMPLE_SUB", d.path(d.sample_submission))]
+    pairs += [(f"STAMP_{stage}", stamp_path(cfg, stage)) for stage in STAGE_READS]
+    for key, (_, target) in UPSTREAM.items():
+        up = load_upstream(cfg, key)
+        if up is not None:
+            pairs += [("TRAINS_ON+", up[1]), ("OTHER+", f"{up[1]}|{target}|{getattr(cfg.train, key)}")]
+    return _words(pairs, path)
+
+
+def ensemble_vars(path: str) -> str:
+    """The submission an ensemble file writes, and each member's test.csv (with the config that
+    makes it, when the member is a config rather than a run folder)."""
+    spec = load_ensemble(path)
+    pairs: list[tuple[str, Any]] = [("ENS_OUT", Path(spec.out_dir) / f"{spec.name}.csv")]
+    for member in spec.members:
+        if Path(member).is_file():
+            test = RunDir(load_config(member).run_dir).test
+            pairs += [("MEMBERS+", test), ("OTHER+", f"{test}|infer|{member}")]
+        else:
+            load_config(Path(member) / "config.yaml")  # a run folder: one that a stage has written
+            pairs.append(("MEMBERS+", RunDir(Path(member)).test))
+    return _words(pairs, path)

@@ -1,0 +1,130 @@
+"""Stage 5: combine one or more experiments into submissions/<name>.csv.
+
+Usage: python -m pipeline ensemble RUN [RUN ...] [--name NAME] [--method M] [--weights W,W] [--out-dir DIR]
+       python -m pipeline ensemble --spec ensembles/x.yaml      (make ensemble [ENSEMBLE=...])
+
+RUN is an experiment folder (runs/<name>, holding config.yaml, oof.csv, test.csv and
+test_fold<k>.csv) or its config file. An ensemble file (config.Ensemble) names the members,
+the method and its weights.
+
+It prints each member's CV per fold and overall, and the ensemble's CV under every method, each
+computed on the OOF predictions by the rule that makes the test prediction (pipeline/blend.py).
+It writes the chosen method's submission, in the layout of sample_submission.csv and checked
+against it (pipeline/submission.py), and a JSON with the members, method, weights and CV.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+from .. import blend
+from ..config_files import load_ensemble
+from ..errors import PipelineError
+from ..io import read_table, write_csv, write_text
+from ..labels import encode
+from ..metrics import per_fold, tune_thresholds
+from ..submission import build_submission, check_submission
+from ..upstream import Predictions, read_predictions
+
+
+def check_compatible(members: list[Predictions]) -> None:
+    """Members must predict the same classes for the same competition on the same folds."""
+    first = members[0]
+    for m in members[1:]:
+        for what, a, b in [("classes", first.classes, m.classes),
+                           ("folds file", first.cfg.folds_file, m.cfg.folds_file),
+                           ("data", first.cfg.data, m.cfg.data),
+                           ("OOF ids/folds", first.oof[[first.cfg.data.id_col, "fold"]].values.tolist(),
+                            m.oof[[m.cfg.data.id_col, "fold"]].values.tolist())]:
+            if a != b:
+                raise PipelineError(f"{m.run}: {what} differ from {first.run}'s; cannot ensemble them")
+
+
+def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metric: str, methods) -> pd.DataFrame:
+    """One row per member and per ensemble method: the metric on each fold and overall."""
+    classes = members[0].classes
+    rows = [{"model": m.cfg.name, **per_fold(metric, y, m.oof[classes].to_numpy(), folds)} for m in members]
+    rows += [{"model": f"ensemble: {name}", **per_fold(metric, y, oof, folds)} for name, (oof, _, _) in methods.items()]
+    return pd.DataFrame(rows)
+
+
+def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights) -> dict:
+    """Every method's (OOF, test, weights), the test rows in the first member's order."""
+    d, classes = members[0].cfg.data, members[0].classes
+    ids = members[0].test[d.id_col]
+    oofs = np.stack([m.oof[classes].to_numpy() for m in members])
+    tests = np.stack([m.test.set_index(d.id_col).loc[ids, classes].to_numpy() for m in members])
+    methods = blend.MULTILABEL_METHODS if d.multilabel else blend.METHODS
+    return {meth: blend.combine(meth, oofs, tests, [m.test_folds for m in members], y, metric,
+                                weights if meth == "mean" else None) for meth in methods}
+
+
+def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
+    """The submission in the sample's layout, checked against the sample, then written."""
+    d, classes = first.cfg.data, first.classes
+    sample_path = d.path(d.sample_submission)
+    sample = read_table(sample_path, [d.id_col], id_col=d.id_col)
+    test = pd.concat([first.test[[d.id_col]].reset_index(drop=True), pd.DataFrame(test_probs, columns=classes)],
+                     axis=1)
+    sub = build_submission(sample, test, classes, d.id_col, sample_path, d.negative_class, thresholds, d.label_sep)
+    check_submission(sub, sample, classes, d.id_col, sample_path, d.negative_class, d.sep)
+    write_csv(path, sub)
+    return sub
+
+
+def main(runs: list[str | Path], name: str | None = None, out_dir: str | Path = "submissions",
+         method: str = "mean", weights=None, metric: str | None = None) -> pd.DataFrame:
+    members = [read_predictions(r) for r in runs]
+    check_compatible(members)
+    first, d = members[0], members[0].cfg.data
+    classes, metric = first.classes, metric or first.cfg.metric
+    y, folds = encode(first.oof[d.label_col], classes, d.sep), first.oof["fold"].astype(int).to_numpy()
+    if d.multilabel and method not in blend.MULTILABEL_METHODS:
+        raise PipelineError(f"ensemble method {method}: a multi-label task takes {', '.join(blend.MULTILABEL_METHODS)}")
+    results = combine_all(members, y, metric, weights)
+    table = cv_table(members, y, folds, metric, results)
+    print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")
+    print(table.to_string(index=False, float_format="%.4f"))
+    oof_probs, test_probs, w = results[method]
+    thresholds = tune_thresholds(y, oof_probs) if d.multilabel else None
+    if thresholds is not None:
+        f1 = f1_score(y > 0.5, oof_probs >= thresholds, average="macro", zero_division=0)
+        print("per-label thresholds tuned on the OOF F1: "
+              + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds)) + f"; OOF macro F1 {f1:.4f}")
+    name = name or (first.cfg.name if len(members) == 1 else "ensemble")
+    path = Path(out_dir) / f"{name}.csv"
+    sub = write_submission(first, test_probs, thresholds, path)
+    cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
+    write_text(path.with_suffix(".json"), json.dumps({
+        "name": name, "members": [str(m.run) for m in members], "method": method, "metric": metric,
+        "weights": None if w is None else [float(x) for x in w], "cv": cv,
+        "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds)))}, indent=1) + "\n")
+    print(f"{name}: {method} of {len(members)}: CV {metric} {cv[f'ensemble: {method}']:.4f} -> {path}")
+    return sub
+
+
+def run_cli(args) -> None:
+    """From the command line: an ensemble file, or members named with --method/--weights."""
+    if args.spec:
+        if args.runs:
+            raise PipelineError("ensemble: give members in the ensemble file or on the command line, not both")
+        spec = load_ensemble(args.spec)
+        main(spec.members, spec.name, spec.out_dir, spec.method, spec.weights, spec.metric)
+        return
+    if not args.runs:
+        raise PipelineError("ensemble: name at least one experiment (or --spec FILE)")
+    if args.method not in blend.METHODS:
+        raise PipelineError(f"ensemble --method {args.method}: expected one of {', '.join(blend.METHODS)}")
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise PipelineError(f"ensemble --weights {args.weights}: expected numbers like 0.7,0.3") from None
+        if len(weights) != len(args.runs) or min(weights) < 0 or sum(weights) <= 0:
+            raise PipelineError(f"ensemble --weights: one non-negative weight per member ({len(args.runs)})")
+    main(args.runs, args.name, args.out_dir, args.method, weights)

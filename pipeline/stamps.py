@@ -1,0 +1,109 @@
+"""Which config values each stage's outputs depend on, and whether outputs made with older values
+still hold: the stamps Make compares, and the check before a fold resumes its last.pt.
+
+A stage that runs writes the values it reads (STAGE_READS) to
+runs/<name>/stamps/<stage>-<digest>.yaml, and its Make target depends on that file. Make asks
+`stamp_path` for the name: the stamp on disk if the settings still match it, otherwise a new
+name that does not exist yet, so Make sees the stage as stale (under -n and -q too, without
+anything being written). Settings match when every key in the stamp holds the same value now,
+and every key the stamp lacks holds its default (a key that a newer release added): upgrading
+never makes a finished run stale; changing a value it used does.
+Must not import torch: Make runs this at parse time.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config
+from .io import write_text
+from .runs import RunDir
+
+# The config values each stage's outputs depend on: sections (or keys), less those after a "-".
+# runtime is in none of them: the device, workers or precision never make an output stale.
+STAGE_READS = {
+    "train": ("data", "model", "train", "folds", "-data.sample_submission", "-data.test_images"),
+    "lr_find": ("data", "model", "train", "folds", "lr_find", "-data.sample_submission", "-data.test_images"),
+    "infer": ("data", "model", "folds", "infer", "metric"),
+    "mine": ("data", "infer", "mine"),
+    "pseudo": ("data", "infer", "pseudo"),
+}
+
+# ----------------------------------------------------------------------------- stamps
+
+
+def flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'phases': [{'lr': 1}]}} -> {'train.phases': 1, 'train.phases.0.lr': 1}: a list
+    of sections counts its items, so a removed item is a change too."""
+    out = {}
+    for key, value in doc.items():
+        key = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, key + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            out[key] = len(value)
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{key}.{i}."))
+        else:
+            out[key] = value
+    return out
+
+
+def settings(cfg: Config, stage: str, exclude_defaults: bool = False) -> dict[str, Any]:
+    """The values a stage reads, flattened; with exclude_defaults, only those set away from the default."""
+    doc = cfg.model_dump(mode="json", exclude_defaults=exclude_defaults)
+    reads = STAGE_READS[stage]
+    flat = flatten({k: doc[k] for k in reads if k in doc})
+    drop = tuple(r[1:] for r in reads if r.startswith("-"))
+    return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
+
+
+def same_settings(old: dict, now: dict, set_keys: set[str]) -> bool:
+    """Whether outputs made with `old` are what `now` makes: every key of `old` holds the same
+    value now (keys the schema has dropped are ignored), and each key `old` lacks is not among
+    `set_keys`, the keys set away from their defaults."""
+    return all(old[k] == v if k in old else k not in set_keys for k, v in now.items())
+
+
+def matches(cfg: Config, stage: str, old: dict | None) -> bool:
+    """Whether outputs made with the settings `old` (a stamp's) are what `cfg` would make now."""
+    return old is not None and same_settings(old, settings(cfg, stage), set(settings(cfg, stage, True)))
+
+
+def read_stamp(path: Path) -> dict | None:
+    """A stamp's settings (flat; the nested stamps of earlier releases are flattened), or None."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return flatten(doc) if isinstance(doc, dict) and doc else None
+
+
+def _on_disk(run: RunDir, stage: str) -> list[Path]:
+    legacy = run.root / "stamps" / f"{stage}.yaml"  # a release before digests in the names wrote this
+    return run.stamps(stage) + ([legacy] if legacy.is_file() else [])
+
+
+def stamp_path(cfg: Config, stage: str) -> Path:
+    """The stamp of the current settings: one on disk that matches them, else a new name."""
+    run = RunDir(cfg.run_dir)
+    found = next((p for p in _on_disk(run, stage) if matches(cfg, stage, read_stamp(p))), None)
+    if found is not None:
+        return found
+    text = yaml.safe_dump(settings(cfg, stage), sort_keys=False)
+    return run.stamp(stage, hashlib.sha256(text.encode()).hexdigest()[:12])
+
+
+def write_stamp(cfg: Config, stage: str) -> Path:
+    """Called when a stage starts: record the settings its outputs are made with (a matching stamp
+    is left as it is, so its time still predates the outputs), and drop the stage's other stamps."""
+    path = stamp_path(cfg, stage)
+    if not path.is_file():
+        write_text(path, yaml.safe_dump(settings(cfg, stage), sort_keys=False))
+    for other in _on_disk(RunDir(cfg.run_dir), stage):
+        if other != path:
+            other.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,117 @@
+"""Reading another experiment's outputs: the hard negatives and pseudo-labels a fold trains on
+(train.hard_negatives_from, train.pseudo_labels_from), and the predictions an ensemble combines.
+
+The stages that write these files (mine, pseudo, infer) use the column lists below, so writer
+and reader agree on one format. Every row is checked so that no image ever reaches the training
+of a fold that validates on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .config_files import load_config, load_upstream
+from .data import Images
+from .errors import PipelineError
+from .io import image_paths, read_table
+from .runs import RunDir
+
+HARD_NEGATIVE_COLUMNS = ["image_id", "path", "fold", "score"]  # path: relative to data.root
+PSEUDO_COLUMNS = ["image_id", "path", "fold", "label", "confidence"]  # then one target column per class
+
+# ----------------------------------------------------------------------------- a fold's extra rows
+
+
+def _upstream_file(cfg: Config, key: str) -> Path | None:
+    up = load_upstream(cfg, key)
+    if up is None:
+        return None
+    target = "mine" if key == "hard_negatives_from" else "pseudo"
+    if not up[1].is_file():
+        raise PipelineError(f"{up[1]}: not found (run make {target} CONFIG={getattr(cfg.train, key)})")
+    return up[1]
+
+
+def hard_negative_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> list[Path]:
+    """Image paths of the hard negatives mined for `fold` by train.hard_negatives_from, checked
+    never to be one of this fold's validation images."""
+    path = _upstream_file(cfg, "hard_negatives_from")
+    if path is None:
+        return []
+    rows = read_table(path, HARD_NEGATIVE_COLUMNS)
+    d = cfg.data
+    valid = {str(p) for p in image_paths(d.root, d.train_images, folds.loc[folds["fold"] == fold, d.id_col],
+                                         cfg.folds_file)}
+    mine = rows[rows["fold"].astype(int) == fold]
+    for line, rel in zip(mine.index + 2, mine["path"]):
+        if str(Path(d.root) / rel) in valid:
+            raise PipelineError(f"{path} line {line}: {Path(d.root) / rel} is in fold {fold}'s validation set")
+    return image_paths(d.root, "{id}", mine["path"], path)
+
+
+def pseudo_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> Images:
+    """Image paths and (N, K) targets of the pseudo-labels for `fold` from train.pseudo_labels_from.
+    None of them may be a labelled image: a pseudo-labelled image never validates."""
+    path = _upstream_file(cfg, "pseudo_labels_from")
+    if path is None:
+        return Images([], np.zeros((0, len(classes))))
+    rows = read_table(path, PSEUDO_COLUMNS + classes)
+    d = cfg.data
+    labelled = {str(q) for q in image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file)}
+    mine = rows[rows["fold"].astype(int) == fold]
+    paths = image_paths(d.root, "{id}", mine["path"], path)
+    for line, q in zip(mine.index + 2, paths):
+        if str(q) in labelled:
+            raise PipelineError(f"{path} line {line}: {q} is a labelled image of {cfg.folds_file}; "
+                                "pseudo-labels must come from unlabelled images")
+    return Images(paths, mine[classes].astype(float).to_numpy())
+
+
+def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> Images:
+    """What other experiments add to this fold's training: hard negatives (labelled negative) and
+    pseudo-labels, as image paths and (N, K) targets."""
+    neg = hard_negative_rows(cfg, folds, fold)
+    neg_t = np.zeros((len(neg), len(classes)))
+    if neg:
+        neg_t[:, classes.index(cfg.data.negative_class)] = 1.0
+    pl = pseudo_rows(cfg, folds, fold, classes)
+    return Images(neg + pl.paths, np.concatenate([neg_t, pl.targets]))
+
+# ----------------------------------------------------------------------------- an ensemble's members
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A finished experiment's predictions (make infer's output), as an ensemble reads them."""
+    run: Path
+    cfg: Config
+    classes: list[str]
+    oof: pd.DataFrame
+    test: pd.DataFrame
+    test_folds: np.ndarray  # (folds, M, K): each fold model's test probabilities, in test's row order
+
+
+def read_predictions(member: str | Path) -> Predictions:
+    """A member named by its config, or by its run folder (which holds the config it ran with)."""
+    member = Path(member)
+    cfg = load_config(member) if member.is_file() else load_config(RunDir(member).config)
+    run = RunDir(cfg.run_dir if member.is_file() else member)
+    d = cfg.data
+    if not run.test.is_file():
+        raise PipelineError(f"{run.test}: not found (run make infer for {cfg.name})")
+    test = read_table(run.test, [d.id_col], id_col=d.id_col)
+    classes = [c for c in test.columns if c != d.id_col]
+    oof = read_table(run.oof, [d.id_col, "fold", d.label_col] + classes, id_col=d.id_col)
+    for df in (test, oof):
+        df[classes] = df[classes].astype(float)
+    folds = []
+    for k in range(cfg.folds.n_folds):
+        if run.test_fold(k).is_file():
+            f = read_table(run.test_fold(k), [d.id_col] + classes, id_col=d.id_col).set_index(d.id_col)
+            folds.append(f.loc[test[d.id_col], classes].astype(float).to_numpy())
+    test_folds = np.stack(folds) if folds else test[classes].to_numpy()[None]
+    return Predictions(run.root, cfg, classes, oof, test, test_folds)

@@ -1,0 +1,165 @@
+"""What tests share (fixtures are in conftest.py): tiny synthetic competitions laid out like
+Kaggle's, configs for them, experiments run or faked, and Make run from the project root."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from PIL import Image
+
+from pipeline.config_files import load_config, to_yaml
+from pipeline.data import DataConfig
+from pipeline.io import write_text
+from pipeline.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+CLASSES = ["ants", "bees"]
+COLOURS = ["blue", "green", "red"]  # the multi-label competition's labels, in class order
+DC = DataConfig(size=32, mean=(0.5,) * 3, std=(0.25,) * 3, interpolation="bilinear", crop_pct=0.875)
+
+# ----------------------------------------------------------------------------- competitions
+
+
+def make_competition(root: Path, n_train: int = 32, n_test: int = 10, classes=("ants", "bees"),
+                     size: int = 40, seed: int = 0, groups: bool = False, counts: dict | None = None,
+                     noise: int = 80) -> Path:
+    """Images whose class is their dominant colour (learnable at 32 px), in train/ and test/.
+    counts: images per class (imbalanced sets); noise: the random level under the colour."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+    def draw(path: Path, k: int) -> None:
+        img = rng.integers(0, noise, (size, size + 8, 3)).astype(np.int32)
+        img[..., k % 3] += 150
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path, quality=95)
+
+    labels = [classes[i % len(classes)] for i in range(n_train)]
+    if counts:
+        labels = list(rng.permutation([c for c, n in counts.items() for _ in range(n)]))
+        n_train = len(labels)
+    train = pd.DataFrame({"image_id": [f"tr{i:03d}" for i in range(n_train)], "label": labels})
+    if groups:
+        train["group"] = [f"g{i // 2}" for i in range(n_train)]
+    for _, row in train.iterrows():
+        draw(root / "train" / f"{row.image_id}.jpg", classes.index(row.label))
+    test_ids = [f"te{i:03d}" for i in range(n_test)]
+    for i, tid in enumerate(test_ids):
+        draw(root / "test" / f"{tid}.jpg", i % len(classes))
+    train.to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_id": test_ids, "label": classes[0]}).to_csv(root / "sample_submission.csv",
+                                                                      index=False)
+    return root
+
+
+def make_multilabel(root, n_train=36, n_test=8, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+    def draw(path):
+        on = rng.random(3) < 0.5
+        on[rng.integers(3)] = True  # at least one label
+        img = rng.integers(0, 60, (40, 40, 3))
+        img[..., on] += 170  # channel order r, g, b
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
+        return " ".join(sorted(c for c, k in zip(["red", "green", "blue"], on) if k))
+
+    train = pd.DataFrame({"image_id": [f"tr{i:03d}" for i in range(n_train)]})
+    train["tags"] = [draw(root / "train" / f"{i}.png") for i in train.image_id]
+    train.to_csv(root / "train.csv", index=False)
+    test_ids = [f"te{i:03d}" for i in range(n_test)]
+    for i in test_ids:
+        draw(root / "test" / f"{i}.png")
+    pd.DataFrame({"image_id": test_ids, "tags": "red"}).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+def neg_competition(root: Path) -> Path:
+    """A detector's competition: 30 negatives, 10 positives, and a folder of 5 extra negatives."""
+    comp = make_competition(root, classes=("neg", "pos"), counts={"neg": 30, "pos": 10})
+    extra = comp / "extra_neg"
+    extra.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(extra / f"x{i}.png")
+    return comp
+
+# ----------------------------------------------------------------------------- configs and runs
+
+
+def make_config(tmp_path: Path, comp: Path, name: str = "tiny", **sections) -> Path:
+    """A config for the tiny competition with a tiny timm test model; sections override keys."""
+    doc = {
+        "name": name,
+        "runs_dir": str(tmp_path / "runs"),
+        "data": {"root": str(comp)},
+        "model": {"backbone": "test_efficientnet", "pretrained": "none", "img_size": 32},
+        "train": {"phases": [{"epochs": 2, "lr": 3e-3}], "batch_size": 8},
+        "folds": {"n_folds": 2, "seed": 0, "dir": str(tmp_path / "folds")},
+        "infer": {"batch_size": 16},
+    }
+    for section, values in sections.items():
+        doc[section] = {**doc.get(section, {}), **values} if isinstance(values, dict) else values
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def neg_config(tmp: Path, comp: Path, name: str = "a", **sections):
+    """A config for neg_competition: one epoch on every positive and 40% of the negatives."""
+    base = {"data": {"root": str(comp), "negative_class": "neg"},
+            "train": {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8, "neg_fraction": 0.4},
+            "infer": {"batch_size": 16, "tta": {"flips": []}}}
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return load_config(make_config(tmp, comp, name=name, **base))
+
+
+def run_chain(cfg, infer: bool = True):
+    """folds -> train (-> infer) in this process, with the run's config.yaml written as the
+    command line writes it (ensemble reads it)."""
+    from pipeline.stages import folds, train
+    from pipeline.stages import infer as infer_stage
+
+    write_text(RunDir(cfg.run_dir).config, to_yaml(cfg))
+    folds.main(cfg)
+    train.main(cfg)
+    if infer:
+        infer_stage.main(cfg)
+    return cfg
+
+
+def fake_run(tmp_path, comp, name, test_probs, oof_probs, classes=CLASSES):
+    """A finished experiment folder as infer leaves it, with chosen probabilities."""
+    cfg = load_config(make_config(tmp_path, comp, name=name))
+    write_text(RunDir(cfg.run_dir).config, to_yaml(cfg))
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    train = pd.read_csv(comp / "train.csv")
+    test = pd.DataFrame({"image_id": sample.image_id})
+    test[classes] = test_probs
+    test.to_csv(cfg.run_dir / "test.csv", index=False)
+    oof = pd.DataFrame({"image_id": train.image_id, "fold": np.arange(len(train)) % 2, "label": train.label})
+    oof[classes] = oof_probs
+    oof.to_csv(cfg.run_dir / "oof.csv", index=False)
+    return cfg.run_dir
+
+
+def probs(n, p_first):
+    p = np.asarray(p_first, dtype=float).reshape(-1)[:n] if np.ndim(p_first) else np.full(n, p_first)
+    return np.stack([p, 1 - p], axis=1)
+
+
+def make(*args, check=True) -> subprocess.CompletedProcess:
+    """`make ARGS` in the project root, with this interpreter as PY."""
+    res = subprocess.run(["make", "--no-print-directory", f"PY={sys.executable}", *args],
+                         cwd=ROOT, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(res.stdout + res.stderr)
+    return res

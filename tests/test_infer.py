@@ -1,0 +1,74 @@
+"""pipeline/stages/infer.py: test and OOF predictions through the same TTA, the CV table, and
+models that validated on other folds refused."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import COLOURS, make_config
+
+from pipeline.config_files import load_config
+from pipeline.errors import PipelineError
+from pipeline.stages import infer
+
+
+def _with_tta(trained, **tta_cfg):
+    tmp, comp = trained
+    return load_config(make_config(tmp, comp, infer={"batch_size": 16, "tta": tta_cfg}))
+
+
+def test_infer_oof_uses_the_same_tta_as_test(trained, capsys):
+    cfg = _with_tta(trained, flips=["hflip", "vflip"], sizes=[40], merge="gmean")
+    infer.main(cfg)
+    run = cfg.run_dir
+    table = pd.read_csv(run / "tta.csv")
+    assert table.views.tolist() == ["none", "+hflip", "+vflip", "+40px", "all"]
+    assert table.n_views.tolist() == [1, 2, 2, 2, 6]
+    assert {"cv_accuracy", "cv_log_loss"} <= set(table.columns)
+    oof = pd.read_csv(run / "oof.csv")
+    folds = pd.read_csv(cfg.folds_file)
+    assert oof.image_id.tolist() == folds.image_id.tolist() and oof.fold.tolist() == folds.fold.tolist()
+    assert list(oof.columns) == ["image_id", "fold", "label", "ants", "bees"]
+    assert np.allclose(oof[["ants", "bees"]].sum(axis=1), 1)
+    # the OOF's CV is the table's "all" row: one rule for OOF and test
+    y = (oof.label == "bees").to_numpy()
+    acc = ((oof.bees > oof.ants).to_numpy() == y).mean()
+    assert acc == pytest.approx(table.cv_accuracy.iloc[-1])
+    # the plain view reproduces what training recorded for each fold
+    trained = pd.concat([pd.read_csv(run / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
+    no_tta = trained.loc[folds.image_id]
+    y_idx = y.astype(int)
+    p = no_tta[["ants", "bees"]].to_numpy()
+    assert table.cv_accuracy.iloc[0] == pytest.approx((p.argmax(1) == y_idx).mean())
+    assert "CV by TTA view set" in capsys.readouterr().out
+
+
+def test_infer_without_tta_matches_training_oof(trained):
+    cfg = _with_tta(trained, flips=[])
+    infer.main(cfg)
+    oof = pd.read_csv(cfg.run_dir / "oof.csv").set_index("image_id")
+    trained = pd.concat([pd.read_csv(cfg.run_dir / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
+    assert np.allclose(oof.loc[trained.index, ["ants", "bees"]], trained[["ants", "bees"]], atol=1e-5)
+    assert pd.read_csv(cfg.run_dir / "tta.csv").views.tolist() == ["none"]
+
+
+def test_infer_refuses_folds_the_models_were_not_trained_on(trained, tmp_path):
+    cfg = _with_tta(trained)
+    other = tmp_path / "folds"  # the same split with the folds swapped, in a folds dir of its own
+    other.mkdir()
+    f = pd.read_csv(cfg.folds_file)
+    f.assign(fold=1 - f["fold"]).to_csv(other / cfg.folds_file.name, index=False)
+    shutil.copy(cfg.folds_file.with_suffix(".json"), other)
+    swapped = cfg.model_copy(update={"folds": cfg.folds.model_copy(update={"dir": str(other)})})
+    with pytest.raises(PipelineError, match="fold0/oof.csv: fold 0 was trained on other folds"):
+        infer.main(swapped)
+
+
+def test_multilabel_infer_gives_per_label_probabilities(multilabel):
+    _, _, cfg = multilabel
+    oof = pd.read_csv(cfg.run_dir / "oof.csv")
+    assert list(oof.columns) == ["image_id", "fold", "tags"] + COLOURS
+    p = oof[COLOURS].to_numpy()
+    assert ((p >= 0) & (p <= 1)).all() and not np.allclose(p.sum(1), 1)  # sigmoids, not a softmax
+    table = pd.read_csv(cfg.run_dir / "tta.csv")
+    assert "cv_f1_macro" in table.columns and table.views.tolist() == ["none", "+hflip", "all"]

@@ -1,0 +1,46 @@
+"""pipeline/metrics.py: every metric on known values, per fold, and for multi-label tasks."""
+import numpy as np
+import pytest
+
+from pipeline import metrics
+from pipeline.metrics import accuracy, log_loss, tune_thresholds
+
+
+@pytest.mark.parametrize("metric, y, p, want", [
+    ("accuracy", [0, 1, 1], [[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], 2 / 3),
+    ("log_loss", [0, 1], [[0.5, 0.5], [0.5, 0.5]], np.log(2)),
+    ("roc_auc", [0, 0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]], 0.75),
+    ("f1_macro", [0, 0, 1, 1], [[1, 0], [1, 0], [1, 0], [0, 1]], (0.8 + 2 / 3) / 2),
+    ("qwk", [0, 1, 2], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], 1.0),
+])
+def test_metrics_on_known_values(metric, y, p, want):
+    assert metrics.score(metric, np.array(y), np.array(p, dtype=float)) == pytest.approx(want)
+
+
+def test_metric_per_fold_and_overall():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.2, 0.8]])
+    out = metrics.per_fold("accuracy", y, p, np.array([0, 0, 1, 1]))
+    assert out == {"fold0": 1.0, "fold1": 0.5, "overall": 0.75}
+
+
+def test_roc_auc_macro_for_three_classes():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    p = np.eye(3)[y] * 0.7 + 0.1
+    assert metrics.roc_auc(y, p) == pytest.approx(1.0)
+
+
+def test_multilabel_metrics_and_thresholds():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    p = np.array([[0.9, 0.2], [0.3, 0.4], [0.6, 0.7], [0.1, 0.1]])
+    assert accuracy(y, p) == pytest.approx(7 / 8)
+    want = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert log_loss(y, p) == pytest.approx(want)
+    t = tune_thresholds(y, p)
+    assert ((p >= t) == (y > 0.5)).all()  # thresholds that separate each label perfectly here
+
+
+def test_false_positive_rate_counts_negatives_called_positive():
+    y = np.array([0, 0, 0, 1])
+    p = np.array([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.1, 0.9]])
+    assert metrics.false_positive_rate(y, p, negative=0) == pytest.approx(1 / 3)
