@@ -57,8 +57,9 @@ hard-negatives-demo: .venv/.installed  ## mine, then retrain, on real handwritte
 	$(MAKE) --no-print-directory infer CONFIG=configs/digits-round2.yaml
 	$(PY) bench/fp_report.py runs/digits-round1 runs/digits-round2 --test-labels data/digits-eights/test_labels.csv
 
-test: .venv/.installed  ## lint (ruff) and the test suite: what CI runs
+test: .venv/.installed  ## ruff (lint, format check) and the test suite: what CI runs
 	$(PY) -m ruff check pipeline tests bench tools
+	$(PY) -m ruff format --check pipeline tests bench tools
 	$(PY) -m pytest -q tests
 
 clean:  ## delete every run, submission and folds file

@@ -6,6 +6,7 @@ For each experiment folder (runs/<name>) prints, on its OOF predictions (the val
 with infer's TTA): accuracy, the false-positive rate (negatives called positive) and the recall of
 the positives. With --test-labels (image_id,label), the same on its test predictions.
 """
+
 import argparse
 from pathlib import Path
 
@@ -18,8 +19,10 @@ def rates(df: pd.DataFrame, labels: pd.Series, negative: str, classes: list[str]
     truth = labels.to_numpy()
     neg = truth == negative
     fp, pos_hit = (pred[neg] != negative).sum(), (pred[~neg] == truth[~neg]).sum()
-    return (f"accuracy {(pred == truth).mean():.4f}  false-positive rate {fp / neg.sum():.4f} "
-            f"({fp}/{neg.sum()})  positive recall {pos_hit / (~neg).sum():.4f} ({pos_hit}/{(~neg).sum()})")
+    return (
+        f"accuracy {(pred == truth).mean():.4f}  false-positive rate {fp / neg.sum():.4f} "
+        f"({fp}/{neg.sum()})  positive recall {pos_hit / (~neg).sum():.4f} ({pos_hit}/{(~neg).sum()})"
+    )
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Writes OUT/train.csv (image_id,label: eight or other), train/, test/ (PNGs upsca
 sample_submission.csv, and test_labels.csv (for scoring; the pipeline never reads it).
 Does nothing if OUT/train.csv exists.
 """
+
 import sys
 from pathlib import Path
 

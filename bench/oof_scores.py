@@ -2,6 +2,7 @@
 
 Usage: python bench/oof_scores.py RUN_DIR [RUN_DIR ...]
 """
+
 import sys
 from pathlib import Path
 

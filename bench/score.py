@@ -5,6 +5,7 @@ Usage: python bench/score.py SUBMISSION_CSV [--labels bench/ants-bees-test-label
 The competition ships no test labels. bench/ants-bees-test-labels.csv was made by a person
 looking at every test image (see bench/README.md); the pipeline never reads it.
 """
+
 import argparse
 import sys
 

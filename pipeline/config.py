@@ -5,6 +5,7 @@ error text) is `config_files.py`; which keys each stage reads, for Make, is `mak
 `python -m pipeline config --explain` prints every key below with its default and description.
 It must not import torch: Make reads configs at parse time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,21 +28,28 @@ class _Section(BaseModel):
 
 class Data(_Section):
     """The competition folder and how its tables name images and labels."""
+
     name: str | None = Field(None, description="competition name, for folds/<name>.csv; null: the folder name of root")
     root: str = Field(description="the competition folder (train.csv, images, sample_submission.csv)")
     train_csv: str = Field("train.csv", description="labelled rows, relative to root")
-    sample_submission: str = Field("sample_submission.csv",
-                                   description="test ids and the exact submission layout, relative to root")
+    sample_submission: str = Field(
+        "sample_submission.csv", description="test ids and the exact submission layout, relative to root"
+    )
     id_col: str = Field("image_id", description="the id column of train_csv and sample_submission")
     label_col: str = Field("label", description="the label column of train_csv")
     group_col: str | None = Field(None, description="rows sharing a value stay in one fold (StratifiedGroupKFold)")
     train_images: str = Field("train/{id}.jpg", description="training image path under root; {id} is the row's id")
     test_images: str = Field("test/{id}.jpg", description="test image path under root; {id} is the row's id")
-    negative_class: str | None = Field(None, description="the class a detector must not fire on (no_ship, normal): "
-                                       "what make mine mines, and whose false-positive rate infer reports")
+    negative_class: str | None = Field(
+        None,
+        description="the class a detector must not fire on (no_ship, normal): "
+        "what make mine mines, and whose false-positive rate infer reports",
+    )
     task: Literal["multiclass", "multilabel"] = Field(
-        "multiclass", description="multiclass: one label per image (softmax); multilabel: label_col holds "
-        "several labels joined by label_sep (a sigmoid per label)")
+        "multiclass",
+        description="multiclass: one label per image (softmax); multilabel: label_col holds "
+        "several labels joined by label_sep (a sigmoid per label)",
+    )
     label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
 
     @property
@@ -63,6 +71,7 @@ class Data(_Section):
 
 class Folds(_Section):
     """The K-fold split, made once per competition and shared by every experiment on it."""
+
     n_folds: int = Field(5, ge=2, description="number of folds")
     seed: int = Field(42, description="seed of the split")
     dir: str = Field("folds", description="where folds/<competition>.csv and its .json live")
@@ -73,12 +82,16 @@ class Folds(_Section):
 
 class Model(_Section):
     """The timm backbone, its weights and its new head."""
+
     backbone: str = Field(description="any timm model name")
-    pretrained: str = Field("none", description="none | hub | hub:<tag> | a weights file | "
-                            "py:<module>:<function> returning a weights file's path")
+    pretrained: str = Field(
+        "none",
+        description="none | hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path",
+    )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
     global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = Field(
-        None, description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs)")
+        None, description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs)"
+    )
     head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
     img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
 
@@ -88,6 +101,7 @@ class Model(_Section):
 
 class Aug(_Section):
     """Training augmentation (albumentations)."""
+
     scale_min: float = Field(0.35, gt=0.0, le=1.0, description="RandomResizedCrop's smallest area fraction")
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a vertical flip")
@@ -97,15 +111,21 @@ class Aug(_Section):
 class Phase(_Section):
     """A stretch of training at one image size and schedule; phases run in order on the same model
     and optimizer."""
+
     epochs: int = Field(ge=1, description="epochs in this phase")
     lr: float = Field(gt=0.0, description="peak LR of the head; lower layers get less (layer_decay / lr_ratio)")
     img_size: int | None = Field(None, ge=16, description="training size; null: model.img_size")
     frozen: bool = Field(False, description="only the head learns; BatchNorm statistics stay as pretrained")
-    freeze_bn: bool | None = Field(None, description="BatchNorm in eval mode (running statistics kept); "
-                                   "null: as frozen. True suits small datasets, whose batch statistics are noisy")
+    freeze_bn: bool | None = Field(
+        None,
+        description="BatchNorm in eval mode (running statistics kept); "
+        "null: as frozen. True suits small datasets, whose batch statistics are noisy",
+    )
     sched: Literal["onecycle", "cosine", "sgdr", "constant"] = Field(
-        "cosine", description="onecycle: LR up then down, momentum 0.95 -> 0.85 -> 0.95; cosine: warmup "
-        "then cosine decay; sgdr: cosine with warm restarts every cycle_epochs (x cycle_mul each time)")
+        "cosine",
+        description="onecycle: LR up then down, momentum 0.95 -> 0.85 -> 0.95; cosine: warmup "
+        "then cosine decay; sgdr: cosine with warm restarts every cycle_epochs (x cycle_mul each time)",
+    )
     warmup_epochs: float = Field(0.0, ge=0.0, description="cosine and sgdr: linear warmup")
     pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="onecycle: fraction of the phase spent rising")
     max_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="onecycle: momentum (or Adam's beta1) at its highest")
@@ -132,32 +152,58 @@ def _default_phases() -> list[Phase]:
 
 class Train(_Section):
     """How each fold trains: its phases, the optimizer and what it trains on."""
-    phases: list[Phase] = Field(default_factory=_default_phases, min_length=1,
-                                description="run in order on one model and optimizer")
+
+    phases: list[Phase] = Field(
+        default_factory=_default_phases, min_length=1, description="run in order on one model and optimizer"
+    )
     batch_size: int = Field(32, ge=1, description="images per batch")
     accum_steps: int = Field(1, ge=1, description="gradient accumulation: one update per accum_steps batches")
-    lr_ref_batch: int | None = Field(None, ge=1, description="linear LR scaling: every phase lr is multiplied "
-                                     "by batch_size x accum_steps / lr_ref_batch")
+    lr_ref_batch: int | None = Field(
+        None,
+        ge=1,
+        description="linear LR scaling: every phase lr is multiplied by batch_size x accum_steps / lr_ref_batch",
+    )
     weight_decay: float = Field(0.01, ge=0.0, description="the optimizer's weight decay")
     optimizer: str = Field("adamw", description="any timm.optim.create_optimizer_v2 name; sgd is Nesterov SGD")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum, outside one-cycle phases")
-    layer_decay: float | None = Field(None, gt=0.0, le=1.0, description="discriminative LRs: each layer group "
-                                      "below the head at decay x the one above (timm's layer decay)")
-    lr_ratio: float | None = Field(None, ge=1.0, description="discriminative LRs: the stem at lr / ratio, the "
-                                   "groups between spaced geometrically up to lr (set this or layer_decay)")
+    layer_decay: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="discriminative LRs: each layer group below the head at decay x the one above (timm's layer decay)",
+    )
+    lr_ratio: float | None = Field(
+        None,
+        ge=1.0,
+        description="discriminative LRs: the stem at lr / ratio, the "
+        "groups between spaced geometrically up to lr (set this or layer_decay)",
+    )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
     monitor: Literal["loss", "accuracy", "last"] = Field("loss", description="which epoch's model a fold keeps")
     sampling: Literal["none", "oversample", "weighted"] = Field(
-        "none", description="oversample: minority classes repeated up to the largest; weighted: a sampler "
-        "drawing each class equally often. The validation fold is never touched")
+        "none",
+        description="oversample: minority classes repeated up to the largest; weighted: a sampler "
+        "drawing each class equally often. The validation fold is never touched",
+    )
     aug: Aug = Field(Aug(), description="training augmentation")
     seed: int = Field(42, description="seed of the model's init, the batches and the augmentation")
-    neg_fraction: float = Field(1.0, gt=0.0, le=1.0, description="the share of data.negative_class images each "
-                                "fold trains on (a seeded sample); the rest is make mine's pool")
-    hard_negatives_from: str | None = Field(None, description="config of a finished experiment whose make mine "
-                                            "output joins each fold's training (Make builds it)")
-    pseudo_labels_from: str | None = Field(None, description="config of a finished experiment whose make pseudo "
-                                           "output joins each fold's training (Make builds it)")
+    neg_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="the share of data.negative_class images each "
+        "fold trains on (a seeded sample); the rest is make mine's pool",
+    )
+    hard_negatives_from: str | None = Field(
+        None,
+        description="config of a finished experiment whose make mine "
+        "output joins each fold's training (Make builds it)",
+    )
+    pseudo_labels_from: str | None = Field(
+        None,
+        description="config of a finished experiment whose make pseudo "
+        "output joins each fold's training (Make builds it)",
+    )
 
     @model_validator(mode="after")
     def _one_discriminative_rule(self):
@@ -177,6 +223,7 @@ class Train(_Section):
 
 class LrFind(_Section):
     """The LR range test (make lr-find): the LR rises exponentially from start_lr to end_lr."""
+
     start_lr: float = Field(1e-7, gt=0.0, description="first LR tried")
     end_lr: float = Field(10.0, gt=0.0, description="last LR tried")
     num_iter: int = Field(100, ge=5, description="optimizer updates from start_lr to end_lr")
@@ -198,6 +245,7 @@ class LrFind(_Section):
 class Tta(_Section):
     """Test-time augmentation: every combination of size, crop and flip is one view; the plain
     view (model.img_size, centre crop, no flip) is always one of them."""
+
     flips: list[Flip] = Field(["hflip"], description="flips and rotations, each an extra view")
     sizes: list[int] = Field([], description="more inference sizes besides model.img_size (CNNs only)")
     crops: Literal["center", "five"] = Field("center", description="five: centre plus the four corners")
@@ -212,6 +260,7 @@ class Tta(_Section):
 
 class Infer(_Section):
     """Test and out-of-fold predictions (make infer)."""
+
     batch_size: int = Field(64, ge=1, description="images per forward pass, all their TTA views included")
     tta: Tta = Field(Tta(), description="test-time augmentation")
 
@@ -219,16 +268,22 @@ class Infer(_Section):
 class Mine(_Section):
     """Hard-negative mining (make mine): each fold's model scores a pool of negatives it never
     validated on; the most confident false positives are written for another experiment to train on."""
-    pool: str = Field("unused", description="unused: the negatives train.neg_fraction left out; else a folder "
-                      "of extra negative images, relative to data.root")
-    min_score: float = Field(0.5, ge=0.0, le=1.0,
-                             description="keep images whose non-negative probability is at least this")
+
+    pool: str = Field(
+        "unused",
+        description="unused: the negatives train.neg_fraction left out; else a folder "
+        "of extra negative images, relative to data.root",
+    )
+    min_score: float = Field(
+        0.5, ge=0.0, le=1.0, description="keep images whose non-negative probability is at least this"
+    )
     top_k: int | None = Field(None, ge=1, description="and at most this many per fold, the highest scores")
 
 
 class Pseudo(_Section):
     """Pseudo-labels (make pseudo): fold k's model labels unlabelled images for fold k of another
     experiment, so no fold's teacher has seen that fold's validation labels."""
+
     source: str = Field("test", description="test: the test images; else a folder of images, relative to data.root")
     threshold: float = Field(0.9, ge=0.0, le=1.0, description="keep images whose top probability is at least this")
     soft: bool = Field(False, description="train on the probabilities instead of the top class")
@@ -236,10 +291,12 @@ class Pseudo(_Section):
 
 class Runtime(_Section):
     """Where and how the work runs; changing it never makes a stage's outputs stale."""
+
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when torch sees a GPU")
     amp: bool = Field(True, description="autocast, on CUDA only")
-    amp_dtype: Literal["bfloat16", "float16"] = Field("bfloat16", description="float16 (with loss scaling) for "
-                                                      "pre-Ampere GPUs")
+    amp_dtype: Literal["bfloat16", "float16"] = Field(
+        "bfloat16", description="float16 (with loss scaling) for pre-Ampere GPUs"
+    )
     channels_last: bool = Field(True, description="channels-last memory format (faster for convnets, CPU too)")
     num_workers: int | None = Field(None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA")
 
@@ -249,10 +306,13 @@ class Runtime(_Section):
 
 class Config(_Section):
     """One experiment: a backbone and recipe on a competition. Outputs go to runs/<name>/."""
+
     name: str = Field(pattern=NAME, description="experiment name: runs/<name>/, submissions/<name>.csv")
     runs_dir: str = Field("runs", description="where experiment folders live")
-    metric: Metric = Field("accuracy", description="the competition's metric: CV is reported with it, and "
-                           "ensemble weights are fitted to it")
+    metric: Metric = Field(
+        "accuracy",
+        description="the competition's metric: CV is reported with it, and ensemble weights are fitted to it",
+    )
     data: Data = Field(description="the competition")
     model: Model = Field(description="the backbone")
     train: Train = Field(Train(), description="training")
@@ -300,6 +360,7 @@ class Config(_Section):
 
 class Ensemble(_Section):
     """An ensemble file (make ensemble ENSEMBLE=ensembles/x.yaml): members and how to combine them."""
+
     name: str = Field(pattern=NAME, description="submissions/<name>.csv and <name>.json")
     members: list[str] = Field(min_length=1, description="experiment configs, or runs/<name> folders")
     method: Method = Field("mean", description="mean | fit | rank | vote | hierarchical (pipeline/blend.py)")

@@ -4,6 +4,7 @@ that name the file (the base file when the bad key is there) and the key.
 Experiment configs and ensemble files go through the same loader and the same error text.
 Must not import torch: Make reads configs at parse time.
 """
+
 from __future__ import annotations
 
 import re
@@ -93,8 +94,9 @@ def _set(doc: dict, keys: list[str], value: Any) -> None:
     for depth, k in enumerate(keys):
         if isinstance(doc, list):
             if not k.isdigit() or int(k) >= len(doc):
-                raise PipelineError(f"override {'.'.join(keys)}: {k} is not an index of the list "
-                                    f"(it has {len(doc)} items)")
+                raise PipelineError(
+                    f"override {'.'.join(keys)}: {k} is not an index of the list (it has {len(doc)} items)"
+                )
             k = int(k)
         elif not isinstance(doc, dict):
             raise PipelineError(f"override {'.'.join(keys)}: {keys[depth - 1]} is not a section")
@@ -146,15 +148,19 @@ def load_ensemble(path: str | Path) -> Ensemble:
 
 def check_files(cfg: Config, path: Path) -> None:
     d = cfg.data
-    needed = {"data.root": Path(d.root), "data.train_csv": d.path(d.train_csv),
-              "data.sample_submission": d.path(d.sample_submission)}
+    needed = {
+        "data.root": Path(d.root),
+        "data.train_csv": d.path(d.train_csv),
+        "data.sample_submission": d.path(d.sample_submission),
+    }
     for key, p in needed.items():
         if not p.exists():
             raise PipelineError(f"{path}: {key}: {p} does not exist")
     pre = cfg.model.pretrained
     if pre not in ("none", "hub") and not pre.startswith(("hub:", "py:")) and not Path(pre).is_file():
-        raise PipelineError(f"{path}: model.pretrained: {pre} is not a file "
-                            "(nor none, hub, hub:<tag> or py:<module>:<function>)")
+        raise PipelineError(
+            f"{path}: model.pretrained: {pre} is not a file (nor none, hub, hub:<tag> or py:<module>:<function>)"
+        )
 
 
 def to_yaml(cfg: BaseModel) -> str:
@@ -196,8 +202,7 @@ def _show(value) -> str:
 
 
 # train.<key>: (the RunDir attribute of the other experiment's file, the make target writing it)
-UPSTREAM = {"hard_negatives_from": ("hard_negatives", "mine"),
-            "pseudo_labels_from": ("pseudo_labels", "pseudo")}
+UPSTREAM = {"hard_negatives_from": ("hard_negatives", "mine"), "pseudo_labels_from": ("pseudo_labels", "pseudo")}
 
 
 def load_upstream(cfg: Config, key: str) -> tuple[Config, Path] | None:
@@ -213,6 +218,8 @@ def load_upstream(cfg: Config, key: str) -> tuple[Config, Path] | None:
     if up.name == cfg.name:
         raise PipelineError(f"train.{key}: {path} is this experiment ({cfg.name}); name another one")
     if up.folds_file != cfg.folds_file or up.folds.n_folds != cfg.folds.n_folds:
-        raise PipelineError(f"train.{key}: {up.name} uses {up.folds.n_folds} folds of {up.folds_file}, this "
-                            f"experiment {cfg.folds.n_folds} of {cfg.folds_file}; its folds would not be ours")
+        raise PipelineError(
+            f"train.{key}: {up.name} uses {up.folds.n_folds} folds of {up.folds_file}, this "
+            f"experiment {cfg.folds.n_folds} of {cfg.folds_file}; its folds would not be ours"
+        )
     return up, getattr(RunDir(up.run_dir), UPSTREAM[key][0])

@@ -1,4 +1,5 @@
 """Images: decoding, the backbone's data config, albumentations transforms, datasets and loaders."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -48,8 +49,10 @@ def folder_images(d: Data, folder: str, key: str) -> list[str]:
     labelled = {d.train_images.format(id=i): n for n, i in enumerate(train, start=2)}
     clash = next((r for r in rel if r in labelled), None)
     if clash:
-        raise PipelineError(f"{key}: {clash} is a labelled image ({d.train_csv} line {labelled[clash]}); "
-                            "the folder must hold unlabelled images only")
+        raise PipelineError(
+            f"{key}: {clash} is a labelled image ({d.train_csv} line {labelled[clash]}); "
+            "the folder must hold unlabelled images only"
+        )
     return rel
 
 
@@ -57,6 +60,7 @@ def folder_images(d: Data, folder: str, key: str) -> list[str]:
 class Images:
     """Image files with their targets: class indices (N,), or rows of class probabilities or of
     0/1 labels (N, K)."""
+
     paths: list[Path]
     targets: np.ndarray
 
@@ -68,6 +72,7 @@ class Images:
 class DataConfig:
     """timm's data config of a backbone: the size, normalisation, resize and crop its weights expect.
     Checkpoints store it as timm's dict (`to_timm`)."""
+
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -76,12 +81,22 @@ class DataConfig:
 
     @classmethod
     def from_timm(cls, dc: dict) -> DataConfig:
-        return cls(size=int(dc["input_size"][-1]), mean=tuple(dc["mean"]), std=tuple(dc["std"]),
-                   interpolation=dc.get("interpolation") or "bilinear", crop_pct=float(dc.get("crop_pct", 1.0)))
+        return cls(
+            size=int(dc["input_size"][-1]),
+            mean=tuple(dc["mean"]),
+            std=tuple(dc["std"]),
+            interpolation=dc.get("interpolation") or "bilinear",
+            crop_pct=float(dc.get("crop_pct", 1.0)),
+        )
 
     def to_timm(self) -> dict:
-        return {"input_size": [3, self.size, self.size], "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+        return {
+            "input_size": [3, self.size, self.size],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
 
     def at(self, size: int) -> DataConfig:
         """The same recipe at another image size (a training phase, a TTA view)."""
@@ -156,15 +171,21 @@ def balanced_sampler(y: np.ndarray) -> torch.utils.data.WeightedRandomSampler:
     """Draws every class equally often (with replacement), as many draws as oversampling makes."""
     counts = np.bincount(y)
     weights = 1.0 / counts[y]
-    return torch.utils.data.WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
-                                                  num_samples=int(counts.max()) * int((counts > 0).sum()))
+    return torch.utils.data.WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), num_samples=int(counts.max()) * int((counts > 0).sum())
+    )
 
 
 def make_loader(ds, batch_size: int, train: bool, num_workers: int, device: torch.device, sampler=None):
     return torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        ds,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
         num_workers=num_workers,
         # BatchNorm cannot train on a batch of one, which a ragged last batch can be
         drop_last=train and len(ds) > batch_size,
-        pin_memory=device.type == "cuda", persistent_workers=num_workers > 0,
-        worker_init_fn=_worker_init if num_workers else None)
+        pin_memory=device.type == "cuda",
+        persistent_workers=num_workers > 0,
+        worker_init_fn=_worker_init if num_workers else None,
+    )

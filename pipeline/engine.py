@@ -1,4 +1,5 @@
 """What training and inference share on the device: placement, precision, the forward pass."""
+
 from __future__ import annotations
 
 import os

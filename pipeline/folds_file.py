@@ -3,6 +3,7 @@
 Reading it checks it against train.csv and the config (it is never re-split behind anyone's
 back), and says which rows a fold trains on.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ from .labels import encode
 def fold_spec(cfg: Config) -> dict:
     """The settings a split is made from; stored beside it as folds/<competition>.json."""
     d = cfg.data
-    return {"train_csv": str(d.path(d.train_csv)), "label_col": d.label_col, "group_col": d.group_col,
-            "n_folds": cfg.folds.n_folds, "seed": cfg.folds.seed}
+    return {
+        "train_csv": str(d.path(d.train_csv)),
+        "label_col": d.label_col,
+        "group_col": d.group_col,
+        "n_folds": cfg.folds.n_folds,
+        "seed": cfg.folds.seed,
+    }
 
 
 def check_folds(df: pd.DataFrame, id_col: str, n_folds: int, group_col: str | None = None) -> None:
@@ -43,15 +49,16 @@ def load_folds(cfg: Config) -> pd.DataFrame:
     spec = json.loads(spec_path.read_text())
     if spec != fold_spec(cfg):
         diff = {k: v for k, v in fold_spec(cfg).items() if spec.get(k) != v}
-        raise PipelineError(f"{path}: made with {spec}, but the config asks for {diff}; "
-                            "delete it to re-split (every run on it must be retrained)")
+        raise PipelineError(
+            f"{path}: made with {spec}, but the config asks for {diff}; "
+            "delete it to re-split (every run on it must be retrained)"
+        )
     d = cfg.data
     df = read_table(path, [d.id_col, d.label_col, "fold"], id_col=d.id_col)
     df["fold"] = df["fold"].astype(int)
     train = read_table(d.path(d.train_csv), [d.id_col, d.label_col], id_col=d.id_col)
     if not df[[d.id_col, d.label_col]].equals(train[[d.id_col, d.label_col]]):
-        raise PipelineError(f"{path}: ids or labels differ from {d.path(d.train_csv)}; "
-                            "delete it and run make folds")
+        raise PipelineError(f"{path}: ids or labels differ from {d.path(d.train_csv)}; delete it and run make folds")
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
     return df
 
@@ -76,5 +83,6 @@ def unused_negatives(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFram
 def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> Images:
     """Image paths (each checked to exist) and class indices of some rows of the folds file."""
     d = cfg.data
-    return Images(image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file),
-                  encode(rows[d.label_col], classes, d.sep))
+    return Images(
+        image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file), encode(rows[d.label_col], classes, d.sep)
+    )

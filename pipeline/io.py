@@ -1,5 +1,6 @@
 """Files in and out: CSV tables read with one-line errors, image paths checked to exist, and
 atomic writes (an artifact is either complete or absent, never half-written)."""
+
 from __future__ import annotations
 
 import os
@@ -45,6 +46,7 @@ def image_paths(root: str | Path, pattern: str, ids, table: str | Path) -> list[
         if not p.is_file():
             raise PipelineError(f"{p}: image not found ({table} line {line})")
     return paths
+
 
 # ----------------------------------------------------------------------------- writing
 

@@ -1,4 +1,5 @@
 """Classes and labels: the class list of a competition, names to indices, probability tables."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def class_list(labels: pd.Series, d: Data) -> list[str]:
     classes = sorted({t for r in split_labels(labels, d.label_sep) for t in r} if d.multilabel else labels.unique())
     clash = {d.id_col, d.label_col, "fold"} & set(classes)
     if clash:
-        raise PipelineError(f"{d.train_csv}: class name '{clash.pop()}' clashes with a column name "
-                            "of the prediction files")
+        raise PipelineError(
+            f"{d.train_csv}: class name '{clash.pop()}' clashes with a column name of the prediction files"
+        )
     return classes
 
 

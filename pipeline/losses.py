@@ -1,4 +1,5 @@
 """Training losses: cross-entropy with label smoothing, or binary cross-entropy per label."""
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ Usage: python -m pipeline make-vars CONFIG [key=value ...]
 
 Must not import torch: Make runs this at parse time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def _words(pairs: list[tuple[str, Any]], where: str) -> str:
     """`NAME=value` words for the Makefile's foreach/eval (so no value may hold a space)."""
     for key, value in pairs:
         if " " in str(value):
-            raise PipelineError(f"{where}: Make cannot handle the space in {key[:-1] if key.endswith('+') else key} "
-                                f"'{value}'")
+            raise PipelineError(
+                f"{where}: Make cannot handle the space in {key[:-1] if key.endswith('+') else key} '{value}'"
+            )
     return " ".join(f"{k}={v}" for k, v in pairs)
 
 
@@ -33,8 +35,13 @@ def make_vars(cfg: Config, path: str) -> str:
     the target and config that make them) this one trains on."""
     d = cfg.data
     pairs: list[tuple[str, Any]] = [
-        ("RUN", cfg.run_dir), ("EXP", cfg.name), ("FOLDS_FILE", cfg.folds_file), ("N_FOLDS", cfg.folds.n_folds),
-        ("TRAIN_CSV", d.path(d.train_csv)), ("SAMPLE_SUB", d.path(d.sample_submission))]
+        ("RUN", cfg.run_dir),
+        ("EXP", cfg.name),
+        ("FOLDS_FILE", cfg.folds_file),
+        ("N_FOLDS", cfg.folds.n_folds),
+        ("TRAIN_CSV", d.path(d.train_csv)),
+        ("SAMPLE_SUB", d.path(d.sample_submission)),
+    ]
     pairs += [(f"STAMP_{stage}", stamp_path(cfg, stage)) for stage in STAGE_READS]
     for key, (_, target) in UPSTREAM.items():
         up = load_upstream(cfg, key)

@@ -2,6 +2,7 @@
 
 y is class indices (N,), or for a multi-label task a 0/1 matrix (N, K); then probabilities are
 per label, a label counts as predicted at 0.5, and scores average over labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,13 @@ def qwk(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 # name: (function, higher is better)
-METRICS = {"accuracy": (accuracy, True), "log_loss": (log_loss, False), "roc_auc": (roc_auc, True),
-           "f1_macro": (f1_macro, True), "qwk": (qwk, True)}
+METRICS = {
+    "accuracy": (accuracy, True),
+    "log_loss": (log_loss, False),
+    "roc_auc": (roc_auc, True),
+    "f1_macro": (f1_macro, True),
+    "qwk": (qwk, True),
+}
 
 
 def score(metric: str, y: np.ndarray, probs: np.ndarray) -> float:

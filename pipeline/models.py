@@ -1,5 +1,6 @@
 """Backbones by timm name, pretrained weights from wherever they are, checkpoints, and a fold's
 trained model rebuilt from its checkpoint alone."""
+
 from __future__ import annotations
 
 import importlib
@@ -43,8 +44,7 @@ def _create(mcfg: Model, num_classes: int) -> torch.nn.Module:
     model = timm.create_model(mcfg.backbone, **kw)
     if _is_timm_layout(model, state):
         _check_shapes(model, state, path)
-        return timm.create_model(mcfg.backbone, pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=str(path)), **kw)
+        return timm.create_model(mcfg.backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kw)
     kw.pop("num_classes")
     pool = kw.pop("global_pool", None)
     source = timm.create_model(mcfg.backbone, **kw)  # with the source's own head, to pair all tensors
@@ -70,8 +70,10 @@ def _from_hub(backbone: str, tag: str, kw: dict) -> torch.nn.Module:
     try:
         return timm.create_model(name, pretrained=True, **kw)
     except (OSError, RuntimeError, ValueError) as e:  # no network, unknown tag, hub refusal
-        raise PipelineError(f"model.pretrained: could not fetch weights for {name} "
-                            f"({type(e).__name__}); offline, point it at a local file") from None
+        raise PipelineError(
+            f"model.pretrained: could not fetch weights for {name} "
+            f"({type(e).__name__}); offline, point it at a local file"
+        ) from None
 
 
 def weights_path(spec: str) -> Path:
@@ -93,6 +95,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -122,8 +125,9 @@ def _check_shapes(model: torch.nn.Module, state: dict, path: Path) -> None:
     head = _classifier_keys(model)
     for key, ref in model.state_dict().items():
         if key not in head and state[key].shape != ref.shape:
-            raise PipelineError(f"{path}: tensor '{key}' has shape {tuple(state[key].shape)}, "
-                                f"the backbone wants {tuple(ref.shape)}")
+            raise PipelineError(
+                f"{path}: tensor '{key}' has shape {tuple(state[key].shape)}, the backbone wants {tuple(ref.shape)}"
+            )
 
 
 def map_by_order(model: torch.nn.Module, state: dict, path: Path) -> dict[str, torch.Tensor]:
@@ -131,12 +135,16 @@ def map_by_order(model: torch.nn.Module, state: dict, path: Path) -> dict[str, t
     Every pair must agree in shape; the first that does not is named."""
     ours, theirs = list(model.state_dict().items()), list(state.items())
     if len(ours) != len(theirs):
-        raise PipelineError(f"{path}: {len(theirs)} tensors, but {model.default_cfg['architecture']} "
-                            f"has {len(ours)}; the file is for another backbone")
+        raise PipelineError(
+            f"{path}: {len(theirs)} tensors, but {model.default_cfg['architecture']} "
+            f"has {len(ours)}; the file is for another backbone"
+        )
     for i, ((key, ref), (src_key, t)) in enumerate(zip(ours, theirs)):
         if t.shape != ref.shape:
-            raise PipelineError(f"{path}: tensor {i} '{src_key}' has shape {tuple(t.shape)}, "
-                                f"the backbone's '{key}' wants {tuple(ref.shape)}")
+            raise PipelineError(
+                f"{path}: tensor {i} '{src_key}' has shape {tuple(t.shape)}, "
+                f"the backbone's '{key}' wants {tuple(ref.shape)}"
+            )
     return {key: t for (key, _), (_, t) in zip(ours, theirs)}
 
 
@@ -167,6 +175,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
 @dataclass(frozen=True)
 class FoldModel:
     """A fold's kept model, on its device, ready to predict."""
+
     fold: int
     model: torch.nn.Module
     classes: list[str]
@@ -181,5 +190,6 @@ class FoldModel:
 def load_fold_model(run: RunDir, fold: int, device: torch.device, rt: Runtime) -> FoldModel:
     """Fold `fold`'s best.pt, rebuilt and placed on the device."""
     model, ckpt = load_checkpoint(run.best(fold))
-    return FoldModel(fold, engine.prepare(model, device, rt), ckpt["classes"],
-                     DataConfig.from_timm(ckpt["data_config"]))
+    return FoldModel(
+        fold, engine.prepare(model, device, rt), ckpt["classes"], DataConfig.from_timm(ckpt["data_config"])
+    )

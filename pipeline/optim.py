@@ -3,6 +3,7 @@
 One optimizer lives through all of a fold's phases (so Adam's moments carry over); each phase gets
 its own schedule over it. Every param group carries `lr_mult`, its share of the phase's peak LR.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,10 +42,15 @@ def make_optimizer(model: torch.nn.Module, t: Train) -> torch.optim.Optimizer:
     """All parameters, grouped by timm's layer decay; call before freezing anything (timm skips
     parameters that do not require grad, and a later phase unfreezes them)."""
     if t.optimizer not in list_optimizers():
-        raise PipelineError(f"train.optimizer: '{t.optimizer}' is not a timm optimizer "
-                            "(e.g. adamw, sgd, lamb, adan)")
-    optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.phases[0].lr, weight_decay=t.weight_decay,
-                                    momentum=t.momentum, layer_decay=layer_decay_of(model, t))
+        raise PipelineError(f"train.optimizer: '{t.optimizer}' is not a timm optimizer (e.g. adamw, sgd, lamb, adan)")
+    optimizer = create_optimizer_v2(
+        model,
+        opt=t.optimizer,
+        lr=t.phases[0].lr,
+        weight_decay=t.weight_decay,
+        momentum=t.momentum,
+        layer_decay=layer_decay_of(model, t),
+    )
     for group in optimizer.param_groups:
         # renamed so timm's schedulers do not apply it a second time on top of our peaks
         group["lr_mult"] = group.pop("lr_scale", 1.0)
@@ -64,6 +70,7 @@ def peak_lrs(optimizer: torch.optim.Optimizer, phase: Phase, t: Train) -> list[f
 def lrs_by_layer(peaks: list[float]) -> list[float]:
     """The distinct peak LRs from stem to head (groups also differ by weight decay alone)."""
     return sorted(set(round(p, 12) for p in peaks))
+
 
 # ----------------------------------------------------------------------------- schedules
 
@@ -86,17 +93,29 @@ class PhaseSchedule:
         if phase.sched == "onecycle":
             self.impl = torch.optim.lr_scheduler.OneCycleLR(
                 # torch divides by each half's length: even a tiny test run needs two steps in each
-                optimizer, max_lr=peaks, pct_start=phase.pct_start,
+                optimizer,
+                max_lr=peaks,
+                pct_start=phase.pct_start,
                 total_steps=max(total, math.ceil(2 / min(phase.pct_start, 1 - phase.pct_start)) + 1),
-                base_momentum=phase.base_momentum, max_momentum=phase.max_momentum, cycle_momentum=True)
+                base_momentum=phase.base_momentum,
+                max_momentum=phase.max_momentum,
+                cycle_momentum=True,
+            )
         elif phase.sched in ("cosine", "sgdr"):
             cycle = total - warmup
             if phase.sched == "sgdr":
                 cycle = round((phase.cycle_epochs or phase.epochs / 3) * updates_per_epoch)
             self.impl = CosineLRScheduler(
-                optimizer, t_initial=max(cycle, 1), lr_min=low, cycle_mul=phase.cycle_mul,
-                cycle_limit=total if phase.sched == "sgdr" else 1, warmup_t=warmup,
-                warmup_lr_init=low, warmup_prefix=True, t_in_epochs=False)
+                optimizer,
+                t_initial=max(cycle, 1),
+                lr_min=low,
+                cycle_mul=phase.cycle_mul,
+                cycle_limit=total if phase.sched == "sgdr" else 1,
+                warmup_t=warmup,
+                warmup_lr_init=low,
+                warmup_prefix=True,
+                t_in_epochs=False,
+            )
             self.impl.step_update(0)
         else:
             self.impl = None

@@ -1,4 +1,5 @@
 """PNG plots: a fold's training curves and the LR range test. matplotlib without a display."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,13 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str, kept: int | None 
         for p, epoch in starts.items():
             ax.axvline(epoch - 0.5, color="grey", ls="--", lw=0.8)
             row = history[history["epoch"] == epoch].iloc[0]
-            ax.annotate(f"phase {p}\n{row['img_size']} px{' frozen' if row['frozen'] else ''}",
-                        (epoch - 0.45, 1), xycoords=("data", "axes fraction"), va="top", fontsize=7)
+            ax.annotate(
+                f"phase {p}\n{row['img_size']} px{' frozen' if row['frozen'] else ''}",
+                (epoch - 0.45, 1),
+                xycoords=("data", "axes fraction"),
+                va="top",
+                fontsize=7,
+            )
         ax.set_xlabel("epoch")
         ax.legend(loc="lower left", fontsize=8)
     fig.suptitle(title)

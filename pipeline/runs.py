@@ -11,6 +11,7 @@ name them (through make_bridge.py), so every path is spelled here once. Paths on
     runs/<name>/hard_negatives.csv                                                    (mine)
     runs/<name>/pseudo_labels.csv                                                   (pseudo)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

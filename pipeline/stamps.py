@@ -10,6 +10,7 @@ and every key the stamp lacks holds its default (a key that a newer release adde
 never makes a finished run stale; changing a value it used does.
 Must not import torch: Make runs this at parse time.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """The submission file: its layout read off sample_submission.csv, built in that layout, and
 checked against the sample before anything is written (what the competition would reject)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,9 @@ def _numbers(values: pd.Series) -> np.ndarray | None:
     return None if v.isna().any() else v.to_numpy()
 
 
-def layout(sample: pd.DataFrame, classes: list[str], id_col: str, negative: str | None,
-           sample_path, multilabel: bool = False) -> tuple[str, str | None]:
+def layout(
+    sample: pd.DataFrame, classes: list[str], id_col: str, negative: str | None, sample_path, multilabel: bool = False
+) -> tuple[str, str | None]:
     """How sample_submission.csv wants the predictions: (kind, the class a binary column is for).
     labels: a class name per row; codes: the class's index (the sample holds integers that are not
     class names); probs: one probability column per class; binary: one column, the probability of
@@ -28,8 +30,10 @@ def layout(sample: pd.DataFrame, classes: list[str], id_col: str, negative: str 
             return "probs", None
         if len(cols) == 2:
             return "binary", cols[1]
-        raise PipelineError(f"{sample_path}: columns {cols}: expected '{id_col}' then one label column, "
-                            f"or one column per class {classes}")
+        raise PipelineError(
+            f"{sample_path}: columns {cols}: expected '{id_col}' then one label column, "
+            f"or one column per class {classes}"
+        )
     if len(cols) != 2:
         raise PipelineError(f"{sample_path}: columns {cols}: no prediction column")
     if multilabel:
@@ -44,8 +48,16 @@ def layout(sample: pd.DataFrame, classes: list[str], id_col: str, negative: str 
     return "labels", None
 
 
-def build_submission(sample: pd.DataFrame, test: pd.DataFrame, classes: list[str], id_col: str,
-                     sample_path, negative: str | None = None, thresholds=None, sep: str = " ") -> pd.DataFrame:
+def build_submission(
+    sample: pd.DataFrame,
+    test: pd.DataFrame,
+    classes: list[str],
+    id_col: str,
+    sample_path,
+    negative: str | None = None,
+    thresholds=None,
+    sep: str = " ",
+) -> pd.DataFrame:
     """The submission in the sample's layout, ids in the sample's order. With thresholds (a
     multi-label task), a label column gets every label at or above its threshold, joined by sep."""
     probs = test.set_index(id_col)
@@ -67,18 +79,28 @@ def build_submission(sample: pd.DataFrame, test: pd.DataFrame, classes: list[str
     return ids.assign(**{col: top if kind == "codes" else np.asarray(classes, dtype=object)[top]})
 
 
-def check_submission(sub: pd.DataFrame, sample: pd.DataFrame, classes: list[str],
-                     id_col: str, sample_path, negative: str | None = None, sep: str | None = None) -> None:
+def check_submission(
+    sub: pd.DataFrame,
+    sample: pd.DataFrame,
+    classes: list[str],
+    id_col: str,
+    sample_path,
+    negative: str | None = None,
+    sep: str | None = None,
+) -> None:
     """Refuse a submission the competition would reject: columns, ids and order, NaN, values."""
     if list(sub.columns) != list(sample.columns):
-        raise PipelineError(f"submission columns {list(sub.columns)} differ from {sample_path}'s "
-                            f"{list(sample.columns)}")
+        raise PipelineError(
+            f"submission columns {list(sub.columns)} differ from {sample_path}'s {list(sample.columns)}"
+        )
     if len(sub) != len(sample):
         raise PipelineError(f"submission has {len(sub)} rows, {sample_path} has {len(sample)}")
     differ = np.flatnonzero(sub[id_col].astype(str).to_numpy() != sample[id_col].astype(str).to_numpy())
     if len(differ):
-        raise PipelineError(f"submission line {differ[0] + 2}: id '{sub[id_col].iloc[differ[0]]}', "
-                            f"{sample_path} has '{sample[id_col].iloc[differ[0]]}' there")
+        raise PipelineError(
+            f"submission line {differ[0] + 2}: id '{sub[id_col].iloc[differ[0]]}', "
+            f"{sample_path} has '{sample[id_col].iloc[differ[0]]}' there"
+        )
     nan = sub.isna().to_numpy() if sep is None else sub[[id_col]].isna().to_numpy()  # no label is a fair answer
     if nan.any():
         row, col = np.argwhere(nan)[0]
@@ -95,6 +117,8 @@ def check_submission(sub: pd.DataFrame, sample: pd.DataFrame, classes: list[str]
         bad = ~values.isin(classes).to_numpy()
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise PipelineError(f"submission line {row + 2}: '{values.columns[col]}' = "
-                            f"{str(values.iat[row, col])!r} is not a valid "
-                            f"{ {'binary': 'probability', 'multilabels': 'label list'}.get(kind, kind[:-1])}")
+        raise PipelineError(
+            f"submission line {row + 2}: '{values.columns[col]}' = "
+            f"{str(values.iat[row, col])!r} is not a valid "
+            f"{ {'binary': 'probability', 'multilabels': 'label list'}.get(kind, kind[:-1]) }"
+        )

@@ -4,6 +4,7 @@ A view is (size, crop, flip). Size and crop need the image decoded and resized a
 made by the dataset; flips and rotations are exact tensor ops, so they are made on the batch.
 All crops and flips of a batch go through the model in one forward pass.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,15 @@ FLIPS = {
     "rot180": lambda x: torch.rot90(x, 2, (-2, -1)),
     "rot270": lambda x: torch.rot90(x, 3, (-2, -1)),
 }
-INVERSE = {"none": "none", "hflip": "hflip", "vflip": "vflip", "transpose": "transpose",
-           "rot90": "rot270", "rot180": "rot180", "rot270": "rot90"}
+INVERSE = {
+    "none": "none",
+    "hflip": "hflip",
+    "vflip": "vflip",
+    "transpose": "transpose",
+    "rot90": "rot270",
+    "rot180": "rot180",
+    "rot270": "rot90",
+}
 CROPS = {"center": ("center",), "five": ("center", "tl", "tr", "bl", "br")}
 
 
@@ -75,8 +83,13 @@ def merge(probs: np.ndarray, mode: str, multilabel: bool = False) -> np.ndarray:
 
 def crop_boxes(h: int, w: int, size: int, crops: tuple[str, ...]) -> list[tuple[int, int]]:
     """Top-left corners of the named crops; centre as albumentations' CenterCrop places it."""
-    where = {"center": ((h - size) // 2, (w - size) // 2), "tl": (0, 0), "tr": (0, w - size),
-             "bl": (h - size, 0), "br": (h - size, w - size)}
+    where = {
+        "center": ((h - size) // 2, (w - size) // 2),
+        "tl": (0, 0),
+        "tr": (0, w - size),
+        "bl": (h - size, 0),
+        "br": (h - size, w - size),
+    }
     return [where[c] for c in crops]
 
 
@@ -92,7 +105,7 @@ class CropsDataset(ImageDataset):
         image, target = super().__getitem__(i)
         s = self.size
         boxes = crop_boxes(image.shape[1], image.shape[2], s, self.crops)
-        return torch.stack([image[:, y:y + s, x:x + s] for y, x in boxes]), target
+        return torch.stack([image[:, y : y + s, x : x + s] for y, x in boxes]), target
 
 
 @torch.inference_mode()
@@ -108,8 +121,9 @@ def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilab
     return probs.permute(1, 2, 0, 3).reshape(b, nc * len(flips), -1).cpu()
 
 
-def predict_views(model, paths, dc: DataConfig, views: list[View], batch_size: int, device, rt,
-                  multilabel: bool = False) -> np.ndarray:
+def predict_views(
+    model, paths, dc: DataConfig, views: list[View], batch_size: int, device, rt, multilabel: bool = False
+) -> np.ndarray:
     """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
     shrinks with the number of views per size, so a forward pass holds about batch_size images."""
     model.eval()
@@ -132,16 +146,18 @@ def fold_views(fm: FoldModel, tta: Tta) -> list[View]:
     model built for one size."""
     base = fm.data_config.size
     if fm.fixed_size and any(s != base for s in tta.sizes):
-        raise PipelineError(f"infer.tta.sizes: {fm.model.pretrained_cfg.get('architecture')} has a fixed "
-                            f"input size ({base} px)")
+        raise PipelineError(
+            f"infer.tta.sizes: {fm.model.pretrained_cfg.get('architecture')} has a fixed input size ({base} px)"
+        )
     return make_views(base, tta)
 
 
 def predict_merged(fm: FoldModel, paths, cfg: Config, device) -> np.ndarray:
     """(N, K) probabilities of a fold model on the images, under infer.tta's views, merged."""
     views = fold_views(fm, cfg.infer.tta)
-    probs = predict_views(fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime,
-                          cfg.data.multilabel)
+    probs = predict_views(
+        fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime, cfg.data.multilabel
+    )
     return merge(probs, cfg.infer.tta.merge, cfg.data.multilabel)
 
 

@@ -5,6 +5,7 @@ The stages that write these files (mine, pseudo, infer) use the column lists bel
 and reader agree on one format. Every row is checked so that no image ever reaches the training
 of a fold that validates on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ def hard_negative_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> list[Path
         return []
     rows = read_table(path, HARD_NEGATIVE_COLUMNS)
     d = cfg.data
-    valid = {str(p) for p in image_paths(d.root, d.train_images, folds.loc[folds["fold"] == fold, d.id_col],
-                                         cfg.folds_file)}
+    valid = {
+        str(p) for p in image_paths(d.root, d.train_images, folds.loc[folds["fold"] == fold, d.id_col], cfg.folds_file)
+    }
     mine = rows[rows["fold"].astype(int) == fold]
     for line, rel in zip(mine.index + 2, mine["path"]):
         if str(Path(d.root) / rel) in valid:
@@ -66,8 +68,10 @@ def pseudo_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str])
     paths = image_paths(d.root, "{id}", mine["path"], path)
     for line, q in zip(mine.index + 2, paths):
         if str(q) in labelled:
-            raise PipelineError(f"{path} line {line}: {q} is a labelled image of {cfg.folds_file}; "
-                                "pseudo-labels must come from unlabelled images")
+            raise PipelineError(
+                f"{path} line {line}: {q} is a labelled image of {cfg.folds_file}; "
+                "pseudo-labels must come from unlabelled images"
+            )
     return Images(paths, mine[classes].astype(float).to_numpy())
 
 
@@ -81,12 +85,14 @@ def extra_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) 
     pl = pseudo_rows(cfg, folds, fold, classes)
     return Images(neg + pl.paths, np.concatenate([neg_t, pl.targets]))
 
+
 # ----------------------------------------------------------------------------- an ensemble's members
 
 
 @dataclass(frozen=True)
 class Predictions:
     """A finished experiment's predictions (make infer's output), as an ensemble reads them."""
+
     run: Path
     cfg: Config
     classes: list[str]

@@ -1,5 +1,6 @@
 """Fixtures. The trained ones are made once per session and shared: a test that needs a doctored
 file writes it somewhere of its own (another experiment, another folds dir), never over theirs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,10 +40,21 @@ def multilabel(tmp_path_factory):
     """A multi-label experiment (red, green, blue), trained and inferred."""
     tmp = tmp_path_factory.mktemp("ml")
     comp = make_multilabel(tmp / "comp")
-    cfg = load_config(make_config(
-        tmp, comp, name="ml", metric="f1_macro",
-        data={"root": str(comp), "label_col": "tags", "task": "multilabel", "train_images": "train/{id}.png",
-              "test_images": "test/{id}.png"},
-        train={"phases": [{"epochs": 3, "lr": 1e-2}], "batch_size": 8},
-        infer={"batch_size": 16, "tta": {"flips": ["hflip"], "merge": "gmean"}}))
+    cfg = load_config(
+        make_config(
+            tmp,
+            comp,
+            name="ml",
+            metric="f1_macro",
+            data={
+                "root": str(comp),
+                "label_col": "tags",
+                "task": "multilabel",
+                "train_images": "train/{id}.png",
+                "test_images": "test/{id}.png",
+            },
+            train={"phases": [{"epochs": 3, "lr": 1e-2}], "batch_size": 8},
+            infer={"batch_size": 16, "tta": {"flips": ["hflip"], "merge": "gmean"}},
+        )
+    )
     return tmp, comp, run_chain(cfg)

@@ -1,5 +1,6 @@
 """What tests share (fixtures are in conftest.py): tiny synthetic competitions laid out like
 Kaggle's, configs for them, experiments run or faked, and Make run from the project root."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,9 +27,17 @@ DC = DataConfig(size=32, mean=(0.5,) * 3, std=(0.25,) * 3, interpolation="biline
 # ----------------------------------------------------------------------------- competitions
 
 
-def make_competition(root: Path, n_train: int = 32, n_test: int = 10, classes=("ants", "bees"),
-                     size: int = 40, seed: int = 0, groups: bool = False, counts: dict | None = None,
-                     noise: int = 80) -> Path:
+def make_competition(
+    root: Path,
+    n_train: int = 32,
+    n_test: int = 10,
+    classes=("ants", "bees"),
+    size: int = 40,
+    seed: int = 0,
+    groups: bool = False,
+    counts: dict | None = None,
+    noise: int = 80,
+) -> Path:
     """Images whose class is their dominant colour (learnable at 32 px), in train/ and test/.
     counts: images per class (imbalanced sets); noise: the random level under the colour."""
     rng = np.random.default_rng(seed)
@@ -54,8 +63,7 @@ def make_competition(root: Path, n_train: int = 32, n_test: int = 10, classes=("
     for i, tid in enumerate(test_ids):
         draw(root / "test" / f"{tid}.jpg", i % len(classes))
     train.to_csv(root / "train.csv", index=False)
-    pd.DataFrame({"image_id": test_ids, "label": classes[0]}).to_csv(root / "sample_submission.csv",
-                                                                      index=False)
+    pd.DataFrame({"image_id": test_ids, "label": classes[0]}).to_csv(root / "sample_submission.csv", index=False)
     return root
 
 
@@ -81,6 +89,7 @@ def make_multilabel(root, n_train=36, n_test=8, seed=0):
     pd.DataFrame({"image_id": test_ids, "tags": "red"}).to_csv(root / "sample_submission.csv", index=False)
     return root
 
+
 def neg_competition(root: Path) -> Path:
     """A detector's competition: 30 negatives, 10 positives, and a folder of 5 extra negatives."""
     comp = make_competition(root, classes=("neg", "pos"), counts={"neg": 30, "pos": 10})
@@ -90,6 +99,7 @@ def neg_competition(root: Path) -> Path:
     for i in range(5):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(extra / f"x{i}.png")
     return comp
+
 
 # ----------------------------------------------------------------------------- configs and runs
 
@@ -114,9 +124,11 @@ def make_config(tmp_path: Path, comp: Path, name: str = "tiny", **sections) -> P
 
 def neg_config(tmp: Path, comp: Path, name: str = "a", **sections):
     """A config for neg_competition: one epoch on every positive and 40% of the negatives."""
-    base = {"data": {"root": str(comp), "negative_class": "neg"},
-            "train": {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8, "neg_fraction": 0.4},
-            "infer": {"batch_size": 16, "tta": {"flips": []}}}
+    base = {
+        "data": {"root": str(comp), "negative_class": "neg"},
+        "train": {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8, "neg_fraction": 0.4},
+        "infer": {"batch_size": 16, "tta": {"flips": []}},
+    }
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v}
     return load_config(make_config(tmp, comp, name=name, **base))
@@ -158,8 +170,9 @@ def probs(n, p_first):
 
 def make(*args, check=True) -> subprocess.CompletedProcess:
     """`make ARGS` in the project root, with this interpreter as PY."""
-    res = subprocess.run(["make", "--no-print-directory", f"PY={sys.executable}", *args],
-                         cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        ["make", "--no-print-directory", f"PY={sys.executable}", *args], cwd=ROOT, capture_output=True, text=True
+    )
     if check and res.returncode != 0:
         raise AssertionError(res.stdout + res.stderr)
     return res

@@ -1,5 +1,6 @@
 """The layering of pipeline/: stages stand on shared modules only, and the modules Make runs at
 parse time stay light. Walks the imports of the source, so the rule keeps holding."""
+
 import ast
 import sys
 from pathlib import Path
@@ -23,13 +24,16 @@ def imports() -> dict[str, set[str]]:
         package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("pipeline")):
-                base = package[:len(package) - node.level + 1] if node.level else []
+                base = package[: len(package) - node.level + 1] if node.level else []
                 module = (node.module or "").removeprefix("pipeline").lstrip(".")
                 parts = base + (module.split(".") if module else [])
                 # `from .stages import train` imports the module stages.train
                 found |= {".".join(parts)} | {".".join(parts + [a.name]) for a in node.names}
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" \
-                    and ".stages." in ast.unparse(node.args[0]):
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "import_module"
+                and ".stages." in ast.unparse(node.args[0])
+            ):
                 found |= {f"stages.{s}" for s in STAGES}  # the dispatcher's import of the stage it runs
         graph[name] = found & modules - {name}
     return graph
@@ -39,13 +43,17 @@ def test_no_stage_is_imported_but_by_the_dispatcher_and_lr_find_by_way_of_train(
     for module, deps in imports().items():
         for dep in deps:
             if dep.startswith("stages.") and dep != "stages":
-                assert module == "__main__" or (module, dep) == ("stages.lr_find", "stages.train"), \
+                assert module == "__main__" or (module, dep) == ("stages.lr_find", "stages.train"), (
                     f"{module} imports the stage {dep}"
+                )
 
 
 def test_shared_modules_form_layers_without_a_cycle():
-    graph = {m: {d for d in deps if not d.startswith("stages")} for m, deps in imports().items()
-             if not m.startswith("stages") and m != "__main__"}
+    graph = {
+        m: {d for d in deps if not d.startswith("stages")}
+        for m, deps in imports().items()
+        if not m.startswith("stages") and m != "__main__"
+    }
     done, path = set(), []
 
     def visit(m):
@@ -59,8 +67,25 @@ def test_shared_modules_form_layers_without_a_cycle():
 
     for m in graph:
         visit(m)
-    assert {"config", "config_files", "stamps", "make_bridge", "runs", "io", "data", "models", "engine",
-            "folds_file", "upstream", "labels", "losses", "metrics", "tta", "blend", "submission"} <= set(graph)
+    assert {
+        "config",
+        "config_files",
+        "stamps",
+        "make_bridge",
+        "runs",
+        "io",
+        "data",
+        "models",
+        "engine",
+        "folds_file",
+        "upstream",
+        "labels",
+        "losses",
+        "metrics",
+        "tta",
+        "blend",
+        "submission",
+    } <= set(graph)
 
 
 def test_what_make_runs_at_parse_time_never_imports_torch():

@@ -1,4 +1,5 @@
 """pipeline/blend.py: each ensemble method on hand-made arrays with known answers."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """pipeline/__main__.py: the command line gives one-line errors, and explains the config."""
+
 import subprocess
 import sys
 
@@ -6,8 +7,7 @@ from helpers import ROOT, make_config
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
 def test_config_error_is_one_line(tmp_path, comp):

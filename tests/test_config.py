@@ -1,4 +1,5 @@
 """pipeline/config.py: the schema's own rules, and that every key explains itself."""
+
 import pytest
 from helpers import ROOT, make_config, make_multilabel
 from pydantic import BaseModel, ValidationError
@@ -46,12 +47,12 @@ def test_every_key_has_a_meaning_and_explain_lists_it(schema):
     default = next(line for line in explain(Config) if line.startswith("train.batch_size = "))
     assert default.startswith("train.batch_size = 32  ")
     assert next(line for line in explain(Config) if line.startswith("data.root = ")).startswith(
-        "data.root = (required)")
+        "data.root = (required)"
+    )
 
 
 def test_warmup_must_fit_in_epochs(tmp_path, comp):
-    with pytest.raises(PipelineError,
-                       match=r"tiny\.yaml: train\.phases\.0: .*warmup_epochs \(5.0\) must be below"):
+    with pytest.raises(PipelineError, match=r"tiny\.yaml: train\.phases\.0: .*warmup_epochs \(5.0\) must be below"):
         load_config(make_config(tmp_path, comp), ["train.phases.0.warmup_epochs=5"])
 
 
@@ -70,5 +71,11 @@ def test_negative_sampling_needs_a_negative_class(tmp_path, comp):
 def test_multilabel_refuses_what_needs_one_label(tmp_path):
     comp = make_multilabel(tmp_path / "comp", n_train=12)
     with pytest.raises(PipelineError, match="train.sampling: oversampling needs one label"):
-        load_config(make_config(tmp_path, comp, data={"root": str(comp), "label_col": "tags",
-                                                      "task": "multilabel"}, train={"sampling": "oversample"}))
+        load_config(
+            make_config(
+                tmp_path,
+                comp,
+                data={"root": str(comp), "label_col": "tags", "task": "multilabel"},
+                train={"sampling": "oversample"},
+            )
+        )

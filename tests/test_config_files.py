@@ -1,5 +1,6 @@
 """pipeline/config_files.py: inheritance, overrides, and one-line errors that name the file and
 the key, for experiment configs and ensemble files alike."""
+
 import pytest
 import yaml
 from helpers import make_config, neg_config
@@ -9,8 +10,9 @@ from pipeline.errors import PipelineError
 
 
 def test_base_inheritance_and_overrides(tmp_path, comp):
-    (tmp_path / "base.yaml").write_text("train: {phases: [{epochs: 7, lr: 1e-3}], batch_size: 4}\n"
-                                        "folds: {n_folds: 3}\n")
+    (tmp_path / "base.yaml").write_text(
+        "train: {phases: [{epochs: 7, lr: 1e-3}], batch_size: 4}\nfolds: {n_folds: 3}\n"
+    )
     path = make_config(tmp_path, comp)
     doc = yaml.safe_load(path.read_text())
     doc["base"] = "base.yaml"
@@ -74,14 +76,17 @@ def test_error_in_base_file_names_the_base(tmp_path, comp):
         load_config(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("name: x\nmembers: [a]\nmethod: median\n", r"e\.yaml: method: Input should be 'mean'.*\(got 'median'\)"),
-    ("name: x\nmembers: [a]\nmethods: mean\n", r"e\.yaml: unknown key 'methods'"),
-    ("members: [a]\n", r"e\.yaml: missing key 'name'"),
-    ("name: x\nmembers: [a, b]\nweights: [1]\n", r"e\.yaml: .*one non-negative weight per member \(2\)"),
-    ("name: x\nmembers: [a, b]\nmethod: fit\nweights: [1, 1]\n", r"e\.yaml: .*only method mean"),
-    ("name: x\nmembers: [a\n", r"e\.yaml: line \d+ not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nmembers: [a]\nmethod: median\n", r"e\.yaml: method: Input should be 'mean'.*\(got 'median'\)"),
+        ("name: x\nmembers: [a]\nmethods: mean\n", r"e\.yaml: unknown key 'methods'"),
+        ("members: [a]\n", r"e\.yaml: missing key 'name'"),
+        ("name: x\nmembers: [a, b]\nweights: [1]\n", r"e\.yaml: .*one non-negative weight per member \(2\)"),
+        ("name: x\nmembers: [a, b]\nmethod: fit\nweights: [1, 1]\n", r"e\.yaml: .*only method mean"),
+        ("name: x\nmembers: [a\n", r"e\.yaml: line \d+ not valid YAML"),
+    ],
+)
 def test_ensemble_files_get_the_same_errors_as_configs(tmp_path, text, message):
     path = tmp_path / "e.yaml"
     path.write_text(text)
@@ -101,8 +106,9 @@ def test_upstream_must_share_the_folds_and_not_be_itself(tmp_path, comp):
     same = neg_config(tmp_path, comp, name="a", train={"pseudo_labels_from": str(tmp_path / "a.yaml")})
     with pytest.raises(PipelineError, match="is this experiment"):
         load_upstream(same, "pseudo_labels_from")
-    other = neg_config(tmp_path, comp, name="b", train={"hard_negatives_from": str(tmp_path / "a.yaml")},
-                       folds={"n_folds": 3})
+    other = neg_config(
+        tmp_path, comp, name="b", train={"hard_negatives_from": str(tmp_path / "a.yaml")}, folds={"n_folds": 3}
+    )
     with pytest.raises(PipelineError, match="its folds would not be ours"):
         load_upstream(other, "hard_negatives_from")
     good = neg_config(tmp_path, comp, name="c", train={"hard_negatives_from": str(tmp_path / "a.yaml")})

@@ -1,4 +1,5 @@
 """pipeline/data.py: decoding, the data config, transforms, sampling and unlabelled folders."""
+
 import numpy as np
 import pytest
 from helpers import neg_competition, neg_config
@@ -34,8 +35,14 @@ def test_unreadable_and_missing_images_are_named(tmp_path):
 
 
 def test_data_config_round_trips_timms_dict():
-    timm_dc = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9,
-               "interpolation": "bicubic", "crop_mode": "center"}
+    timm_dc = {
+        "input_size": (3, 32, 32),
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+        "crop_pct": 0.9,
+        "interpolation": "bicubic",
+        "crop_mode": "center",
+    }
     dc = DataConfig.from_timm(timm_dc)
     assert (dc.size, dc.crop_pct, dc.interpolation) == (32, 0.9, "bicubic")
     assert DataConfig.from_timm(dc.to_timm()) == dc and dc.at(48).size == 48 and dc.at(48).mean == dc.mean

@@ -1,5 +1,6 @@
 """pipeline/stages/ensemble.py: members combined by every method, the table, the JSON, and the
 submission in the sample's layout; members that cannot be combined are refused."""
+
 import json
 import shutil
 from types import SimpleNamespace
@@ -31,7 +32,8 @@ def test_mean_of_members_gives_labels_in_sample_order(tmp_path, comp):
 def test_probability_format_follows_sample_columns(tmp_path, comp):
     sample = pd.read_csv(comp / "sample_submission.csv")
     pd.DataFrame({"image_id": sample.image_id, "bees": 0.5, "ants": 0.5}).to_csv(
-        comp / "sample_submission.csv", index=False)
+        comp / "sample_submission.csv", index=False
+    )
     run = fake_run(tmp_path, comp, "a", probs(10, 0.8), probs(32, 0.5))
     sub = ensemble.main([run], out_dir=tmp_path / "subs")
     assert list(sub.columns) == ["image_id", "bees", "ants"]
@@ -56,8 +58,15 @@ def test_spec_file_table_and_json(tmp_path, comp, capsys):
     spec.write_text(f"name: ab\nmembers: [{a}, {b}]\nmethod: fit\nout_dir: {tmp_path / 'subs'}\n")
     ensemble.run_cli(SimpleNamespace(spec=str(spec), runs=[]))
     out = capsys.readouterr().out
-    for row in ("a", "b", "ensemble: mean", "ensemble: fit", "ensemble: rank", "ensemble: vote",
-                "ensemble: hierarchical"):
+    for row in (
+        "a",
+        "b",
+        "ensemble: mean",
+        "ensemble: fit",
+        "ensemble: rank",
+        "ensemble: vote",
+        "ensemble: hierarchical",
+    ):
         assert row in out
     meta = json.loads((tmp_path / "subs" / "ab.json").read_text())
     assert meta["method"] == "fit" and meta["metric"] == "accuracy" and len(meta["members"]) == 2
@@ -86,8 +95,9 @@ def test_ensemble_writes_space_separated_labels_with_tuned_thresholds(multilabel
     meta = json.loads((tmp_path / "subs" / "ml2.json").read_text())
     assert set(meta["thresholds"]) == set(COLOURS) and meta["metric"] == "f1_macro"
     test = pd.read_csv(cfg.run_dir / "test.csv").set_index("image_id").loc[sample.image_id, COLOURS]
-    want = [" ".join(c for c, t in zip(COLOURS, meta["thresholds"].values()) if row[c] >= t)
-            for _, row in test.iterrows()]
+    want = [
+        " ".join(c for c, t in zip(COLOURS, meta["thresholds"].values()) if row[c] >= t) for _, row in test.iterrows()
+    ]
     assert written.tags.tolist() == want == sub.tags.tolist()
     assert "per-label thresholds tuned on the OOF F1" in capsys.readouterr().out
     with pytest.raises(PipelineError, match="a multi-label task takes mean, fit, rank"):

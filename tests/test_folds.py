@@ -1,4 +1,5 @@
 """pipeline/stages/folds.py: stratified, grouped, multi-label splits, written once, checked."""
+
 import json
 
 import numpy as np

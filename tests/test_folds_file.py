@@ -1,4 +1,5 @@
 """pipeline/folds_file.py: the folds file read back checked, and which rows a fold trains on."""
+
 import pandas as pd
 import pytest
 from helpers import make_config

@@ -1,5 +1,6 @@
 """pipeline/stages/infer.py: test and OOF predictions through the same TTA, the CV table, and
 models that validated on other folds refused."""
+
 import shutil
 
 import numpy as np

@@ -1,5 +1,6 @@
 """pipeline/io.py: tables read with errors naming the file and line, images checked to exist,
 and writes that leave a complete file or none."""
+
 import pandas as pd
 import pytest
 

@@ -1,4 +1,5 @@
 """pipeline/labels.py: the class list, names to indices, and probability tables."""
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -1,4 +1,5 @@
 """pipeline/stages/lr_find.py: smoothing, the divergence stop, the suggestions, its output files."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,8 +47,12 @@ def test_range_test_stops_on_divergence(tmp_path, comp, capsys):
 
 
 def test_later_phase_starts_from_the_earlier_phases(tmp_path, comp, capsys):
-    path = make_config(tmp_path, comp, lr_find={"phase": 1, "num_iter": 6, "end_lr": 1e-2}, train={"phases": [
-        {"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 1, "lr": 1e-3, "img_size": 24}]})
+    path = make_config(
+        tmp_path,
+        comp,
+        lr_find={"phase": 1, "num_iter": 6, "end_lr": 1e-2},
+        train={"phases": [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 1, "lr": 1e-3, "img_size": 24}]},
+    )
     cfg = load_config(path)
     folds_stage.main(cfg)
     lr_find.main(cfg)

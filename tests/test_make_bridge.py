@@ -1,4 +1,5 @@
 """pipeline/make_bridge.py: the NAME=value words the Makefile reads."""
+
 import pytest
 from helpers import make_competition, make_config, neg_config
 
@@ -26,8 +27,12 @@ def test_paths_and_stamps_of_a_config(tmp_path, comp):
 
 def test_other_experiments_outputs_come_with_their_target_and_config(tmp_path, comp):
     a = neg_config(tmp_path, comp)
-    b = neg_config(tmp_path, comp, name="b", train={"hard_negatives_from": str(tmp_path / "a.yaml"),
-                                                    "pseudo_labels_from": str(tmp_path / "a.yaml")})
+    b = neg_config(
+        tmp_path,
+        comp,
+        name="b",
+        train={"hard_negatives_from": str(tmp_path / "a.yaml"), "pseudo_labels_from": str(tmp_path / "a.yaml")},
+    )
     words = _words(make_vars(b, "b.yaml"))
     assert ("TRAINS_ON+", str(a.run_dir / "hard_negatives.csv")) in words
     assert ("OTHER+", f"{a.run_dir / 'pseudo_labels.csv'}|pseudo|{tmp_path / 'a.yaml'}") in words

@@ -1,5 +1,6 @@
 """The Makefile: folds -> train -> infer -> ensemble as real file targets, on a few dozen 40 px
 images and a tiny model; only stale stages rerun, make -n writes nothing, upgrades keep runs."""
+
 import json
 import os
 import re
@@ -58,8 +59,9 @@ def test_chain_through_make(tmp_path, comp):
 
     # an ensemble file: Make brings each member config up to date (training the new one), then
     # writes the chosen method's submission and its JSON
-    other = make_config(tmp_path, comp, name="tiny2", train={"phases": [{"epochs": 1, "lr": 3e-3}],
-                                                             "batch_size": 8, "seed": 7})
+    other = make_config(
+        tmp_path, comp, name="tiny2", train={"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8, "seed": 7}
+    )
     spec = tmp_path / "both.yaml"
     spec.write_text(f"name: both\nmembers: [{config}, {other}]\nmethod: vote\nout_dir: {tmp_path / 'subs'}\n")
     out = make("ensemble", f"ENSEMBLE={spec}").stdout
@@ -84,12 +86,17 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
 
 def test_make_train_resumes_after_a_kill(tmp_path, comp):
     """SIGKILL a fold in training, then `make train` again: it resumes, and only the rest runs."""
-    config = make_config(tmp_path, comp, train={"phases": [
-        {"epochs": 2, "lr": 1e-2, "frozen": True}, {"epochs": 6, "lr": 1e-3}]})
+    config = make_config(
+        tmp_path, comp, train={"phases": [{"epochs": 2, "lr": 1e-2, "frozen": True}, {"epochs": 6, "lr": 1e-3}]}
+    )
     make("folds", f"CONFIG={config}")
     last = tmp_path / "runs" / "tiny" / "fold0" / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while not last.exists() and proc.poll() is None:
         time.sleep(0.02)
     proc.kill()
@@ -109,10 +116,22 @@ def test_mining_and_pseudo_labels_chain_through_make(tmp_path):
     comp = make_competition(tmp_path / "comp", classes=("neg", "pos"), counts={"neg": 24, "pos": 8})
     one_epoch = {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8}
     data = {"root": str(comp), "negative_class": "neg"}
-    a = make_config(tmp_path, comp, name="a", data=data, train={**one_epoch, "neg_fraction": 0.5},
-                    mine={"min_score": 0.0, "top_k": 2}, pseudo={"threshold": 0.0})
-    b = make_config(tmp_path, comp, name="b", data=data,
-                    train={**one_epoch, "hard_negatives_from": str(a), "pseudo_labels_from": str(a)})
+    a = make_config(
+        tmp_path,
+        comp,
+        name="a",
+        data=data,
+        train={**one_epoch, "neg_fraction": 0.5},
+        mine={"min_score": 0.0, "top_k": 2},
+        pseudo={"threshold": 0.0},
+    )
+    b = make_config(
+        tmp_path,
+        comp,
+        name="b",
+        data=data,
+        train={**one_epoch, "hard_negatives_from": str(a), "pseudo_labels_from": str(a)},
+    )
     out = make("train", f"CONFIG={b}").stdout
     runs = tmp_path / "runs"
     for step in ("pipeline train", "pipeline infer", "pipeline mine", "pipeline pseudo"):

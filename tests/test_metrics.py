@@ -1,4 +1,5 @@
 """pipeline/metrics.py: every metric on known values, per fold, and for multi-label tasks."""
+
 import numpy as np
 import pytest
 
@@ -6,13 +7,16 @@ from pipeline import metrics
 from pipeline.metrics import accuracy, log_loss, tune_thresholds
 
 
-@pytest.mark.parametrize("metric, y, p, want", [
-    ("accuracy", [0, 1, 1], [[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], 2 / 3),
-    ("log_loss", [0, 1], [[0.5, 0.5], [0.5, 0.5]], np.log(2)),
-    ("roc_auc", [0, 0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]], 0.75),
-    ("f1_macro", [0, 0, 1, 1], [[1, 0], [1, 0], [1, 0], [0, 1]], (0.8 + 2 / 3) / 2),
-    ("qwk", [0, 1, 2], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], 1.0),
-])
+@pytest.mark.parametrize(
+    "metric, y, p, want",
+    [
+        ("accuracy", [0, 1, 1], [[0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], 2 / 3),
+        ("log_loss", [0, 1], [[0.5, 0.5], [0.5, 0.5]], np.log(2)),
+        ("roc_auc", [0, 0, 1, 1], [[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]], 0.75),
+        ("f1_macro", [0, 0, 1, 1], [[1, 0], [1, 0], [1, 0], [0, 1]], (0.8 + 2 / 3) / 2),
+        ("qwk", [0, 1, 2], [[1, 0, 0], [0, 1, 0], [0, 0, 1]], 1.0),
+    ],
+)
 def test_metrics_on_known_values(metric, y, p, want):
     assert metrics.score(metric, np.array(y), np.array(p, dtype=float)) == pytest.approx(want)
 

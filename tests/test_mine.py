@@ -1,5 +1,6 @@
 """pipeline/stages/mine.py: each fold mines only images it never validated on, from the unused
 negatives or a folder, and writes them in the format train.hard_negatives_from reads."""
+
 import numpy as np
 import pandas as pd
 import pytest

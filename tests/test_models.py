@@ -1,4 +1,5 @@
 """pipeline/models.py: backbones, weights from wherever they are, checkpoints, fold models."""
+
 import sys
 import types
 
@@ -52,8 +53,9 @@ def test_local_weights_load_exactly(tmp_path, rename):
 @pytest.mark.parametrize("rename", [False, True], ids=["timm-layout", "other-layout"])
 def test_catavgmax_head_with_kaiming_init_keeps_pretrained_body(tmp_path, rename):
     source, path = _source_and_file(tmp_path, rename)
-    mcfg = Model(backbone="test_efficientnet", pretrained=str(path), global_pool="catavgmax",
-                 head_init="kaiming", drop_rate=0.3)
+    mcfg = Model(
+        backbone="test_efficientnet", pretrained=str(path), global_pool="catavgmax", head_init="kaiming", drop_rate=0.3
+    )
     model = create_model(mcfg, num_classes=3)
     head = model.get_classifier()
     assert head.in_features == 2 * model.num_features and torch.all(head.bias == 0)
@@ -70,8 +72,9 @@ def test_weights_from_a_package_function(tmp_path, monkeypatch):
     pkg = types.ModuleType("fake_weights_pkg")
     pkg.Files = types.SimpleNamespace(get_path=lambda: str(path))
     monkeypatch.setitem(sys.modules, "fake_weights_pkg", pkg)
-    model = create_model(Model(backbone="test_efficientnet",
-                               pretrained="py:fake_weights_pkg:Files.get_path"), num_classes=2)
+    model = create_model(
+        Model(backbone="test_efficientnet", pretrained="py:fake_weights_pkg:Files.get_path"), num_classes=2
+    )
     assert model.get_classifier().out_features == 2
     with pytest.raises(PipelineError, match="py:no_such_pkg:f gives no file"):
         create_model(Model(backbone="test_efficientnet", pretrained="py:no_such_pkg:f"), 2)
@@ -112,8 +115,13 @@ def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
     mcfg = Model(backbone=backbone, img_size=32, drop_rate=0.1)
     model = create_model(mcfg, 3).eval()
     path = tmp_path / "best.pt"
-    save_checkpoint(path, model, config={"model": mcfg.model_dump()}, classes=["a", "b", "c"],
-                    data_config=data_config(model, 32).to_timm())
+    save_checkpoint(
+        path,
+        model,
+        config={"model": mcfg.model_dump()},
+        classes=["a", "b", "c"],
+        data_config=data_config(model, 32).to_timm(),
+    )
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
     rebuilt, ckpt = load_checkpoint(path)
     x = torch.randn(2, 3, 32, 32)
@@ -133,10 +141,15 @@ def test_hub_weights_unreachable_is_a_clear_error():
     import os
     import subprocess
 
-    code = ("from pipeline.config import Model; from pipeline.models import create_model; "
-            "create_model(Model(backbone='test_efficientnet', pretrained='hub:r160_in1k'), 2)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    code = (
+        "from pipeline.config import Model; from pipeline.models import create_model; "
+        "create_model(Model(backbone='test_efficientnet', pretrained='hub:r160_in1k'), 2)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert res.returncode != 0
-    assert ("PipelineError: model.pretrained: could not fetch weights for test_efficientnet.r160_in1k"
-            in res.stderr.splitlines()[-1])
+    assert (
+        "PipelineError: model.pretrained: could not fetch weights for test_efficientnet.r160_in1k"
+        in res.stderr.splitlines()[-1]
+    )

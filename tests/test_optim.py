@@ -1,4 +1,5 @@
 """pipeline/optim.py: discriminative LRs, per-phase schedules and their momentum."""
+
 import numpy as np
 import pytest
 import timm
@@ -34,7 +35,7 @@ def test_discriminative_lrs_rise_from_stem_to_head(rule):
     if "lr_ratio" in rule:
         assert lrs[0] == pytest.approx(1e-3)  # the stem at lr / ratio exactly
     else:
-        assert lrs[0] < 1e-2 * 0.5 ** 2
+        assert lrs[0] < 1e-2 * 0.5**2
 
 
 def test_one_lr_without_a_rule_and_linear_batch_scaling():
@@ -72,7 +73,7 @@ def test_one_cycle_lr_and_momentum_shape(optimizer):
     top = int(np.argmax(lrs))
     assert 8 <= top <= 10  # the peak a quarter of the way in
     assert lrs[top] == pytest.approx(1e-2, rel=1e-3)
-    assert np.all(np.diff(lrs[:top + 1]) > 0) and np.all(np.diff(lrs[top:]) < 0)
+    assert np.all(np.diff(lrs[: top + 1]) > 0) and np.all(np.diff(lrs[top:]) < 0)
     assert lrs[0] < 1e-2 / 10 and lrs[-1] < lrs[0]
     # momentum (Adam's beta1) mirrors it: 0.95 -> 0.85 at the LR peak -> back to 0.95
     assert moms[0] == pytest.approx(0.95) and moms[top] == pytest.approx(0.85, abs=1e-3)

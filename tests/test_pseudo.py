@@ -1,5 +1,6 @@
 """pipeline/stages/pseudo.py: each fold's teacher labels the images for that fold only, in the
 format train.pseudo_labels_from reads."""
+
 import numpy as np
 import pandas as pd
 import pytest

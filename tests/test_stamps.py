@@ -1,5 +1,6 @@
 """pipeline/stamps.py: a stage's stamp changes only when a value it reads changes; a key that a
 newer release adds, at its default, leaves finished runs as they are."""
+
 import hashlib
 
 import yaml
@@ -51,8 +52,10 @@ def _as_if_written_by_another_release(path, **changes):
 
 def test_a_key_added_at_its_default_leaves_the_stamp_matching(tmp_path, comp):
     cfg = _cfg(tmp_path, comp)
-    path = _as_if_written_by_another_release(stamps.write_stamp(cfg, "train"), **{
-        "train.label_smoothing": None, "train.phases.0.freeze_bn": None, "train.aug.vflip": None})
+    path = _as_if_written_by_another_release(
+        stamps.write_stamp(cfg, "train"),
+        **{"train.label_smoothing": None, "train.phases.0.freeze_bn": None, "train.aug.vflip": None},
+    )
     assert stamps.stamp_path(cfg, "train") == path
     # the same key set away from its default is a change
     assert stamps.stamp_path(_cfg(tmp_path, comp, "train.label_smoothing=0.2"), "train") != path
@@ -63,11 +66,16 @@ def test_a_changed_default_or_a_removed_phase_is_a_change(tmp_path, comp):
     cfg = _cfg(tmp_path, comp)
     path = _as_if_written_by_another_release(stamps.write_stamp(cfg, "train"), **{"train.weight_decay": 0.05})
     assert not stamps.stamp_path(cfg, "train").exists()  # the run used another default: stale
-    two = load_config(make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3},
-                                                                    {"epochs": 1, "lr": 1e-4}]}))
+    two = load_config(
+        make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}, {"epochs": 1, "lr": 1e-4}]})
+    )
     path = stamps.write_stamp(two, "train")
-    assert stamps.stamp_path(cfg.model_copy(update={"train": two.train.model_copy(
-        update={"phases": two.train.phases[:1]})}), "train") != path
+    assert (
+        stamps.stamp_path(
+            cfg.model_copy(update={"train": two.train.model_copy(update={"phases": two.train.phases[:1]})}), "train"
+        )
+        != path
+    )
 
 
 def test_a_stamp_of_the_earlier_nested_layout_is_honoured(tmp_path, comp):
@@ -87,4 +95,8 @@ def test_matches_ignores_keys_the_schema_dropped():
     assert not stamps.same_settings({"a": 1}, now, set_keys={"b"})
     assert stamps.same_settings({"a": 1}, now, set_keys={"a"})
     assert stamps.flatten({"t": {"p": [{"lr": 1}, {"lr": 2}], "f": ["h"]}}) == {
-        "t.p": 2, "t.p.0.lr": 1, "t.p.1.lr": 2, "t.f": ["h"]}
+        "t.p": 2,
+        "t.p.0.lr": 1,
+        "t.p.1.lr": 2,
+        "t.f": ["h"],
+    }

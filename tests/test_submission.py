@@ -1,5 +1,6 @@
 """pipeline/submission.py: every layout round-trips against its sample; whatever the competition
 would reject is refused before anything is written."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,13 +12,16 @@ from pipeline.submission import build_submission, check_submission
 TEST = pd.DataFrame({"image_id": ["x", "y", "z"], "ants": [0.9, 0.2, 0.6], "bees": [0.1, 0.8, 0.4]})
 
 
-@pytest.mark.parametrize("sample_values, column, want", [
-    ({"label": ["ants"] * 3}, "label", ["ants", "bees", "ants"]),           # class names
-    ({"label": [0] * 3}, "label", [0, 1, 0]),                                 # integer codes
-    ({"ants": [0.5] * 3, "bees": [0.5] * 3}, "bees", [0.1, 0.8, 0.4]),       # one column per class
-    ({"bees": [0.5] * 3}, "bees", [0.1, 0.8, 0.4]),                           # binary, named class
-    ({"target": [0.5] * 3}, "target", [0.1, 0.8, 0.4]),                       # binary: second class
-])
+@pytest.mark.parametrize(
+    "sample_values, column, want",
+    [
+        ({"label": ["ants"] * 3}, "label", ["ants", "bees", "ants"]),  # class names
+        ({"label": [0] * 3}, "label", [0, 1, 0]),  # integer codes
+        ({"ants": [0.5] * 3, "bees": [0.5] * 3}, "bees", [0.1, 0.8, 0.4]),  # one column per class
+        ({"bees": [0.5] * 3}, "bees", [0.1, 0.8, 0.4]),  # binary, named class
+        ({"target": [0.5] * 3}, "target", [0.1, 0.8, 0.4]),  # binary: second class
+    ],
+)
 def test_each_format_round_trips_against_its_sample(tmp_path, sample_values, column, want):
     sample = pd.DataFrame({"image_id": ["x", "y", "z"], **sample_values})
     sub = build_submission(sample, TEST, CLASSES, "image_id", "s.csv")
@@ -64,13 +68,16 @@ def test_build_refuses_unknown_sample_layout(sample):
         build_submission(sample[["label", "image_id"]], test, CLASSES, "image_id", "s.csv")
 
 
-@pytest.mark.parametrize("break_it, message", [
-    (lambda s: s.assign(extra=1), "columns .* differ"),
-    (lambda s: s.iloc[:2], "has 2 rows"),
-    (lambda s: s.iloc[[1, 0, 2]].reset_index(drop=True), "line 2: id 'y'"),
-    (lambda s: s.assign(label=["ants", None, "bees"]), "line 3: 'label' is empty"),
-    (lambda s: s.assign(label=["ants", "wasps", "bees"]), "line 3: 'label' = 'wasps'"),
-])
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda s: s.assign(extra=1), "columns .* differ"),
+        (lambda s: s.iloc[:2], "has 2 rows"),
+        (lambda s: s.iloc[[1, 0, 2]].reset_index(drop=True), "line 2: id 'y'"),
+        (lambda s: s.assign(label=["ants", None, "bees"]), "line 3: 'label' is empty"),
+        (lambda s: s.assign(label=["ants", "wasps", "bees"]), "line 3: 'label' = 'wasps'"),
+    ],
+)
 def test_check_submission_refuses(sample, break_it, message):
     good = sample.assign(label=["ants", "bees", "bees"])
     check_submission(good, sample, CLASSES, "image_id", "s.csv")

@@ -1,5 +1,6 @@
 """pipeline/stages/train.py: phases, freezing, resume after a kill, accumulation, sampling, and
 training on other experiments' rows."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -41,9 +42,15 @@ def test_frozen_phase_moves_only_the_head(tmp_path, comp):
 
 
 def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
-    cfg, folds = _setup(tmp_path, comp, lr_ratio=10.0, phases=[
-        {"epochs": 1, "lr": 1e-2, "frozen": True, "img_size": 24, "sched": "onecycle"},
-        {"epochs": 2, "lr": 1e-3, "img_size": 32}])
+    cfg, folds = _setup(
+        tmp_path,
+        comp,
+        lr_ratio=10.0,
+        phases=[
+            {"epochs": 1, "lr": 1e-2, "frozen": True, "img_size": 24, "sched": "onecycle"},
+            {"epochs": 2, "lr": 1e-3, "img_size": 32},
+        ],
+    )
     train.train_fold(cfg, folds, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert hist.phase.tolist() == [0, 1, 1] and hist.img_size.tolist() == [24, 32, 32]
@@ -56,8 +63,10 @@ def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
 
 @pytest.mark.parametrize("dies_in", [2, 4], ids=["inside-onecycle-phase", "inside-cosine-phase"])
 def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in):
-    phases = [{"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
-              {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5}]
+    phases = [
+        {"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
+        {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5},
+    ]
     ref_cfg, folds = _setup(tmp_path, comp, name="ref", phases=phases)
     train.train_fold(ref_cfg, folds, 0)
     cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases)
@@ -106,8 +115,9 @@ def test_changed_config_does_not_resume(tmp_path, comp, capsys):
 
 
 def test_accumulation_updates_once_per_k_batches(tmp_path, comp, monkeypatch):
-    cfg, folds = _setup(tmp_path, comp, accum_steps=3, batch_size=4,
-                        phases=[{"epochs": 1, "lr": 1e-3, "sched": "constant"}])
+    cfg, folds = _setup(
+        tmp_path, comp, accum_steps=3, batch_size=4, phases=[{"epochs": 1, "lr": 1e-3, "sched": "constant"}]
+    )
     steps = []
     monkeypatch.setattr(optim.PhaseSchedule, "step", lambda self: steps.append(1))
     train.train_fold(cfg, folds, 0)
@@ -115,12 +125,17 @@ def test_accumulation_updates_once_per_k_batches(tmp_path, comp, monkeypatch):
 
 
 def test_progressive_resizing_refused_for_fixed_size_models(tmp_path, comp):
-    path = make_config(tmp_path, comp, model={"backbone": "test_vit", "img_size": 32},
-                       train={"phases": [{"epochs": 1, "lr": 1e-3, "img_size": 24}]})
+    path = make_config(
+        tmp_path,
+        comp,
+        model={"backbone": "test_vit", "img_size": 32},
+        train={"phases": [{"epochs": 1, "lr": 1e-3, "img_size": 24}]},
+    )
     cfg = load_config(path)
     folds_stage.main(cfg)
     with pytest.raises(PipelineError, match=r"train.phases.0.img_size: test_vit has a fixed input size"):
         train.train_fold(cfg, load_folds(cfg), 0)
+
 
 # ----------------------------------------------------------------------------- imbalance
 

@@ -1,5 +1,6 @@
 """pipeline/tta.py: views are exact tensor ops with inverses, every combination is made, merges
 compute what they say, and the views do not depend on batching."""
+
 import numpy as np
 import pytest
 import torch
@@ -33,8 +34,7 @@ def test_flips_are_the_eight_symmetries_of_the_square():
 
 
 def test_merge_modes_on_known_arrays():
-    p = np.array([[[0.9, 0.1], [0.5, 0.5]],
-                  [[0.6, 0.4], [0.1, 0.9]]])  # 2 views, 2 images, 2 classes
+    p = np.array([[[0.9, 0.1], [0.5, 0.5]], [[0.6, 0.4], [0.1, 0.9]]])  # 2 views, 2 images, 2 classes
     assert np.allclose(tta.merge(p, "mean"), [[0.75, 0.25], [0.3, 0.7]])
     g = np.sqrt([[0.9 * 0.6, 0.1 * 0.4], [0.5 * 0.1, 0.5 * 0.9]])
     assert np.allclose(tta.merge(p, "gmean"), g / g.sum(1, keepdims=True))
@@ -99,8 +99,7 @@ def test_flip_invariant_model_gives_identical_outputs_under_hflip(tmp_path):
     assert probs.shape == (3, len(paths), 3)
     assert torch.allclose(torch.from_numpy(probs[1]), torch.from_numpy(probs[0]), atol=1e-6)
     assert not np.allclose(probs[2], probs[0], atol=1e-3)  # vflip is not a symmetry of it
-    plain = predict(model, make_loader(ImageDataset(paths, None, eval_transform(DC)), 2, False, 0, CPU),
-                    CPU, RT)
+    plain = predict(model, make_loader(ImageDataset(paths, None, eval_transform(DC)), 2, False, 0, CPU), CPU, RT)
     assert np.allclose(probs[0], plain, atol=1e-6)
 
 

@@ -1,5 +1,6 @@
 """pipeline/upstream.py: another experiment's hard negatives and pseudo-labels join the training
 of their own fold only, never a validation fold, and a doctored file is refused by its line."""
+
 import numpy as np
 import pandas as pd
 import pytest

@@ -6,6 +6,7 @@ JPEGs are resized so the longest side is at most --max-side and re-encoded; file
 not really JPEGs (the GIF named .jpg in ants-bees) are copied byte for byte, because the
 pipeline's reader must cope with them as users will meet them.
 """
+
 import argparse
 import shutil
 from pathlib import Path

@@ -12,6 +12,7 @@ computed on the OOF predictions by the rule that makes the test prediction (pipe
 It writes the chosen method's submission, in the layout of sample_submission.csv and checked
 against it (pipeline/submission.py), and a JSON with the members, method, weights and CV.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,11 +36,16 @@ def check_compatible(members: list[Predictions]) -> None:
     """Members must predict the same classes for the same competition on the same folds."""
     first = members[0]
     for m in members[1:]:
-        for what, a, b in [("classes", first.classes, m.classes),
-                           ("folds file", first.cfg.folds_file, m.cfg.folds_file),
-                           ("data", first.cfg.data, m.cfg.data),
-                           ("OOF ids/folds", first.oof[[first.cfg.data.id_col, "fold"]].values.tolist(),
-                            m.oof[[m.cfg.data.id_col, "fold"]].values.tolist())]:
+        for what, a, b in [
+            ("classes", first.classes, m.classes),
+            ("folds file", first.cfg.folds_file, m.cfg.folds_file),
+            ("data", first.cfg.data, m.cfg.data),
+            (
+                "OOF ids/folds",
+                first.oof[[first.cfg.data.id_col, "fold"]].values.tolist(),
+                m.oof[[m.cfg.data.id_col, "fold"]].values.tolist(),
+            ),
+        ]:
             if a != b:
                 raise PipelineError(f"{m.run}: {what} differ from {first.run}'s; cannot ensemble them")
 
@@ -59,8 +65,12 @@ def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights)
     oofs = np.stack([m.oof[classes].to_numpy() for m in members])
     tests = np.stack([m.test.set_index(d.id_col).loc[ids, classes].to_numpy() for m in members])
     methods = blend.MULTILABEL_METHODS if d.multilabel else blend.METHODS
-    return {meth: blend.combine(meth, oofs, tests, [m.test_folds for m in members], y, metric,
-                                weights if meth == "mean" else None) for meth in methods}
+    return {
+        meth: blend.combine(
+            meth, oofs, tests, [m.test_folds for m in members], y, metric, weights if meth == "mean" else None
+        )
+        for meth in methods
+    }
 
 
 def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
@@ -68,16 +78,21 @@ def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, pat
     d, classes = first.cfg.data, first.classes
     sample_path = d.path(d.sample_submission)
     sample = read_table(sample_path, [d.id_col], id_col=d.id_col)
-    test = pd.concat([first.test[[d.id_col]].reset_index(drop=True), pd.DataFrame(test_probs, columns=classes)],
-                     axis=1)
+    test = pd.concat([first.test[[d.id_col]].reset_index(drop=True), pd.DataFrame(test_probs, columns=classes)], axis=1)
     sub = build_submission(sample, test, classes, d.id_col, sample_path, d.negative_class, thresholds, d.label_sep)
     check_submission(sub, sample, classes, d.id_col, sample_path, d.negative_class, d.sep)
     write_csv(path, sub)
     return sub
 
 
-def main(runs: list[str | Path], name: str | None = None, out_dir: str | Path = "submissions",
-         method: str = "mean", weights=None, metric: str | None = None) -> pd.DataFrame:
+def main(
+    runs: list[str | Path],
+    name: str | None = None,
+    out_dir: str | Path = "submissions",
+    method: str = "mean",
+    weights=None,
+    metric: str | None = None,
+) -> pd.DataFrame:
     members = [read_predictions(r) for r in runs]
     check_compatible(members)
     first, d = members[0], members[0].cfg.data
@@ -93,16 +108,31 @@ def main(runs: list[str | Path], name: str | None = None, out_dir: str | Path = 
     thresholds = tune_thresholds(y, oof_probs) if d.multilabel else None
     if thresholds is not None:
         f1 = f1_score(y > 0.5, oof_probs >= thresholds, average="macro", zero_division=0)
-        print("per-label thresholds tuned on the OOF F1: "
-              + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds)) + f"; OOF macro F1 {f1:.4f}")
+        print(
+            "per-label thresholds tuned on the OOF F1: "
+            + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds))
+            + f"; OOF macro F1 {f1:.4f}"
+        )
     name = name or (first.cfg.name if len(members) == 1 else "ensemble")
     path = Path(out_dir) / f"{name}.csv"
     sub = write_submission(first, test_probs, thresholds, path)
     cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
-    write_text(path.with_suffix(".json"), json.dumps({
-        "name": name, "members": [str(m.run) for m in members], "method": method, "metric": metric,
-        "weights": None if w is None else [float(x) for x in w], "cv": cv,
-        "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds)))}, indent=1) + "\n")
+    write_text(
+        path.with_suffix(".json"),
+        json.dumps(
+            {
+                "name": name,
+                "members": [str(m.run) for m in members],
+                "method": method,
+                "metric": metric,
+                "weights": None if w is None else [float(x) for x in w],
+                "cv": cv,
+                "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds))),
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     print(f"{name}: {method} of {len(members)}: CV {metric} {cv[f'ensemble: {method}']:.4f} -> {path}")
     return sub
 

@@ -5,6 +5,7 @@ Usage: python -m pipeline folds CONFIG [key=value ...]      (make folds)
 Every experiment on the competition shares the file, so their OOF predictions line up and can
 be ensembled; pipeline/folds_file.py reads it back, checked, for every later stage.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def make_folds(cfg: Config) -> pd.DataFrame:
     strata = df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
     counts = strata.value_counts()
     if counts.min() < cfg.folds.n_folds:
-        raise PipelineError(f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, "
-                            f"fewer than folds.n_folds={cfg.folds.n_folds}")
+        raise PipelineError(
+            f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, fewer than folds.n_folds={cfg.folds.n_folds}"
+        )
     if d.group_col and df[d.group_col].nunique() < cfg.folds.n_folds:
         raise PipelineError(f"{csv}: column '{d.group_col}' has fewer groups than folds.n_folds")
     groups = df[d.group_col].to_numpy() if d.group_col else None

@@ -11,6 +11,7 @@ infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<
                     with no TTA, with each view set, and with all
 Models are rebuilt from their checkpoints alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,19 +34,24 @@ def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     path = RunDir(cfg.run_dir).fold_oof(fold)
     trained = read_table(path, [d.id_col], id_col=d.id_col)[d.id_col]
     if sorted(trained) != sorted(folds.loc[folds["fold"] == fold, d.id_col]):
-        raise PipelineError(f"{path}: fold {fold} was trained on other folds than {cfg.folds_file} "
-                            "(run make train)")
+        raise PipelineError(f"{path}: fold {fold} was trained on other folds than {cfg.folds_file} (run make train)")
 
 
-def tta_table(y: np.ndarray, oof_views: np.ndarray, views: list, mode: str,
-              negative: int | None = None, multilabel: bool = False, metric: str = "accuracy") -> pd.DataFrame:
+def tta_table(
+    y: np.ndarray,
+    oof_views: np.ndarray,
+    views: list,
+    mode: str,
+    negative: int | None = None,
+    multilabel: bool = False,
+    metric: str = "accuracy",
+) -> pd.DataFrame:
     """CV accuracy and log-loss (and the false-positive rate, given the negative class) of each
     named view set, merged with `mode`."""
     rows = []
     for name, idx in tta.view_sets(views).items():
         p = tta.merge(oof_views[idx], mode, multilabel)
-        rows.append({"views": name, "n_views": len(idx), "cv_accuracy": accuracy(y, p),
-                     "cv_log_loss": log_loss(y, p)})
+        rows.append({"views": name, "n_views": len(idx), "cv_accuracy": accuracy(y, p), "cv_log_loss": log_loss(y, p)})
         if metric not in ("accuracy", "log_loss"):
             rows[-1][f"cv_{metric}"] = score(metric, y, p)
         if negative is not None:
@@ -69,12 +75,20 @@ def main(cfg: Config) -> pd.DataFrame:
         classes, views = fm.classes, tta.fold_views(fm, t)
         rows = np.flatnonzero(folds["fold"].to_numpy() == k)
         valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
-        both = tta.predict_views(fm.model, test_paths + valid_paths, fm.data_config, views, cfg.infer.batch_size,
-                                 device, cfg.runtime, d.multilabel)
+        both = tta.predict_views(
+            fm.model,
+            test_paths + valid_paths,
+            fm.data_config,
+            views,
+            cfg.infer.batch_size,
+            device,
+            cfg.runtime,
+            d.multilabel,
+        )
         if oof_views is None:
             oof_views = np.zeros((len(views), len(folds), len(classes)))
-        oof_views[:, rows] = both[:, len(test_paths):]
-        probs = tta.merge(both[:, :len(test_paths)], t.merge, d.multilabel)
+        oof_views[:, rows] = both[:, len(test_paths) :]
+        probs = tta.merge(both[:, : len(test_paths)], t.merge, d.multilabel)
         write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
         fold_probs.append(probs)
         print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
@@ -83,12 +97,21 @@ def main(cfg: Config) -> pd.DataFrame:
     table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
     write_csv(run.tta, table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
-    oof = prob_frame(folds[d.id_col], classes, tta.merge(oof_views, t.merge, d.multilabel), d.id_col,
-                     fold=folds["fold"].to_list(), **{d.label_col: folds[d.label_col].to_list()})
+    oof = prob_frame(
+        folds[d.id_col],
+        classes,
+        tta.merge(oof_views, t.merge, d.multilabel),
+        d.id_col,
+        fold=folds["fold"].to_list(),
+        **{d.label_col: folds[d.label_col].to_list()},
+    )
     write_csv(run.oof, oof)
     test = prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
     write_csv(run.test, test)  # Make's target: written last
     folds_cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), folds["fold"].to_numpy())
-    print(f"{cfg.name}: CV {cfg.metric} " + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
-          + f" (OOF, {len(oof)} images, {len(views)} TTA views)")
+    print(
+        f"{cfg.name}: CV {cfg.metric} "
+        + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
+        + f" (OOF, {len(oof)} images, {len(views)} TTA views)"
+    )
     return test

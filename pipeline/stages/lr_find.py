@@ -13,6 +13,7 @@ bias correction) and the test stops once it passes `stop_factor` x its best. Wri
 runs/<name>/lr_find.csv (lr, loss, smoothed) and lr_find.png, and prints the suggested LRs:
 the steepest descent of the smoothed loss, and the LR at its minimum / 10.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -40,7 +41,7 @@ def smooth(losses: list[float], beta: float) -> np.ndarray:
     avg, out = 0.0, []
     for k, loss in enumerate(losses, start=1):
         avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta ** k))
+        out.append(avg / (1 - beta**k))
     return np.array(out)
 
 
@@ -59,7 +60,7 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
     best = int(np.argmin(smoothed))
     skip = min(len(lrs) // 10, max(best - 1, 0))
     if best - skip >= 1:
-        slope = np.gradient(smoothed[skip:best + 1], np.log(lrs[skip:best + 1]))
+        slope = np.gradient(smoothed[skip : best + 1], np.log(lrs[skip : best + 1]))
         steepest = lrs[skip + int(np.argmin(slope))]
     else:
         steepest = lrs[best]
@@ -124,13 +125,15 @@ def main(cfg: Config) -> dict[str, float]:
     loader = phase_loader(run, lf.phase)
     lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)
     losses, smoothed = range_test(cfg, run, loader, lrs)
-    tried = lrs[:len(losses)]
+    tried = lrs[: len(losses)]
     best = suggest(tried, smoothed)
     out = RunDir(cfg.run_dir).lr_find
     plot_lr_find(tried, smoothed, best, out.with_suffix(".png"), f"{cfg.name}: phase {lf.phase}, fold {lf.fold}")
     write_csv(out, pd.DataFrame({"lr": tried, "loss": losses, "smoothed": smoothed}))  # Make's target: last
     stop = "stopped: loss diverged" if len(losses) < len(lrs) else "reached end_lr"
-    print(f"lr_find: {len(losses)} updates from {tried[0]:.1e} to {tried[-1]:.1e} ({stop}); "
-          f"suggested lr {best['steepest']:.1e} (steepest descent), {best['min/10']:.1e} (min / 10); "
-          f"see {out.with_suffix('.png')}")
+    print(
+        f"lr_find: {len(losses)} updates from {tried[0]:.1e} to {tried[-1]:.1e} ({stop}); "
+        f"suggested lr {best['steepest']:.1e} (steepest descent), {best['min/10']:.1e} (min / 10); "
+        f"see {out.with_suffix('.png')}"
+    )
     return best

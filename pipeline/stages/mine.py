@@ -9,6 +9,7 @@ only, from images outside fold k's validation set. Writes runs/<name>/hard_negat
 image_id, path (relative to data.root), fold, score (the probability of not being negative).
 An experiment with train.hard_negatives_from: <this config> adds each row to its fold's training.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,10 +57,13 @@ def mine_fold(cfg: Config, folds: pd.DataFrame, fold: int, device) -> pd.DataFra
     probs = tta.predict_merged(fm, [Path(cfg.data.root) / r for r in rel], cfg, device)
     scores = 1.0 - probs[:, fm.classes.index(cfg.data.negative_class)]
     keep = select(scores, cfg.mine.min_score, cfg.mine.top_k)
-    print(f"fold {fold}: {len(keep)} hard negatives of {len(rel)} pooled "
-          f"(score >= {cfg.mine.min_score}{f', top {cfg.mine.top_k}' if cfg.mine.top_k else ''})")
-    return pd.DataFrame(dict(zip(HARD_NEGATIVE_COLUMNS, [[ids[i] for i in keep], [rel[i] for i in keep],
-                                                         fold, scores[keep]])))
+    print(
+        f"fold {fold}: {len(keep)} hard negatives of {len(rel)} pooled "
+        f"(score >= {cfg.mine.min_score}{f', top {cfg.mine.top_k}' if cfg.mine.top_k else ''})"
+    )
+    return pd.DataFrame(
+        dict(zip(HARD_NEGATIVE_COLUMNS, [[ids[i] for i in keep], [rel[i] for i in keep], fold, scores[keep]]))
+    )
 
 
 def fp_rate_report(cfg: Config, classes: list[str]) -> str:
@@ -67,8 +71,9 @@ def fp_rate_report(cfg: Config, classes: list[str]) -> str:
     d = cfg.data
     oof = read_table(RunDir(cfg.run_dir).oof, [d.id_col, d.label_col] + classes)
     neg = oof[d.label_col] == d.negative_class
-    rate = false_positive_rate(encode(oof[d.label_col], classes), oof[classes].astype(float).to_numpy(),
-                               classes.index(d.negative_class))
+    rate = false_positive_rate(
+        encode(oof[d.label_col], classes), oof[classes].astype(float).to_numpy(), classes.index(d.negative_class)
+    )
     return f"false-positive rate on the validation folds: {rate:.4f} ({round(rate * neg.sum())}/{neg.sum()} negatives)"
 
 
@@ -85,6 +90,7 @@ def main(cfg: Config) -> pd.DataFrame:
     found = pd.concat([mine_fold(cfg, folds, k, device) for k in range(cfg.folds.n_folds)], ignore_index=True)
     out = RunDir(cfg.run_dir).hard_negatives
     write_csv(out, found)
-    print(f"{cfg.name}: {len(found)} hard negatives -> {out}; "
-          + fp_rate_report(cfg, class_list(folds[d.label_col], d)))
+    print(
+        f"{cfg.name}: {len(found)} hard negatives -> {out}; " + fp_rate_report(cfg, class_list(folds[d.label_col], d))
+    )
     return found

@@ -11,6 +11,7 @@ then one column per class holding the training target (one-hot, or the probabili
 pseudo.soft). An experiment with train.pseudo_labels_from: <this config> trains on them; they
 never enter a validation fold.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from ..upstream import PSEUDO_COLUMNS
 @dataclass(frozen=True)
 class Unlabelled:
     """One fold model's probabilities on the unlabelled images."""
+
     ids: list[str]
     paths: list[str]  # relative to data.root
     probs: np.ndarray
@@ -48,8 +50,7 @@ def fold_predictions(cfg: Config, fold: int, device) -> Unlabelled:
         df = read_table(path, [d.id_col], id_col=d.id_col)
         classes = [c for c in df.columns if c != d.id_col]
         ids = df[d.id_col].tolist()
-        return Unlabelled(ids, [d.test_images.format(id=i) for i in ids], df[classes].astype(float).to_numpy(),
-                          classes)
+        return Unlabelled(ids, [d.test_images.format(id=i) for i in ids], df[classes].astype(float).to_numpy(), classes)
     rel = folder_images(d, cfg.pseudo.source, "pseudo.source")
     fm = load_fold_model(run, fold, device, cfg.runtime)
     probs = tta.predict_merged(fm, [Path(d.root) / r for r in rel], cfg, device)
@@ -62,8 +63,14 @@ def label_fold(u: Unlabelled, fold: int, threshold: float, soft: bool) -> pd.Dat
     keep = np.flatnonzero(conf >= threshold)
     top = u.probs[keep].argmax(1)
     targets = u.probs[keep] if soft else np.eye(len(u.classes))[top]
-    df = pd.DataFrame(dict(zip(PSEUDO_COLUMNS, [[u.ids[i] for i in keep], [u.paths[i] for i in keep], fold,
-                                                [u.classes[c] for c in top], conf[keep]])))
+    df = pd.DataFrame(
+        dict(
+            zip(
+                PSEUDO_COLUMNS,
+                [[u.ids[i] for i in keep], [u.paths[i] for i in keep], fold, [u.classes[c] for c in top], conf[keep]],
+            )
+        )
+    )
     return pd.concat([df, pd.DataFrame(targets, columns=u.classes)], axis=1)
 
 
@@ -76,8 +83,10 @@ def main(cfg: Config) -> pd.DataFrame:
     for k in range(cfg.folds.n_folds):
         u = fold_predictions(cfg, k, device)
         parts.append(label_fold(u, k, p.threshold, p.soft))
-        print(f"fold {k}: {len(parts[-1])} of {len(u.ids)} images at confidence >= {p.threshold}: "
-              + ", ".join(f"{c} {n}" for c, n in parts[-1]["label"].value_counts().sort_index().items()))
+        print(
+            f"fold {k}: {len(parts[-1])} of {len(u.ids)} images at confidence >= {p.threshold}: "
+            + ", ".join(f"{c} {n}" for c, n in parts[-1]["label"].value_counts().sort_index().items())
+        )
     out = pd.concat(parts, ignore_index=True)
     path = RunDir(cfg.run_dir).pseudo_labels
     write_csv(path, out)

@@ -13,6 +13,7 @@ Run again after a crash or a kill, it resumes from last.pt; a finished fold is s
 lr_find builds on this stage through three functions and nothing else: `start_fold`,
 `train_phases_before` and `phase_loader` (at the end of this file).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,12 +74,22 @@ def check_phase_sizes(cfg: Config, model: torch.nn.Module, final_dc: DataConfig)
         return
     for i, phase in enumerate(cfg.train.phases):
         if phase_size(phase, final_dc) != final_dc.size:
-            raise PipelineError(f"train.phases.{i}.img_size: {cfg.model.backbone} has a fixed input size "
-                                f"({final_dc.size} px, model.img_size); leave it null")
+            raise PipelineError(
+                f"train.phases.{i}.img_size: {cfg.model.backbone} has a fixed input size "
+                f"({final_dc.size} px, model.img_size); leave it null"
+            )
 
 
-def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], phase: Phase,
-                 final_dc: DataConfig, device: torch.device, extra: Images | None = None):
+def train_loader(
+    cfg: Config,
+    folds: pd.DataFrame,
+    fold: int,
+    classes: list[str],
+    phase: Phase,
+    final_dc: DataConfig,
+    device: torch.device,
+    extra: Images | None = None,
+):
     """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
     hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
     says. Oversampling happens after the split: a validation image can never be repeated into it.
@@ -101,20 +112,28 @@ def train_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
     return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
 
 
-def valid_loader(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: DataConfig,
-                 device: torch.device):
+def valid_loader(
+    cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: DataConfig, device: torch.device
+):
     """This fold's images, untouched, at the inference size (so the kept epoch is chosen on what
     inference will see), and their targets."""
     images = fold_images(cfg, folds[folds["fold"] == fold], classes)
-    dl = make_loader(ImageDataset(images.paths, images.targets, eval_transform(final_dc)), cfg.infer.batch_size,
-                     False, engine.num_workers(cfg.runtime, device), device)
+    dl = make_loader(
+        ImageDataset(images.paths, images.targets, eval_transform(final_dc)),
+        cfg.infer.batch_size,
+        False,
+        engine.num_workers(cfg.runtime, device),
+        device,
+    )
     return dl, images.targets
+
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int,
-                    bn_eval: bool) -> float:
+def train_one_epoch(
+    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool
+) -> float:
     """One pass over the training images; one optimizer update per `accum` batches."""
     model.train()
     if bn_eval:
@@ -138,12 +157,14 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, loss_fn, device,
         raise PipelineError("training loss is not finite: lower the phase's lr (make lr-find)")
     return mean
 
+
 # ----------------------------------------------------------------------------- a fold
 
 
 @dataclass
 class Kept:
     """The epoch a fold keeps so far (train.monitor), with its validation probabilities."""
+
     score: float
     epoch: int
     probs: np.ndarray
@@ -152,6 +173,7 @@ class Kept:
 @dataclass
 class FoldRun:
     """Everything one fold's training carries from epoch to epoch (and through last.pt)."""
+
     cfg: Config
     fold: int
     folds: pd.DataFrame
@@ -181,17 +203,26 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
     extra = extra_rows(cfg, folds, fold, classes)  # read once: the resume check and every phase use it
-    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, engine.grad_scaler(device, cfg.runtime),
-                   final_dc, extra)
+    return FoldRun(
+        cfg, fold, folds, classes, device, model, optimizer, engine.grad_scaler(device, cfg.runtime), final_dc, extra
+    )
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
     k = run.kept
-    state = {"model": timm.utils.unwrap_model(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
-             "schedule": schedule.state_dict(), "scaler": run.scaler.state_dict(), "epoch": epoch,
-             "phase": phase, "history": run.history, "done": done,
-             "settings": settings(run.cfg, "train"), "data": data_digest(run.folds, run.extra),
-             "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)}}
+    state = {
+        "model": timm.utils.unwrap_model(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": epoch,
+        "phase": phase,
+        "history": run.history,
+        "done": done,
+        "settings": settings(run.cfg, "train"),
+        "data": data_digest(run.folds, run.extra),
+        "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)},
+    }
     with atomic_path(run.run.last(run.fold)) as tmp:
         torch.save(state, tmp)
 
@@ -217,31 +248,61 @@ def load_state(run: FoldRun) -> dict | None:
     return state
 
 
-def run_epoch(run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule, valid_dl, y_val,
-              loss_fn, peaks: list[float]) -> None:
+def run_epoch(
+    run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule, valid_dl, y_val, loss_fn, peaks: list[float]
+) -> None:
     cfg, t = run.cfg, run.cfg.train
     seed = t.seed + 1000 * run.fold + epoch  # per epoch, so a resumed run draws what it would have
     seed_everything(seed)
     train_dl.dataset.transform.set_random_seed(seed)
     start = time.time()
-    train_loss = train_one_epoch(run.model, train_dl, run.optimizer, schedule, run.scaler, loss_fn,
-                                 run.device, cfg.runtime, t.accum_steps, phase.bn_eval)
+    train_loss = train_one_epoch(
+        run.model,
+        train_dl,
+        run.optimizer,
+        schedule,
+        run.scaler,
+        loss_fn,
+        run.device,
+        cfg.runtime,
+        t.accum_steps,
+        phase.bn_eval,
+    )
     probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime, cfg.data.multilabel)
-    row = dict(epoch=epoch, phase=p, img_size=phase_size(phase, run.final_dc), frozen=phase.frozen,
-               lr_head=max(peaks), lr_stem=min(peaks), train_loss=train_loss,
-               valid_loss=log_loss(y_val, probs), valid_accuracy=accuracy(y_val, probs),
-               seconds=round(time.time() - start, 1))
+    row = dict(
+        epoch=epoch,
+        phase=p,
+        img_size=phase_size(phase, run.final_dc),
+        frozen=phase.frozen,
+        lr_head=max(peaks),
+        lr_stem=min(peaks),
+        train_loss=train_loss,
+        valid_loss=log_loss(y_val, probs),
+        valid_accuracy=accuracy(y_val, probs),
+        seconds=round(time.time() - start, 1),
+    )
     run.history.append(row)
     write_csv(run.run.history(run.fold), pd.DataFrame(run.history))
     score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
     if run.kept is None or score > run.kept.score:
         run.kept = Kept(score, epoch, probs)
-        save_checkpoint(run.run.best(run.fold), run.model, config=cfg.model_dump(mode="json"), classes=run.classes,
-                        data_config=run.final_dc.to_timm(), fold=run.fold, epoch=epoch, valid=row)
+        save_checkpoint(
+            run.run.best(run.fold),
+            run.model,
+            config=cfg.model_dump(mode="json"),
+            classes=run.classes,
+            data_config=run.final_dc.to_timm(),
+            fold=run.fold,
+            epoch=epoch,
+            valid=row,
+        )
     save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
-    print(f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
-          f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
-          f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)", flush=True)
+    print(
+        f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
+        f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
+        f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)",
+        flush=True,
+    )
 
 
 def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid_dl, y_val, loss_fn) -> None:
@@ -251,16 +312,25 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
     optim.set_frozen(run.model, phase.frozen)
     train_dl = phase_loader(run, p)
     peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
-    schedule = optim.PhaseSchedule(run.optimizer, phase, peaks,
-                                   optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps))
+    schedule = optim.PhaseSchedule(
+        run.optimizer, phase, peaks, optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps)
+    )
     if resume is not None and resume["phase"] == p:
         schedule.load_state_dict(resume["schedule"])
-    layers = optim.lrs_by_layer([pk for pk, g in zip(peaks, run.optimizer.param_groups)
-                                 if not phase.frozen or any(q.requires_grad for q in g["params"])])
-    print(f"fold {run.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
-          f"{phase_size(phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
-          f"{len(train_dl.dataset)} train images, {phase.sched}; peak lr by layer group (stem to head): "
-          + " ".join(f"{lr:.2e}" for lr in layers), flush=True)
+    layers = optim.lrs_by_layer(
+        [
+            pk
+            for pk, g in zip(peaks, run.optimizer.param_groups)
+            if not phase.frozen or any(q.requires_grad for q in g["params"])
+        ]
+    )
+    print(
+        f"fold {run.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
+        f"{phase_size(phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
+        f"{len(train_dl.dataset)} train images, {phase.sched}; peak lr by layer group (stem to head): "
+        + " ".join(f"{lr:.2e}" for lr in layers),
+        flush=True,
+    )
     for epoch in range(first_epoch, start + phase.epochs):
         run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks)
 
@@ -288,12 +358,20 @@ def finish(run: FoldRun) -> None:
     from ..plots import plot_curves  # matplotlib only when a fold ends
 
     d = run.cfg.data
-    plot_curves(pd.DataFrame(run.history), run.run.curves(run.fold), f"{run.cfg.name} fold {run.fold}",
-                kept=run.kept.epoch)
+    plot_curves(
+        pd.DataFrame(run.history), run.run.curves(run.fold), f"{run.cfg.name} fold {run.fold}", kept=run.kept.epoch
+    )
     valid = run.folds[run.folds["fold"] == run.fold]
-    oof = prob_frame(valid[d.id_col], run.classes, run.kept.probs, d.id_col,
-                     fold=run.fold, **{d.label_col: valid[d.label_col].to_list()})
+    oof = prob_frame(
+        valid[d.id_col],
+        run.classes,
+        run.kept.probs,
+        d.id_col,
+        fold=run.fold,
+        **{d.label_col: valid[d.label_col].to_list()},
+    )
     write_csv(run.run.fold_oof(run.fold), oof)  # written last: its presence means the fold is done
+
 
 # ----------------------------------------------------------------------------- entry
 
@@ -304,6 +382,7 @@ def main(cfg: Config, fold: int | None = None) -> None:
         raise PipelineError(f"--fold {fold}: the folds file has folds 0..{cfg.folds.n_folds - 1}")
     for k in range(cfg.folds.n_folds) if fold is None else [fold]:
         train_fold(cfg, folds, k)
+
 
 # ----------------------------------------------------------------------------- what lr_find builds on
 
@@ -323,5 +402,6 @@ def train_phases_before(run: FoldRun, p: int) -> None:
 
 def phase_loader(run: FoldRun, p: int):
     """The batches of phase `p`: its image size, augmentation, sampling and batch size."""
-    return train_loader(run.cfg, run.folds, run.fold, run.classes, run.cfg.train.phases[p], run.final_dc,
-                        run.device, run.extra)
+    return train_loader(
+        run.cfg, run.folds, run.fold, run.classes, run.cfg.train.phases[p], run.final_dc, run.device, run.extra
+    )
