@@ -1,24 +1,23 @@
 # Kaggle-style image classification as a graph of real files: Make reruns a stage only when
 # something it reads has changed. `make help` lists every target and variable.
 #
-#   train.csv ──folds──▶ folds/<competition>.csv                  one split, shared by experiments
-#                               │
-#                               ▼                                  per fold k (FOLD=k: just one)
-#   config ──────────train────▶ runs/<name>/fold<k>/oof.csv        + best.pt, last.pt, history.csv
-#                               │     (lr-find: runs/<name>/lr_find.csv, beside training)
-#                               ▼
-#   config ──────────infer────▶ runs/<name>/test.csv               + oof.csv, tta.csv, test_fold<k>.csv
-#                               │
-#            ┌──────mine────────┼──────pseudo──────┐
-#            ▼                  │                  ▼
-#   runs/<name>/hard_negatives.csv │    runs/<name>/pseudo_labels.csv
-#            └─▶ trained on by another experiment (train.hard_negatives_from / pseudo_labels_from)
-#                               ▼
-#                 ──ensemble──▶ submissions/<name>.csv             (+ .json; ENSEMBLE=: several runs)
+#   train.csv ────────────folds───▶ folds/<competition>.csv      one split, shared by experiments
+#                                        │
+#   stamps/train-*.yaml ──train───▶ runs/<name>/fold<k>/oof.csv   per fold (FOLD=k: one fold)
+#                                        │                         + best.pt, last.pt, history.csv
+#   stamps/infer-*.yaml ──infer───▶ runs/<name>/test.csv          + oof.csv, tta.csv, test_fold<k>.csv
+#                                        │
+#                      ┌─────────────────┼─────────────────┐
+#                    mine             ensemble           pseudo
+#                      ▼                 ▼                 ▼
+#         hard_negatives.csv   submissions/<name>.csv   pseudo_labels.csv
+#                      └──▶ train of another experiment ◀──┘   (train.hard_negatives_from, ...)
 #
-# "config" above is a stamp, runs/<name>/stamps/<stage>-<digest>.yaml: the settings the stage's
-# outputs were made with. pipeline/stamps.py names the stamp that matches the current settings;
-# when none on disk does, the name is new, the file missing, and the stage stale.
+#   (lr-find: runs/<name>/lr_find.csv from the folds and stamps/lr_find-*.yaml, beside train)
+#
+# A stamp, runs/<name>/stamps/<stage>-<digest>.yaml, holds the settings a stage's outputs were made
+# with. pipeline/stamps.py names the stamp that matches the current settings; when none on disk
+# does, the name is new, the file missing, and the stage stale.
 
 SHELL := /bin/bash
 PY ?= .venv/bin/python## the Python that has the pipeline installed
@@ -36,8 +35,8 @@ STAGES := folds train infer lr-find mine pseudo ensemble
 help:  ## this list (also what a bare `make` prints)
 	@echo "Targets:"
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "Variables (make <target> NAME=value):"
-	@awk -F'## ' '/^[A-Z]+ \?=/{split($$1, kv, / *\?= */); printf "  %-25s %s\n", kv[1] "=" kv[2], $$2}' $(MAKEFILE_LIST)
+	@echo "Variables (make <target> VAR=value):"
+	@awk -F'## ' '/^[A-Z0-9_]+ \?=/{split($$1, kv, / *\?= */); printf "  %-25s %s\n", kv[1] "=" kv[2], $$2}' $(MAKEFILE_LIST)
 
 # ----------------------------------------------------------------------------- set-up and demos
 setup: .venv/.installed  ## create .venv with the pinned versions (constraints.txt)
@@ -82,9 +81,14 @@ ifneq ($(.SHELLSTATUS),0)
 $(error $(or $(VARS),could not run $(PY) (run make setup first?)))
 endif
 $(foreach v,$(VARS),$(eval $(v)))
+ifneq ($(ENSEMBLE),)
+ifneq ($(filter-out ensemble,$(MAKECMDGOALS)),)
+$(error ENSEMBLE= names an ensemble file: only `make ensemble` takes it)
+endif
+endif
 endif
 
-FOLDS = $(shell seq 0 $$(( $(N_FOLDS) - 1 )))
+FOLDS := $(if $(N_FOLDS),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
 ifeq ($(ENSEMBLE),)
 folds: $(FOLDS_FILE)
 train: $(foreach k,$(or $(FOLD),$(FOLDS)),$(RUN)/fold$(k)/oof.csv)
@@ -118,7 +122,7 @@ $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(STAMP_pseudo)
 $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv),$(RUN)/test.csv) $(SAMPLE_SUB)
 	$(PY) -m pipeline ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
 
-$(ENS_OUT): $(MEMBERS) $(ENSEMBLE)
+$(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 	$(PY) -m pipeline ensemble --spec $(ENSEMBLE)
 
 # A stage writes its stamp when it starts. A stamp that does not exist yet has no recipe: Make

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from .errors import PipelineError
@@ -70,10 +71,21 @@ def run(args: argparse.Namespace) -> None:
 
         ensemble.run_cli(args)
     elif args.command == "config":
+        from .config import Config, Ensemble
         from .config_files import explain, load_config, to_yaml
 
         if args.explain:
-            print("\n".join(explain()))
+            print(
+                "\n".join(
+                    [
+                        "# an experiment config (configs/*.yaml)",
+                        *explain(Config),
+                        "",
+                        "# an ensemble file (ensembles/*.yaml)",
+                        *explain(Ensemble),
+                    ]
+                )
+            )
         elif args.config is None:
             raise PipelineError("config: name a config file, or --explain")
         else:
@@ -91,6 +103,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... config --explain | head` ends quietly
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         run(args)

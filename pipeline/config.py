@@ -1,7 +1,7 @@
 """The settings of an experiment and of an ensemble: every key, its type, default and meaning.
 
 This module is the schema alone. Reading YAML files into it (inheritance, `key=value` overrides,
-error text) is `config_files.py`; which keys each stage reads, for Make, is `make_bridge.py`.
+error text) is `config_files.py`; which keys each stage reads is `stamps.py`.
 `python -m pipeline config --explain` prints every key below with its default and description.
 It must not import torch: Make reads configs at parse time.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"]
 Method = Literal["mean", "fit", "rank", "vote", "hierarchical"]
@@ -368,12 +368,14 @@ class Ensemble(_Section):
     metric: Metric | None = Field(None, description="null: the members' metric")
     out_dir: str = Field("submissions", description="where the submission and its JSON go")
 
-    @model_validator(mode="after")
-    def _weights_fit(self):
-        if self.weights is None:
-            return self
-        if len(self.weights) != len(self.members) or min(self.weights) < 0 or sum(self.weights) <= 0:
-            raise ValueError(f"one non-negative weight per member ({len(self.members)}), not all zero")
-        if self.method != "mean":
+    @field_validator("weights")
+    @classmethod
+    def _weights_fit(cls, weights, info):
+        members, method = info.data.get("members", []), info.data.get("method")
+        if weights is None:
+            return weights
+        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"one non-negative weight per member ({len(members)}), not all zero")
+        if method != "mean":
             raise ValueError("only method mean takes fixed weights")
-        return self
+        return weights

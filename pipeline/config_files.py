@@ -8,6 +8,7 @@ Must not import torch: Make reads configs at parse time.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -114,10 +115,11 @@ def _describe(err: dict, origin: dict[tuple, str], default: str) -> str:
         return f"{source}: unknown key '{key}'"
     if err["type"] == "missing":
         return f"{source}: missing key '{key}'"
+    msg = err["msg"].removeprefix("Value error, ")  # our validators' own words
     got = repr(err.get("input"))
     got = got if len(got) <= 60 else got[:57] + "..."
     where = f"{key}: " if key else ""
-    return f"{source}: {where}{err['msg']}" + ("" if not key else f" (got {got})")
+    return f"{source}: {where}{msg}" + (f" (got {got})" if key and err["type"] != "value_error" else "")
 
 
 def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
@@ -205,7 +207,15 @@ def _show(value) -> str:
 UPSTREAM = {"hard_negatives_from": ("hard_negatives", "mine"), "pseudo_labels_from": ("pseudo_labels", "pseudo")}
 
 
-def load_upstream(cfg: Config, key: str) -> tuple[Config, Path] | None:
+@dataclass(frozen=True)
+class Upstream:
+    """Another experiment this one trains on, and its file that this one reads."""
+
+    cfg: Config
+    file: Path
+
+
+def load_upstream(cfg: Config, key: str) -> Upstream | None:
     """The experiment named by train.<key> and the file of it that this one trains on. It must
     use the same folds file, so that its fold k and this one's fold k validate the same images."""
     path = getattr(cfg.train, key)
@@ -222,4 +232,4 @@ def load_upstream(cfg: Config, key: str) -> tuple[Config, Path] | None:
             f"train.{key}: {up.name} uses {up.folds.n_folds} folds of {up.folds_file}, this "
             f"experiment {cfg.folds.n_folds} of {cfg.folds_file}; its folds would not be ours"
         )
-    return up, getattr(RunDir(up.run_dir), UPSTREAM[key][0])
+    return Upstream(up, getattr(RunDir(up.run_dir), UPSTREAM[key][0]))

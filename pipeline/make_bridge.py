@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream
+from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream, read_chain
 from .errors import PipelineError
 from .runs import RunDir
 from .stamps import STAGE_READS, stamp_path
@@ -46,16 +46,18 @@ def make_vars(cfg: Config, path: str) -> str:
     for key, (_, target) in UPSTREAM.items():
         up = load_upstream(cfg, key)
         if up is not None:
-            pairs += [("TRAINS_ON+", up[1]), ("OTHER+", f"{up[1]}|{target}|{getattr(cfg.train, key)}")]
+            pairs += [("TRAINS_ON+", up.file), ("OTHER+", f"{up.file}|{target}|{getattr(cfg.train, key)}")]
     return _words(pairs, path)
 
 
 def ensemble_vars(path: str) -> str:
-    """The submission an ensemble file writes, and each member's test.csv (with the config that
-    makes it, when the member is a config rather than a run folder)."""
+    """The submission an ensemble file writes, the files it reads (itself and what it inherits),
+    and each member's test.csv (with the config that makes it, when the member is a config
+    rather than a run folder)."""
     spec = load_ensemble(path)
     pairs: list[tuple[str, Any]] = [("ENS_OUT", Path(spec.out_dir) / f"{spec.name}.csv")]
-    for member in spec.members:
+    pairs += [("ENS_FILES+", f) for f in dict.fromkeys([path, *read_chain(Path(path))[1].values()])]
+    for member in dict.fromkeys(spec.members):  # a member named twice gets one rule
         if Path(member).is_file():
             test = RunDir(load_config(member).run_dir).test
             pairs += [("MEMBERS+", test), ("OTHER+", f"{test}|infer|{member}")]

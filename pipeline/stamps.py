@@ -24,13 +24,14 @@ from .io import write_text
 from .runs import RunDir
 
 # The config values each stage's outputs depend on: sections (or keys), less those after a "-".
-# runtime is in none of them: the device, workers or precision never make an output stale.
+# runtime is in none of them: the device, workers or precision never make an output stale, nor
+# does inference's batch size (tests/test_tta.py: the views do not depend on batching).
 STAGE_READS = {
     "train": ("data", "model", "train", "folds", "-data.sample_submission", "-data.test_images"),
     "lr_find": ("data", "model", "train", "folds", "lr_find", "-data.sample_submission", "-data.test_images"),
-    "infer": ("data", "model", "folds", "infer", "metric"),
-    "mine": ("data", "infer", "mine"),
-    "pseudo": ("data", "infer", "pseudo"),
+    "infer": ("data", "model", "folds", "infer", "metric", "-infer.batch_size"),
+    "mine": ("data", "infer", "mine", "-infer.batch_size"),
+    "pseudo": ("data", "infer", "pseudo", "-infer.batch_size"),
 }
 
 # ----------------------------------------------------------------------------- stamps

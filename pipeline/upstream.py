@@ -1,9 +1,9 @@
 """Reading another experiment's outputs: the hard negatives and pseudo-labels a fold trains on
 (train.hard_negatives_from, train.pseudo_labels_from), and the predictions an ensemble combines.
 
-The stages that write these files (mine, pseudo, infer) use the column lists below, so writer
-and reader agree on one format. Every row is checked so that no image ever reaches the training
-of a fold that validates on it.
+The stages that write the hard negatives and pseudo-labels (mine, pseudo) use the column lists
+below, so writer and reader agree on one format. Every row is checked so that no image ever
+reaches the training of a fold that validates on it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Config
-from .config_files import load_config, load_upstream
+from .config_files import UPSTREAM, load_config, load_upstream
 from .data import Images
 from .errors import PipelineError
 from .io import image_paths, read_table
@@ -31,10 +31,9 @@ def _upstream_file(cfg: Config, key: str) -> Path | None:
     up = load_upstream(cfg, key)
     if up is None:
         return None
-    target = "mine" if key == "hard_negatives_from" else "pseudo"
-    if not up[1].is_file():
-        raise PipelineError(f"{up[1]}: not found (run make {target} CONFIG={getattr(cfg.train, key)})")
-    return up[1]
+    if not up.file.is_file():
+        raise PipelineError(f"{up.file}: not found (run make {UPSTREAM[key][1]} CONFIG={getattr(cfg.train, key)})")
+    return up.file
 
 
 def hard_negative_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> list[Path]:
@@ -61,7 +60,7 @@ def pseudo_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str])
     path = _upstream_file(cfg, "pseudo_labels_from")
     if path is None:
         return Images([], np.zeros((0, len(classes))))
-    rows = read_table(path, PSEUDO_COLUMNS + classes)
+    rows = read_table(path, ["path", "fold"] + classes)
     d = cfg.data
     labelled = {str(q) for q in image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file)}
     mine = rows[rows["fold"].astype(int) == fold]

@@ -29,6 +29,8 @@ def imports() -> dict[str, set[str]]:
                 parts = base + (module.split(".") if module else [])
                 # `from .stages import train` imports the module stages.train
                 found |= {".".join(parts)} | {".".join(parts + [a.name]) for a in node.names}
+            elif isinstance(node, ast.Import):  # import pipeline.stages.train
+                found |= {a.name.removeprefix("pipeline.") for a in node.names if a.name.startswith("pipeline.")}
             elif (
                 isinstance(node, ast.Call)
                 and getattr(node.func, "attr", "") == "import_module"

@@ -82,8 +82,11 @@ def test_error_in_base_file_names_the_base(tmp_path, comp):
         ("name: x\nmembers: [a]\nmethod: median\n", r"e\.yaml: method: Input should be 'mean'.*\(got 'median'\)"),
         ("name: x\nmembers: [a]\nmethods: mean\n", r"e\.yaml: unknown key 'methods'"),
         ("members: [a]\n", r"e\.yaml: missing key 'name'"),
-        ("name: x\nmembers: [a, b]\nweights: [1]\n", r"e\.yaml: .*one non-negative weight per member \(2\)"),
-        ("name: x\nmembers: [a, b]\nmethod: fit\nweights: [1, 1]\n", r"e\.yaml: .*only method mean"),
+        ("name: x\nmembers: [a, b]\nweights: [1]\n", r"e\.yaml: weights: one non-negative weight per member \(2\)"),
+        (
+            "name: x\nmembers: [a, b]\nmethod: fit\nweights: [1, 1]\n",
+            r"e\.yaml: weights: only method mean takes fixed weights$",
+        ),
         ("name: x\nmembers: [a\n", r"e\.yaml: line \d+ not valid YAML"),
     ],
 )
@@ -112,6 +115,6 @@ def test_upstream_must_share_the_folds_and_not_be_itself(tmp_path, comp):
     with pytest.raises(PipelineError, match="its folds would not be ours"):
         load_upstream(other, "hard_negatives_from")
     good = neg_config(tmp_path, comp, name="c", train={"hard_negatives_from": str(tmp_path / "a.yaml")})
-    up, path = load_upstream(good, "hard_negatives_from")
-    assert up.name == a.name and path == a.run_dir / "hard_negatives.csv"
+    up = load_upstream(good, "hard_negatives_from")
+    assert up.cfg.name == a.name and up.file == a.run_dir / "hard_negatives.csv"
     assert load_upstream(good, "pseudo_labels_from") is None

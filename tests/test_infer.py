@@ -13,13 +13,22 @@ from pipeline.errors import PipelineError
 from pipeline.stages import infer
 
 
-def _with_tta(trained, **tta_cfg):
+@pytest.fixture
+def inferable(trained, tmp_path):
+    """The trained fixture's models and folds, copied: each test infers into its own folder."""
     tmp, comp = trained
+    for folder in ("runs", "folds"):
+        shutil.copytree(tmp / folder, tmp_path / folder)
+    return tmp_path, comp
+
+
+def _with_tta(inferable, **tta_cfg):
+    tmp, comp = inferable
     return load_config(make_config(tmp, comp, infer={"batch_size": 16, "tta": tta_cfg}))
 
 
-def test_infer_oof_uses_the_same_tta_as_test(trained, capsys):
-    cfg = _with_tta(trained, flips=["hflip", "vflip"], sizes=[40], merge="gmean")
+def test_infer_oof_uses_the_same_tta_as_test(inferable, capsys):
+    cfg = _with_tta(inferable, flips=["hflip", "vflip"], sizes=[40], merge="gmean")
     infer.main(cfg)
     run = cfg.run_dir
     table = pd.read_csv(run / "tta.csv")
@@ -44,8 +53,8 @@ def test_infer_oof_uses_the_same_tta_as_test(trained, capsys):
     assert "CV by TTA view set" in capsys.readouterr().out
 
 
-def test_infer_without_tta_matches_training_oof(trained):
-    cfg = _with_tta(trained, flips=[])
+def test_infer_without_tta_matches_training_oof(inferable):
+    cfg = _with_tta(inferable, flips=[])
     infer.main(cfg)
     oof = pd.read_csv(cfg.run_dir / "oof.csv").set_index("image_id")
     trained = pd.concat([pd.read_csv(cfg.run_dir / f"fold{k}" / "oof.csv") for k in (0, 1)]).set_index("image_id")
@@ -53,16 +62,12 @@ def test_infer_without_tta_matches_training_oof(trained):
     assert pd.read_csv(cfg.run_dir / "tta.csv").views.tolist() == ["none"]
 
 
-def test_infer_refuses_folds_the_models_were_not_trained_on(trained, tmp_path):
-    cfg = _with_tta(trained)
-    other = tmp_path / "folds"  # the same split with the folds swapped, in a folds dir of its own
-    other.mkdir()
-    f = pd.read_csv(cfg.folds_file)
-    f.assign(fold=1 - f["fold"]).to_csv(other / cfg.folds_file.name, index=False)
-    shutil.copy(cfg.folds_file.with_suffix(".json"), other)
-    swapped = cfg.model_copy(update={"folds": cfg.folds.model_copy(update={"dir": str(other)})})
+def test_infer_refuses_folds_the_models_were_not_trained_on(inferable):
+    cfg = _with_tta(inferable)
+    f = pd.read_csv(cfg.folds_file)  # this test's copy: the same split with the folds swapped
+    f.assign(fold=1 - f["fold"]).to_csv(cfg.folds_file, index=False)
     with pytest.raises(PipelineError, match="fold0/oof.csv: fold 0 was trained on other folds"):
-        infer.main(swapped)
+        infer.main(cfg)
 
 
 def test_multilabel_infer_gives_per_label_probabilities(multilabel):

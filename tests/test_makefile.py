@@ -52,7 +52,7 @@ def test_chain_through_make(tmp_path, comp):
 
     # targets are real files: nothing is stale now; an infer-only change reruns infer, not training
     assert make("-q", "ensemble", *common, check=False).returncode == 0
-    plan = make("-n", "ensemble", *common, "SET=infer.batch_size=4").stdout
+    plan = make("-n", "ensemble", *common, "SET=infer.tta.merge=gmean").stdout
     assert "pipeline infer" in plan and "pipeline train" not in plan
     plan = make("-n", "ensemble", *common, "SET=train.phases.0.epochs=1").stdout
     assert plan.count("pipeline train") == 2

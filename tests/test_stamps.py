@@ -24,7 +24,9 @@ def test_a_stage_stamp_holds_what_the_stage_reads(tmp_path, comp):
     assert stamps.stamp_path(cfg, "train") == path
     # a change the stage does not read keeps its stamp; one it reads names a new one
     assert stamps.stamp_path(_cfg(tmp_path, comp, "infer.batch_size=4", "runtime.num_workers=3"), "train") == path
-    assert stamps.stamp_path(_cfg(tmp_path, comp, "infer.batch_size=4"), "infer") != stamps.write_stamp(cfg, "infer")
+    infer = stamps.write_stamp(cfg, "infer")
+    assert stamps.stamp_path(_cfg(tmp_path, comp, "infer.batch_size=4"), "infer") == infer
+    assert stamps.stamp_path(_cfg(tmp_path, comp, "infer.tta.merge=gmean"), "infer") != infer
     changed = stamps.stamp_path(_cfg(tmp_path, comp, "train.phases.0.epochs=5"), "train")
     assert changed != path and not changed.exists()
 

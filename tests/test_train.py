@@ -1,11 +1,14 @@
 """pipeline/stages/train.py: phases, freezing, resume after a kill, accumulation, sampling, and
 training on other experiments' rows."""
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
+import yaml
 from helpers import CLASSES, COLOURS, CPU, DC, make_competition, make_config, neg_config
 
 from pipeline import optim
@@ -169,9 +172,7 @@ def test_oversampling_raises_minority_recall(tmp_path):
     assert over > plain
 
 
-def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, capsys):
-    """last.pt records the train settings; one written before a key existed resumes all the same."""
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+def _killed_in_its_second_epoch(cfg, folds, monkeypatch) -> None:
     real, calls = train.train_one_epoch, []
 
     def dies(*args, **kw):
@@ -183,6 +184,13 @@ def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, c
     monkeypatch.setattr(train, "train_one_epoch", dies)
     with pytest.raises(KeyboardInterrupt):
         train.train_fold(cfg, folds, 0)
+    monkeypatch.setattr(train, "train_one_epoch", real)
+
+
+def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, capsys):
+    """last.pt records the train settings; one written before a key existed resumes all the same."""
+    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    _killed_in_its_second_epoch(cfg, folds, monkeypatch)
     last = cfg.run_dir / "fold0" / "last.pt"
     state = torch.load(last, weights_only=True)
     state["settings"] = {k: v for k, v in state["settings"].items() if not k.startswith("train.aug.")}
@@ -193,6 +201,23 @@ def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, c
     torch.save(state, last)
     train.train_fold(cfg, folds, 0)
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_a_fold_left_half_done_by_the_release_before_resumes(tmp_path, comp, monkeypatch, capsys):
+    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    _killed_in_its_second_epoch(cfg, folds, monkeypatch)
+    last = cfg.run_dir / "fold0" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    # that release's last.pt: a fingerprint of the train sections' YAML and the rows, "best" for "kept"
+    doc = cfg.model_dump(mode="json")
+    text = yaml.safe_dump({k: doc[k] for k in ("data", "model", "train", "folds")}, sort_keys=False)
+    text += folds.to_csv(index=False) + np.array2string(np.zeros((0, 2)), threshold=np.inf)
+    old = {k: v for k, v in state.items() if k not in ("settings", "data", "kept")}
+    old.update(fingerprint=hashlib.sha256(text.encode()).hexdigest()[:16], best=state["kept"])
+    torch.save(old, last)
+    train.train_fold(cfg, folds, 0)
+    assert "resuming after epoch 0" in capsys.readouterr().out
+    assert pd.read_csv(cfg.run_dir / "fold0" / "history.csv").epoch.tolist() == [0, 1]
 
 
 def test_multilabel_folds_give_per_label_probabilities(multilabel):

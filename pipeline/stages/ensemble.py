@@ -98,8 +98,10 @@ def main(
     first, d = members[0], members[0].cfg.data
     classes, metric = first.classes, metric or first.cfg.metric
     y, folds = encode(first.oof[d.label_col], classes, d.sep), first.oof["fold"].astype(int).to_numpy()
-    if d.multilabel and method not in blend.MULTILABEL_METHODS:
-        raise PipelineError(f"ensemble method {method}: a multi-label task takes {', '.join(blend.MULTILABEL_METHODS)}")
+    methods = blend.MULTILABEL_METHODS if d.multilabel else blend.METHODS
+    if method not in methods:
+        task = "a multi-label task" if d.multilabel else "it"
+        raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
     results = combine_all(members, y, metric, weights)
     table = cv_table(members, y, folds, metric, results)
     print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")

@@ -18,6 +18,7 @@ from ..config import Config
 from ..errors import PipelineError
 from ..folds_file import check_folds, fold_spec, load_folds
 from ..io import read_table, write_csv, write_text
+from ..labels import split_labels
 
 
 def assign_folds(labels, groups, n_folds: int, seed: int) -> np.ndarray:
@@ -36,7 +37,7 @@ def assign_folds(labels, groups, n_folds: int, seed: int) -> np.ndarray:
 def rarest_label(labels: pd.Series, sep: str) -> pd.Series:
     """Multi-label rows stratified by their rarest label (scikit-learn has no multi-label
     stratifier): every label then spreads over the folds about evenly."""
-    rows = [[t for t in str(v).split(sep) if t] for v in labels]
+    rows = split_labels(labels, sep)
     freq = pd.Series([t for r in rows for t in r]).value_counts()
     return pd.Series([min(r, key=lambda t: (freq[t], t)) for r in rows], index=labels.index)
 

@@ -10,8 +10,8 @@ then at 224 px) on one model and one optimizer. It writes runs/<name>/fold<K>/:
   oof.csv      the kept model's probabilities on fold K, written last: the fold is done
 Run again after a crash or a kill, it resumes from last.pt; a finished fold is skipped.
 
-lr_find builds on this stage through three functions and nothing else: `start_fold`,
-`train_phases_before` and `phase_loader` (at the end of this file).
+lr_find builds on this stage through `start_fold`, `train_phases_before` and `phase_loader` (at
+the end of this file) and the FoldRun they pass around, and nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import timm
 import torch
+import yaml
 
 from .. import engine, optim
 from ..config import Config, Phase
@@ -62,6 +63,15 @@ def data_digest(folds: pd.DataFrame, extra: Images) -> str:
     """The rows a fold trains on; with the train settings, what decides whether last.pt resumes."""
     text = folds.to_csv(index=False) + "".join(map(str, extra.paths)) + np.array2string(extra.targets, threshold=np.inf)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def legacy_fingerprint(cfg: Config, folds: pd.DataFrame, extra: Images) -> str:
+    """The resume check of the release before this one (a digest of the train sections' YAML and
+    the rows), so a fold it left half-done resumes after an upgrade instead of starting over."""
+    doc = cfg.model_dump(mode="json")
+    text = yaml.safe_dump({k: doc[k] for k in ("data", "model", "train", "folds")}, sort_keys=False)
+    text += folds.to_csv(index=False) + "".join(map(str, extra.paths))
+    return hashlib.sha256((text + np.array2string(extra.targets, threshold=np.inf)).encode()).hexdigest()[:16]
 
 
 def phase_size(phase: Phase, final_dc: DataConfig) -> int:
@@ -188,8 +198,18 @@ class FoldRun:
     kept: Kept | None = None
 
     @property
-    def run(self) -> RunDir:
+    def paths(self) -> RunDir:
         return RunDir(self.cfg.run_dir)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a fold's last.pt left off."""
+
+    epoch: int  # the last finished epoch
+    phase: int
+    schedule: dict  # the phase schedule's state
+    done: bool
 
 
 def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
@@ -223,21 +243,26 @@ def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> No
         "data": data_digest(run.folds, run.extra),
         "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)},
     }
-    with atomic_path(run.run.last(run.fold)) as tmp:
+    with atomic_path(run.paths.last(run.fold)) as tmp:
         torch.save(state, tmp)
 
 
-def load_state(run: FoldRun) -> dict | None:
-    """last.pt if it was written with these train settings (compared as Make compares stamps, so
-    a key added by a newer release does not restart a fold) and these rows, else None."""
-    path = run.run.last(run.fold)
+def load_state(run: FoldRun) -> Resume | None:
+    """Restore last.pt if it was written with these train settings (compared as Make compares
+    stamps, so a key added by a newer release does not restart a fold) and these rows."""
+    path = run.paths.last(run.fold)
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # a checkpoint torn by a kill mid-write cannot exist (atomic), but a foreign one can
         return None
-    if state.get("data") != data_digest(run.folds, run.extra) or not matches(run.cfg, "train", state.get("settings")):
+    if "fingerprint" in state:  # written by the release before settings were recorded in last.pt
+        same = state["fingerprint"] == legacy_fingerprint(run.cfg, run.folds, run.extra)
+        state["kept"] = state.get("best")
+    else:
+        same = state.get("data") == data_digest(run.folds, run.extra) and matches(run.cfg, "train", state["settings"])
+    if not same:
         return None
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -245,7 +270,7 @@ def load_state(run: FoldRun) -> dict | None:
     run.history = list(state["history"])
     k = state["kept"]
     run.kept = Kept(k["score"], k["epoch"], k["probs"].numpy())
-    return state
+    return Resume(state["epoch"], state["phase"], state["schedule"], state["done"])
 
 
 def run_epoch(
@@ -282,12 +307,12 @@ def run_epoch(
         seconds=round(time.time() - start, 1),
     )
     run.history.append(row)
-    write_csv(run.run.history(run.fold), pd.DataFrame(run.history))
+    write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
     score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
     if run.kept is None or score > run.kept.score:
         run.kept = Kept(score, epoch, probs)
         save_checkpoint(
-            run.run.best(run.fold),
+            run.paths.best(run.fold),
             run.model,
             config=cfg.model_dump(mode="json"),
             classes=run.classes,
@@ -305,7 +330,7 @@ def run_epoch(
     )
 
 
-def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid_dl, y_val, loss_fn) -> None:
+def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, valid_dl, y_val, loss_fn) -> None:
     """The phase's epochs from `first_epoch` on (later than its start when resuming inside it)."""
     cfg, phase = run.cfg, run.cfg.train.phases[p]
     start = cfg.train.phase_starts[p]
@@ -315,8 +340,8 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
     schedule = optim.PhaseSchedule(
         run.optimizer, phase, peaks, optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps)
     )
-    if resume is not None and resume["phase"] == p:
-        schedule.load_state_dict(resume["schedule"])
+    if resume is not None and resume.phase == p:
+        schedule.load_state_dict(resume.schedule)
     layers = optim.lrs_by_layer(
         [
             pk
@@ -337,16 +362,16 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: dict | None, valid
 
 def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     run = build(cfg, folds, fold)
-    oof_path = run.run.fold_oof(fold)
+    oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
-    if resume is not None and resume["done"] and oof_path.is_file():
-        print(f"fold {fold}: already trained ({run.run.last(fold)}); skipping")
+    if resume is not None and resume.done and oof_path.is_file():
+        print(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
         return
     oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
     valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device)
-    next_epoch = resume["epoch"] + 1 if resume else 0
+    next_epoch = resume.epoch + 1 if resume else 0
     if resume:
-        print(f"fold {fold}: resuming after epoch {resume['epoch']} from {run.run.last(fold)}")
+        print(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
     loss_fn = make_loss(cfg)
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
@@ -359,7 +384,7 @@ def finish(run: FoldRun) -> None:
 
     d = run.cfg.data
     plot_curves(
-        pd.DataFrame(run.history), run.run.curves(run.fold), f"{run.cfg.name} fold {run.fold}", kept=run.kept.epoch
+        pd.DataFrame(run.history), run.paths.curves(run.fold), f"{run.cfg.name} fold {run.fold}", kept=run.kept.epoch
     )
     valid = run.folds[run.folds["fold"] == run.fold]
     oof = prob_frame(
@@ -370,7 +395,7 @@ def finish(run: FoldRun) -> None:
         fold=run.fold,
         **{d.label_col: valid[d.label_col].to_list()},
     )
-    write_csv(run.run.fold_oof(run.fold), oof)  # written last: its presence means the fold is done
+    write_csv(run.paths.fold_oof(run.fold), oof)  # written last: its presence means the fold is done
 
 
 # ----------------------------------------------------------------------------- entry
