@@ -60,7 +60,10 @@ def run_stage(args: argparse.Namespace) -> None:
         write_stamp(cfg, args.command)  # before any output, so every output is newer than it
     write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
     stage = importlib.import_module(f".stages.{args.command}", __package__)
-    stage.main(cfg, args.fold) if args.command == "train" else stage.main(cfg)
+    if args.command == "train":
+        stage.main(cfg, args.fold)
+    else:
+        stage.main(cfg)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -75,17 +78,8 @@ def run(args: argparse.Namespace) -> None:
         from .config_files import explain, load_config, to_yaml
 
         if args.explain:
-            print(
-                "\n".join(
-                    [
-                        "# an experiment config (configs/*.yaml)",
-                        *explain(Config),
-                        "",
-                        "# an ensemble file (ensembles/*.yaml)",
-                        *explain(Ensemble),
-                    ]
-                )
-            )
+            files = [("an experiment config, configs/*.yaml", Config), ("an ensemble file, ensembles/*.yaml", Ensemble)]
+            print("\n\n".join(f"# {what}\n" + "\n".join(explain(schema)) for what, schema in files))
         elif args.config is None:
             raise PipelineError("config: name a config file, or --explain")
         else:
