@@ -71,7 +71,7 @@ def same_settings(old: dict, now: dict, set_keys: set[str]) -> bool:
 
 
 def matches(cfg: Config, stage: str, old: dict | None) -> bool:
-    """Whether outputs made with the settings `old` (a stamp's) are what `cfg` would make now."""
+    """Whether outputs made with the settings `old` (a stamp's, or last.pt's) are what `cfg` would make now."""
     return old is not None and same_settings(old, settings(cfg, stage), set(settings(cfg, stage, True)))
 
 
@@ -91,12 +91,16 @@ def _on_disk(run: RunDir, stage: str) -> list[Path]:
 
 def stamp_path(cfg: Config, stage: str) -> Path:
     """The stamp of the current settings: one on disk that matches them, else a new name."""
-    run = RunDir(cfg.run_dir)
-    found = next((p for p in _on_disk(run, stage) if matches(cfg, stage, read_stamp(p))), None)
-    if found is not None:
-        return found
-    text = yaml.safe_dump(settings(cfg, stage), sort_keys=False)
-    return run.stamp(stage, hashlib.sha256(text.encode()).hexdigest()[:12])
+    run, now, set_keys = RunDir(cfg.run_dir), settings(cfg, stage), set(settings(cfg, stage, True))
+    for old in _on_disk(run, stage):
+        found = read_stamp(old)
+        if found is not None and same_settings(found, now, set_keys):
+            return old
+    return run.stamp(stage, hashlib.sha256(stamp_text(now).encode()).hexdigest()[:12])
+
+
+def stamp_text(values: dict) -> str:
+    return yaml.safe_dump(values, sort_keys=False)
 
 
 def write_stamp(cfg: Config, stage: str) -> Path:
@@ -104,7 +108,7 @@ def write_stamp(cfg: Config, stage: str) -> Path:
     is left as it is, so its time still predates the outputs), and drop the stage's other stamps."""
     path = stamp_path(cfg, stage)
     if not path.is_file():
-        write_text(path, yaml.safe_dump(settings(cfg, stage), sort_keys=False))
+        write_text(path, stamp_text(settings(cfg, stage)))
     for other in _on_disk(RunDir(cfg.run_dir), stage):
         if other != path:
             other.unlink(missing_ok=True)

@@ -41,6 +41,13 @@ def test_probability_format_follows_sample_columns(tmp_path, comp):
     assert (tmp_path / "subs" / "a.csv").is_file()
 
 
+def test_an_unknown_method_is_a_one_line_error(tmp_path, comp):
+    a = fake_run(tmp_path, comp, "a", probs(10, 0.5), probs(32, 0.5))
+    with pytest.raises(PipelineError, match="ensemble method median: it takes mean, fit, rank, vote, hierarchical"):
+        ensemble.main([a], out_dir=tmp_path / "subs", method="median")
+    assert not (tmp_path / "subs").exists()
+
+
 def test_incompatible_members_refused(tmp_path, comp):
     a = fake_run(tmp_path, comp, "a", probs(10, 0.5), probs(32, 0.5))
     b = fake_run(tmp_path, comp, "b", np.full((10, 2), 0.5), np.full((32, 2), 0.5), ["ants", "wasps"])

@@ -42,12 +42,18 @@ def test_ensemble_members(tmp_path, comp):
     a = load_config(make_config(tmp_path, comp, name="a"))
     (tmp_path / "runs" / "b").mkdir(parents=True)
     (tmp_path / "runs" / "b" / "config.yaml").write_text((tmp_path / "a.yaml").read_text())
+    (tmp_path / "base.yaml").write_text("method: vote\nout_dir: subs\n")
     spec = tmp_path / "ab.yaml"
-    spec.write_text(f"name: ab\nmembers: [{tmp_path / 'a.yaml'}, {tmp_path / 'runs' / 'b'}]\nout_dir: subs\n")
+    members = f"[{tmp_path / 'a.yaml'}, {tmp_path / 'runs' / 'b'}, {tmp_path / 'a.yaml'}]"
+    spec.write_text(f"base: base.yaml\nname: ab\nmembers: {members}\n")
     words = _words(ensemble_vars(str(spec)))
     assert words[0] == ("ENS_OUT", "subs/ab.csv")
-    assert ("OTHER+", f"{a.run_dir / 'test.csv'}|infer|{tmp_path / 'a.yaml'}") in words
-    assert ("MEMBERS+", str(tmp_path / "runs" / "b" / "test.csv")) in words  # a folder: read as it is
+    assert [v for k, v in words if k == "ENS_FILES+"] == [str(spec), str(tmp_path / "base.yaml")]  # its base too
+    assert [v for k, v in words if k == "OTHER+"] == [f"{a.run_dir / 'test.csv'}|infer|{tmp_path / 'a.yaml'}"]
+    assert [v for k, v in words if k == "MEMBERS+"] == [  # a member named twice: one rule; a folder as it is
+        str(a.run_dir / "test.csv"),
+        str(tmp_path / "runs" / "b" / "test.csv"),
+    ]
 
 
 def test_a_space_in_a_path_is_refused(tmp_path):

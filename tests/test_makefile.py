@@ -82,6 +82,10 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
     bad = make_config(tmp_path, comp, name="bad", train={"phases": [{"epochs": 0, "lr": 1e-3}]})
     res = make("train", f"CONFIG={bad}", check=False)
     assert res.returncode != 0 and "bad.yaml: train.phases.0.epochs" in res.stderr
+    spec = tmp_path / "e.yaml"
+    spec.write_text(f"name: e\nmembers: [{config}]\n")
+    res = make("train", f"ENSEMBLE={spec}", check=False)
+    assert res.returncode != 0 and "ENSEMBLE= names an ensemble file: only `make ensemble` takes it" in res.stderr
 
 
 def test_make_train_resumes_after_a_kill(tmp_path, comp):

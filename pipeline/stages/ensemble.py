@@ -58,13 +58,12 @@ def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metri
     return pd.DataFrame(rows)
 
 
-def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights) -> dict:
-    """Every method's (OOF, test, weights), the test rows in the first member's order."""
+def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights, methods) -> dict:
+    """Each method's (OOF, test, weights), the test rows in the first member's order."""
     d, classes = members[0].cfg.data, members[0].classes
     ids = members[0].test[d.id_col]
     oofs = np.stack([m.oof[classes].to_numpy() for m in members])
     tests = np.stack([m.test.set_index(d.id_col).loc[ids, classes].to_numpy() for m in members])
-    methods = blend.MULTILABEL_METHODS if d.multilabel else blend.METHODS
     return {
         meth: blend.combine(
             meth, oofs, tests, [m.test_folds for m in members], y, metric, weights if meth == "mean" else None
@@ -102,7 +101,7 @@ def main(
     if method not in methods:
         task = "a multi-label task" if d.multilabel else "it"
         raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
-    results = combine_all(members, y, metric, weights)
+    results = combine_all(members, y, metric, weights, methods)
     table = cv_table(members, y, folds, metric, results)
     print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")
     print(table.to_string(index=False, float_format="%.4f"))

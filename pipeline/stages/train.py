@@ -194,6 +194,7 @@ class FoldRun:
     scaler: torch.amp.GradScaler
     final_dc: DataConfig
     extra: Images  # other experiments' rows for this fold (upstream.extra_rows)
+    made_with: dict  # the train settings and a digest of the rows: last.pt records it, resume checks it
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
 
@@ -223,9 +224,9 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
     extra = extra_rows(cfg, folds, fold, classes)  # read once: the resume check and every phase use it
-    return FoldRun(
-        cfg, fold, folds, classes, device, model, optimizer, engine.grad_scaler(device, cfg.runtime), final_dc, extra
-    )
+    made_with = {"settings": settings(cfg, "train"), "data": data_digest(folds, extra)}
+    scaler = engine.grad_scaler(device, cfg.runtime)
+    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, scaler, final_dc, extra, made_with)
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
@@ -239,8 +240,7 @@ def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> No
         "phase": phase,
         "history": run.history,
         "done": done,
-        "settings": settings(run.cfg, "train"),
-        "data": data_digest(run.folds, run.extra),
+        **run.made_with,
         "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)},
     }
     with atomic_path(run.paths.last(run.fold)) as tmp:
@@ -261,7 +261,7 @@ def load_state(run: FoldRun) -> Resume | None:
         same = state["fingerprint"] == legacy_fingerprint(run.cfg, run.folds, run.extra)
         state["kept"] = state.get("best")
     else:
-        same = state.get("data") == data_digest(run.folds, run.extra) and matches(run.cfg, "train", state["settings"])
+        same = state.get("data") == run.made_with["data"] and matches(run.cfg, "train", state.get("settings"))
     if not same:
         return None
     run.model.load_state_dict(state["model"])
