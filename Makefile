@@ -28,6 +28,9 @@ ENSEMBLE ?=## ensemble: an ensemble file (members, method); CONFIG is not read t
 RUNS ?=## ensemble: experiment folders to average instead, e.g. RUNS="runs/a runs/b"
 NAME ?=## ensemble with RUNS: submissions/<NAME>.csv
 SUBMISSIONS ?= submissions## ensemble: where the submission goes
+GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; train.batch_size is split)
+TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
+LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
 STAGES := folds train infer lr-find mine pseudo ensemble
 .PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGES)
@@ -61,8 +64,8 @@ test: .venv/.installed  ## ruff (lint, format check) and the test suite: what CI
 	$(PY) -m ruff format --check pipeline tests bench tools
 	$(PY) -m pytest -q tests
 
-clean:  ## delete every run, submission and folds file
-	rm -rf runs submissions/*.csv submissions/*.json folds/*.csv folds/*.json
+clean:  ## delete every run, submission, folds file and the decode cache
+	rm -rf runs cache submissions/*.csv submissions/*.json folds/*.csv folds/*.json
 
 # ----------------------------------------------------------------------------- the stages
 folds:     ## folds/<competition>.csv, once per competition
@@ -101,29 +104,36 @@ else
 ensemble: $(ENS_OUT)
 endif
 
+# How a stage runs: through LAUNCH when given (the launcher places it); otherwise here, with a
+# share of the cores when make -j runs several (PIPELINE_JOBS; MAKEFLAGS holds -jN only in recipes).
+JOBS = $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
+RUN_STAGE = $(if $(LAUNCH),$(LAUNCH),PIPELINE_JOBS=$(JOBS)) $(PY) -m
+PIPELINE = $(RUN_STAGE) pipeline
+TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_node=$(GPUS) -m) pipeline train
+
 $(FOLDS_FILE): $(TRAIN_CSV)
-	$(PY) -m pipeline folds $(CONFIG) $(SET)
+	$(PIPELINE) folds $(CONFIG) $(SET)
 
 $(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)
-	$(PY) -m pipeline train $(CONFIG) $(SET) --fold $*
+	$(TRAIN) $(CONFIG) $(SET) --fold $*
 
 $(RUN)/lr_find.csv: $(FOLDS_FILE) $(STAMP_lr_find) $(TRAINS_ON)
-	$(PY) -m pipeline lr_find $(CONFIG) $(SET)
+	$(PIPELINE) lr_find $(CONFIG) $(SET)
 
 $(RUN)/test.csv: $(foreach k,$(FOLDS),$(RUN)/fold$(k)/oof.csv) $(STAMP_infer)
-	$(PY) -m pipeline infer $(CONFIG) $(SET)
+	$(PIPELINE) infer $(CONFIG) $(SET)
 
 $(RUN)/hard_negatives.csv: $(RUN)/test.csv $(STAMP_mine)
-	$(PY) -m pipeline mine $(CONFIG) $(SET)
+	$(PIPELINE) mine $(CONFIG) $(SET)
 
 $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(STAMP_pseudo)
-	$(PY) -m pipeline pseudo $(CONFIG) $(SET)
+	$(PIPELINE) pseudo $(CONFIG) $(SET)
 
 $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv),$(RUN)/test.csv) $(SAMPLE_SUB)
-	$(PY) -m pipeline ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
+	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
 
 $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
-	$(PY) -m pipeline ensemble --spec $(ENSEMBLE)
+	$(PIPELINE) ensemble --spec $(ENSEMBLE)
 
 # A stage writes its stamp when it starts. A stamp that does not exist yet has no recipe: Make
 # takes it as just changed, so the stage that depends on it reruns.

@@ -30,7 +30,7 @@ def main() -> None:
     for split, csv in [("train", DATA / "train.csv"), ("test", Path("bench/ants-bees-test-labels.csv"))]:
         df = pd.read_csv(csv, dtype=str)
         paths = image_paths(DATA, split + "/{id}.jpg", df.image_id, csv)
-        loader = make_loader(ImageDataset(paths, None, tf), 64, False, 0, torch.device("cpu"))
+        loader = make_loader(ImageDataset(paths, None, tf), 64, False)
         with torch.inference_mode():
             logits = torch.cat([model(x) for x, _ in loader])
         pred = np.where(logits[:, 310] > logits[:, 309], "ants", "bees")

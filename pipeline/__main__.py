@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 
@@ -56,9 +57,10 @@ def run_stage(args: argparse.Namespace) -> None:
     from .stamps import STAGE_READS, write_stamp
 
     cfg = load_config(args.config, args.overrides)
-    if args.command in STAGE_READS:
-        write_stamp(cfg, args.command)  # before any output, so every output is newer than it
-    write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 alone writes
+        if args.command in STAGE_READS:
+            write_stamp(cfg, args.command)  # before any output, so every output is newer than it
+        write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
     stage = importlib.import_module(f".stages.{args.command}", __package__)
     if args.command == "train":
         stage.main(cfg, args.fold)

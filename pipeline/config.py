@@ -9,7 +9,7 @@ It must not import torch: Make reads configs at parse time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,7 +156,11 @@ class Train(_Section):
     phases: list[Phase] = Field(
         default_factory=_default_phases, min_length=1, description="run in order on one model and optimizer"
     )
-    batch_size: int = Field(32, ge=1, description="images per batch")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        32,
+        description="images per optimizer step (over all GPUs); auto: the largest that fits in GPU memory "
+        "at each phase's size, with the LRs scaled from lr_ref_batch (on a CPU: lr_ref_batch)",
+    )
     accum_steps: int = Field(1, ge=1, description="gradient accumulation: one update per accum_steps batches")
     lr_ref_batch: int | None = Field(
         None,
@@ -209,6 +213,8 @@ class Train(_Section):
     def _one_discriminative_rule(self):
         if self.layer_decay is not None and self.lr_ratio is not None:
             raise ValueError("set layer_decay or lr_ratio, not both")
+        if self.batch_size == "auto" and self.lr_ref_batch is None:
+            raise ValueError("batch_size: auto needs lr_ref_batch, the batch the phase lrs were set for")
         return self
 
     @property
@@ -294,11 +300,21 @@ class Runtime(_Section):
 
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto: CUDA when torch sees a GPU")
     amp: bool = Field(True, description="autocast, on CUDA only")
-    amp_dtype: Literal["bfloat16", "float16"] = Field(
-        "bfloat16", description="float16 (with loss scaling) for pre-Ampere GPUs"
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 where the GPU has it, else float16 with loss scaling"
     )
     channels_last: bool = Field(True, description="channels-last memory format (faster for convnets, CPU too)")
-    num_workers: int | None = Field(None, ge=0, description="DataLoader workers; null: 0 on CPU, up to 8 on CUDA")
+    compile: bool = Field(False, description="torch.compile the model (minutes of compiling, then faster steps)")
+    deterministic: bool = Field(
+        False, description="torch's deterministic algorithms and no cudnn.benchmark: slower, repeatable on a GPU"
+    )
+    cache: bool = Field(True, description="decode each image once into runtime.cache_dir (false: decode every epoch)")
+    cache_dir: str = Field("cache", description="where decoded images are kept, shared by experiments")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes; null: 1 on a CPU, cores - 1 (up to 8) per GPU"
+    )
+    pin_memory: bool | None = Field(None, description="page-locked batches; null: on with a GPU")
+    prefetch_factor: int = Field(4, ge=1, description="batches each worker prepares ahead")
 
 
 # ----------------------------------------------------------------------------- the experiment

@@ -12,6 +12,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
+from . import distributed
 from .config import Data
 from .errors import PipelineError
 from .io import read_table
@@ -104,15 +105,20 @@ class DataConfig:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[Path], targets: np.ndarray | None, transform: A.Compose):
-        self.paths, self.transform = paths, transform
+    """`source`: path -> RGB uint8 image; the decode cache (cache.DecodedImages) or read_image."""
+
+    def __init__(self, paths: list[Path], targets: np.ndarray | None, transform: A.Compose, source=None):
+        self.paths, self.transform, self.source = paths, transform, source or read_image
         self.targets = np.full(len(paths), -1) if targets is None else np.asarray(targets)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
-        image = self.transform(image=read_image(self.paths[i]))["image"]
+    def __getitem__(self, i: int | tuple[int, int]):
+        if isinstance(i, tuple):  # (index, epoch seed) from a training loader's ShardSampler
+            i, seed = i
+            self.transform.set_random_seed((seed * 1_000_003 + i) % 2**32)
+        image = self.transform(image=self.source(self.paths[i]))["image"]
         t = self.targets[i]
         # a row of class probabilities (soft pseudo-labels) or a class index
         return image, (torch.as_tensor(t, dtype=torch.float32) if np.ndim(t) else int(t))
@@ -172,20 +178,29 @@ def balanced_sampler(y: np.ndarray) -> torch.utils.data.WeightedRandomSampler:
     counts = np.bincount(y)
     weights = 1.0 / counts[y]
     return torch.utils.data.WeightedRandomSampler(
-        torch.as_tensor(weights, dtype=torch.double), num_samples=int(counts.max()) * int((counts > 0).sum())
+        torch.as_tensor(weights, dtype=torch.double),
+        num_samples=int(counts.max()) * int((counts > 0).sum()),
+        generator=torch.Generator(),
     )
 
 
-def make_loader(ds, batch_size: int, train: bool, num_workers: int, device: torch.device, sampler=None):
+def make_loader(ds, batch_size: int, train: bool, opts: dict | None = None, sampler=None):
+    """A loader over ds. `opts`: engine.loader_options (workers, pinning, prefetch). A training
+    loader shards `sampler` (default: a reshuffle each epoch) across DDP processes, each taking
+    batch_size / world of every batch; reseed it with loader.sampler.set_epoch."""
+    opts = opts or {}
+    if train:
+        world = distributed.world_size()
+        if batch_size % world:
+            raise PipelineError(f"train.batch_size: {batch_size} does not split over {world} processes")
+        base = sampler or torch.utils.data.RandomSampler(ds, generator=torch.Generator())
+        sampler, batch_size = distributed.ShardSampler(base), batch_size // world
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=train and sampler is None,
         sampler=sampler,
-        num_workers=num_workers,
         # BatchNorm cannot train on a batch of one, which a ragged last batch can be
-        drop_last=train and len(ds) > batch_size,
-        pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
-        worker_init_fn=_worker_init if num_workers else None,
+        drop_last=train and len(sampler) > batch_size,
+        worker_init_fn=_worker_init if opts.get("num_workers") else None,
+        **opts,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import timm
 import torch
 from timm.models import group_parameters
 from timm.optim import create_optimizer_v2, list_optimizers
@@ -61,9 +62,11 @@ def make_optimizer(model: torch.nn.Module, t: Train) -> torch.optim.Optimizer:
     return optimizer
 
 
-def peak_lrs(optimizer: torch.optim.Optimizer, phase: Phase, t: Train) -> list[float]:
-    """Each group's peak LR in this phase, with linear scaling by the effective batch if asked."""
-    scale = t.batch_size * t.accum_steps / t.lr_ref_batch if t.lr_ref_batch else 1.0
+def peak_lrs(optimizer: torch.optim.Optimizer, phase: Phase, t: Train, batch: int | None = None) -> list[float]:
+    """Each group's peak LR in this phase, with linear scaling by the effective batch if asked
+    (`batch`: the phase's batch, which batch_size: auto chooses per phase)."""
+    batch = batch or t.batch_size
+    scale = batch * t.accum_steps / t.lr_ref_batch if t.lr_ref_batch else 1.0
     return [phase.lr * scale * g["lr_mult"] for g in optimizer.param_groups]
 
 
@@ -162,6 +165,7 @@ def set_frozen(model: torch.nn.Module, frozen: bool) -> None:
 
 def freeze_bn(model: torch.nn.Module) -> None:
     """Keep the backbone's BatchNorm layers in eval mode: their running statistics stay put."""
+    model = timm.utils.unwrap_model(model)  # DDP or torch.compile around it
     head = set(model.get_classifier().modules())
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m not in head:

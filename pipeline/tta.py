@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import engine
+from .cache import run_cache
 from .config import Config, Tta
 from .data import DataConfig, ImageDataset, make_loader, normalize, resize_short
 from .errors import PipelineError
@@ -97,8 +98,8 @@ class CropsDataset(ImageDataset):
     """Each item: the image resized as timm's eval recipe does (short side to size / crop_pct),
     then every named crop of size x size, stacked: (n_crops, C, size, size)."""
 
-    def __init__(self, paths, dc: DataConfig, size: int, crops: tuple[str, ...]):
-        super().__init__(paths, None, A.Compose([resize_short(dc.at(size))] + normalize(dc)))
+    def __init__(self, paths, dc: DataConfig, size: int, crops: tuple[str, ...], source=None):
+        super().__init__(paths, None, A.Compose([resize_short(dc.at(size))] + normalize(dc)), source)
         self.size, self.crops = size, crops
 
     def __getitem__(self, i: int):
@@ -122,18 +123,27 @@ def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilab
 
 
 def predict_views(
-    model, paths, dc: DataConfig, views: list[View], batch_size: int, device, rt, multilabel: bool = False
+    model,
+    paths,
+    dc: DataConfig,
+    views: list[View],
+    batch_size: int,
+    device,
+    rt,
+    multilabel: bool = False,
+    source=None,
 ) -> np.ndarray:
     """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
-    shrinks with the number of views per size, so a forward pass holds about batch_size images."""
+    shrinks with the number of views per size, so a forward pass holds about batch_size images.
+    `source`: the decode cache (path -> image), or None to decode the files."""
     model.eval()
     out = []
     for size in dict.fromkeys(v.size for v in views):
         crops = tuple(dict.fromkeys(v.crop for v in views if v.size == size))
         flips = list(dict.fromkeys(v.flip for v in views if v.size == size))
-        ds = CropsDataset(paths, dc, size, crops)
+        ds = CropsDataset(paths, dc, size, crops, source)
         per_batch = max(1, batch_size // (len(crops) * len(flips)))
-        dl = make_loader(ds, per_batch, False, engine.num_workers(rt, device), device)
+        dl = make_loader(ds, per_batch, False, engine.loader_options(rt, device))
         probs = torch.cat([forward_views(model, x, flips, device, rt, multilabel) for x, _ in dl])  # (N, V_s, K)
         names = [(c, f) for c in crops for f in flips]
         want = [names.index((v.crop, v.flip)) for v in views if v.size == size]
@@ -155,8 +165,9 @@ def fold_views(fm: FoldModel, tta: Tta) -> list[View]:
 def predict_merged(fm: FoldModel, paths, cfg: Config, device) -> np.ndarray:
     """(N, K) probabilities of a fold model on the images, under infer.tta's views, merged."""
     views = fold_views(fm, cfg.infer.tta)
+    source = run_cache(cfg, fm.data_config)
     probs = predict_views(
-        fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime, cfg.data.multilabel
+        fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime, cfg.data.multilabel, source
     )
     return merge(probs, cfg.infer.tta.merge, cfg.data.multilabel)
 

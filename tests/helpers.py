@@ -114,6 +114,7 @@ def make_config(tmp_path: Path, comp: Path, name: str = "tiny", **sections) -> P
         "train": {"phases": [{"epochs": 2, "lr": 3e-3}], "batch_size": 8},
         "folds": {"n_folds": 2, "seed": 0, "dir": str(tmp_path / "folds")},
         "infer": {"batch_size": 16},
+        "runtime": {"cache_dir": str(tmp_path / "cache")},
     }
     for section, values in sections.items():
         doc[section] = {**doc.get(section, {}), **values} if isinstance(values, dict) else values

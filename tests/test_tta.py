@@ -99,7 +99,7 @@ def test_flip_invariant_model_gives_identical_outputs_under_hflip(tmp_path):
     assert probs.shape == (3, len(paths), 3)
     assert torch.allclose(torch.from_numpy(probs[1]), torch.from_numpy(probs[0]), atol=1e-6)
     assert not np.allclose(probs[2], probs[0], atol=1e-3)  # vflip is not a symmetry of it
-    plain = predict(model, make_loader(ImageDataset(paths, None, eval_transform(DC)), 2, False, 0, CPU), CPU, RT)
+    plain = predict(model, make_loader(ImageDataset(paths, None, eval_transform(DC)), 2, False), CPU, RT)
     assert np.allclose(probs[0], plain, atol=1e-6)
 
 

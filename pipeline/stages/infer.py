@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import engine, tta
+from ..cache import run_cache
 from ..config import Config
 from ..errors import PipelineError
 from ..folds_file import load_folds
@@ -66,13 +67,15 @@ def main(cfg: Config) -> pd.DataFrame:
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
     folds = load_folds(cfg)
     device = engine.pick_device(cfg.runtime)
-    fold_probs, classes, oof_views = [], None, None
+    engine.setup(cfg.runtime, device)
+    fold_probs, classes, oof_views, source = [], None, None, None
     for k in range(cfg.folds.n_folds):
         check_trained_on(cfg, folds, k)
         fm = load_fold_model(run, k, device, cfg.runtime)
         if classes is not None and fm.classes != classes:
             raise PipelineError(f"{run.best(k)}: classes {fm.classes} differ from fold 0's")
         classes, views = fm.classes, tta.fold_views(fm, t)
+        source = source or run_cache(cfg, fm.data_config)
         rows = np.flatnonzero(folds["fold"].to_numpy() == k)
         valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
         both = tta.predict_views(
@@ -84,6 +87,7 @@ def main(cfg: Config) -> pd.DataFrame:
             device,
             cfg.runtime,
             d.multilabel,
+            source,
         )
         if oof_views is None:
             oof_views = np.zeros((len(views), len(folds), len(classes)))

@@ -87,6 +87,7 @@ def main(cfg: Config) -> pd.DataFrame:
     if d.negative_class not in set(folds[d.label_col]):
         raise PipelineError(f"data.negative_class: '{d.negative_class}' is not a class of {d.train_csv}")
     device = engine.pick_device(cfg.runtime)
+    engine.setup(cfg.runtime, device)
     found = pd.concat([mine_fold(cfg, folds, k, device) for k in range(cfg.folds.n_folds)], ignore_index=True)
     out = RunDir(cfg.run_dir).hard_negatives
     write_csv(out, found)

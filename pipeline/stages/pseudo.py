@@ -79,6 +79,7 @@ def main(cfg: Config) -> pd.DataFrame:
         raise PipelineError("pseudo: works on one label per image (data.task multiclass)")
     p = cfg.pseudo
     device = engine.pick_device(cfg.runtime)
+    engine.setup(cfg.runtime, device)
     parts = []
     for k in range(cfg.folds.n_folds):
         u = fold_predictions(cfg, k, device)

@@ -16,6 +16,7 @@ the end of this file) and the FoldRun they pass around, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import time
@@ -27,7 +28,8 @@ import timm
 import torch
 import yaml
 
-from .. import engine, optim
+from .. import distributed, engine, optim
+from ..cache import run_cache
 from ..config import Config, Phase
 from ..data import (
     DataConfig,
@@ -99,11 +101,14 @@ def train_loader(
     final_dc: DataConfig,
     device: torch.device,
     extra: Images | None = None,
+    source=None,
+    batch: int | None = None,
 ):
     """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
     hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
     says. Oversampling happens after the split: a validation image can never be repeated into it.
-    `extra`: upstream.extra_rows' result when the caller has it already."""
+    `extra`: upstream.extra_rows' result when the caller has it already; `source`: the decode
+    cache; `batch`: the phase's batch (train.batch_size unless that is auto)."""
     t = cfg.train
     own = fold_images(cfg, training_rows(cfg, folds, fold), classes)
     paths, targets = own.paths, own.targets
@@ -118,22 +123,29 @@ def train_loader(
         paths, targets = paths + extra.paths, rows if soft else rows.argmax(1)
     labels = targets.argmax(1) if np.ndim(targets) == 2 else targets
     sampler = balanced_sampler(labels) if t.sampling == "weighted" else None
-    ds = ImageDataset(paths, targets, train_transform(final_dc.at(phase_size(phase, final_dc)), t.aug))
-    return make_loader(ds, t.batch_size, True, engine.num_workers(cfg.runtime, device), device, sampler)
+    ds = ImageDataset(paths, targets, train_transform(final_dc.at(phase_size(phase, final_dc)), t.aug), source)
+    return make_loader(ds, batch or t.batch_size, True, engine.loader_options(cfg.runtime, device), sampler)
 
 
 def valid_loader(
-    cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str], final_dc: DataConfig, device: torch.device
+    cfg: Config,
+    folds: pd.DataFrame,
+    fold: int,
+    classes: list[str],
+    final_dc: DataConfig,
+    device: torch.device,
+    source=None,
 ):
     """This fold's images, untouched, at the inference size (so the kept epoch is chosen on what
-    inference will see), and their targets."""
+    inference will see), and all their targets. Under DDP the loader holds this process's share
+    (every world-th image), which distributed.gather_rows puts back in order."""
     images = fold_images(cfg, folds[folds["fold"] == fold], classes)
+    mine = slice(distributed.rank(), None, distributed.world_size())
     dl = make_loader(
-        ImageDataset(images.paths, images.targets, eval_transform(final_dc)),
+        ImageDataset(images.paths[mine], images.targets[mine], eval_transform(final_dc), source),
         cfg.infer.batch_size,
         False,
-        engine.num_workers(cfg.runtime, device),
-        device,
+        engine.loader_options(cfg.runtime, device),
     )
     return dl, images.targets
 
@@ -143,29 +155,36 @@ def valid_loader(
 
 def train_one_epoch(
     model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool
-) -> float:
-    """One pass over the training images; one optimizer update per `accum` batches."""
+) -> tuple[float, float]:
+    """One pass over the training images; one optimizer update per `accum` batches. Under DDP the
+    batches between updates skip the gradient all-reduce (no_sync). Returns the mean loss and the
+    seconds spent waiting for batches (the loader's share of the epoch)."""
     model.train()
     if bn_eval:
         optim.freeze_bn(model)
-    total, seen = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+    total, seen, waited = torch.zeros((), device=device), 0, 0.0  # loss summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
-    for i, (x, y) in enumerate(loader):
+    batches, t0 = iter(loader), time.perf_counter()
+    for i, (x, y) in enumerate(batches):
+        waited += time.perf_counter() - t0
         x, y = engine.to_input(x, device, rt), y.to(device, non_blocking=True)
-        with engine.autocast(device, rt):
-            loss = loss_fn(model(x), y)
-        scaler.scale(loss / accum).backward()
-        if (i + 1) % accum == 0 or i + 1 == len(loader):
+        update = (i + 1) % accum == 0 or i + 1 == len(loader)
+        with contextlib.nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync():
+            with engine.autocast(device, rt):
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss / accum).backward()
+        if update:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
         total += loss.detach().float() * len(y)
         seen += len(y)
+        t0 = time.perf_counter()
     mean = total.item() / max(seen, 1)
     if not np.isfinite(mean):
         raise PipelineError("training loss is not finite: lower the phase's lr (make lr-find)")
-    return mean
+    return mean, waited
 
 
 # ----------------------------------------------------------------------------- a fold
@@ -195,6 +214,8 @@ class FoldRun:
     final_dc: DataConfig
     extra: Images  # other experiments' rows for this fold (upstream.extra_rows)
     made_with: dict  # the train settings and a digest of the rows: last.pt records it, resume checks it
+    net: torch.nn.Module  # what the steps call: the model, wrapped for DDP and compiled as runtime says
+    source: object  # path -> image: the decode cache, or None to decode the originals
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
 
@@ -218,6 +239,8 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     seed_everything(cfg.train.seed + fold)
     classes = class_list(folds[cfg.data.label_col], cfg.data)
     device = engine.pick_device(cfg.runtime)
+    engine.setup(cfg.runtime, device)
+    distributed.start(device)
     model = create_model(cfg.model, len(classes))
     final_dc = data_config(model, cfg.model.img_size)
     check_phase_sizes(cfg, model, final_dc)
@@ -226,7 +249,9 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     extra = extra_rows(cfg, folds, fold, classes)  # read once: the resume check and every phase use it
     made_with = {"settings": settings(cfg, "train"), "data": data_digest(folds, extra)}
     scaler = engine.grad_scaler(device, cfg.runtime)
-    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, scaler, final_dc, extra, made_with)
+    net = engine.compiled(distributed.wrap(model, device), cfg.runtime)
+    source = run_cache(cfg, final_dc)
+    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, scaler, final_dc, extra, made_with, net, source)
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
@@ -273,16 +298,47 @@ def load_state(run: FoldRun) -> Resume | None:
     return Resume(state["epoch"], state["phase"], state["schedule"], state["done"])
 
 
+def validate(run: FoldRun, valid_dl) -> np.ndarray:
+    """The fold's validation probabilities, each process predicting its share under DDP."""
+    probs = engine.predict(run.net, valid_dl, run.device, run.cfg.runtime, run.cfg.data.multilabel)
+    return distributed.gather_rows(torch.from_numpy(probs), len(run.folds[run.folds["fold"] == run.fold])).numpy()
+
+
+def keep_and_save(run: FoldRun, row: dict, probs: np.ndarray, p: int, schedule) -> None:
+    """best.pt when this epoch beats the kept one (train.monitor), then last.pt: by process 0 only."""
+    t, epoch = run.cfg.train, row["epoch"]
+    score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
+    better = run.kept is None or score > run.kept.score
+    if better:
+        run.kept = Kept(score, epoch, probs)
+    if distributed.is_main():
+        if better:
+            save_checkpoint(
+                run.paths.best(run.fold),
+                run.model,
+                config=run.cfg.model_dump(mode="json"),
+                classes=run.classes,
+                data_config=run.final_dc.to_timm(),
+                fold=run.fold,
+                epoch=epoch,
+                valid=row,
+            )
+        save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
+    distributed.barrier()
+
+
 def run_epoch(
     run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule, valid_dl, y_val, loss_fn, peaks: list[float]
 ) -> None:
+    """One epoch, validated and checkpointed; history.csv gets its row, with where the time went:
+    waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
     cfg, t = run.cfg, run.cfg.train
     seed = t.seed + 1000 * run.fold + epoch  # per epoch, so a resumed run draws what it would have
     seed_everything(seed)
-    train_dl.dataset.transform.set_random_seed(seed)
+    train_dl.sampler.set_epoch(seed)
     start = time.time()
-    train_loss = train_one_epoch(
-        run.model,
+    train_loss, waited = train_one_epoch(
+        run.net,
         train_dl,
         run.optimizer,
         schedule,
@@ -293,50 +349,67 @@ def run_epoch(
         t.accum_steps,
         phase.bn_eval,
     )
-    probs = engine.predict(run.model, valid_dl, run.device, cfg.runtime, cfg.data.multilabel)
+    trained = time.time()
+    probs = validate(run, valid_dl)
+    validated = time.time()
     row = dict(
         epoch=epoch,
         phase=p,
         img_size=phase_size(phase, run.final_dc),
         frozen=phase.frozen,
+        batch_size=train_dl.batch_size * distributed.world_size(),
         lr_head=max(peaks),
         lr_stem=min(peaks),
         train_loss=train_loss,
         valid_loss=log_loss(y_val, probs),
         valid_accuracy=accuracy(y_val, probs),
-        seconds=round(time.time() - start, 1),
+        data_s=round(waited, 2),
+        train_s=round(trained - start - waited, 2),
+        valid_s=round(validated - trained, 2),
+        seconds=round(validated - start, 1),
     )
     run.history.append(row)
-    write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
-    score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
-    if run.kept is None or score > run.kept.score:
-        run.kept = Kept(score, epoch, probs)
-        save_checkpoint(
-            run.paths.best(run.fold),
-            run.model,
-            config=cfg.model_dump(mode="json"),
-            classes=run.classes,
-            data_config=run.final_dc.to_timm(),
-            fold=run.fold,
-            epoch=epoch,
-            valid=row,
+    keep_and_save(run, row, probs, p, schedule)
+    row["save_s"] = round(time.time() - validated, 2)  # in history.csv; last.pt's copy is already written
+    if distributed.is_main():
+        write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
+        print(
+            f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
+            f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
+            f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds'] + row['save_s']:.1f}s: data {row['data_s']}s, "
+            f"steps {row['train_s']}s, valid {row['valid_s']}s, save {row['save_s']}s)",
+            flush=True,
         )
-    save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
-    print(
-        f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
-        f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
-        f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds']}s)",
-        flush=True,
-    )
+
+
+def phase_batch(run: FoldRun, p: int) -> int:
+    """train.batch_size, or under auto the largest that fits the GPU at the phase's size (every
+    process taking its share), capped so an epoch has at least 8 steps; lr_ref_batch on a CPU."""
+    t = run.cfg.train
+    if t.batch_size != "auto":
+        return t.batch_size
+    world = distributed.world_size()
+    if run.device.type != "cuda":
+        say(f"fold {run.fold} phase {p}: batch_size auto on a CPU: lr_ref_batch, {t.lr_ref_batch}")
+        return t.lr_ref_batch
+    size = phase_size(t.phases[p], run.final_dc)
+    cap = max(1, len(run.folds[run.folds["fold"] != run.fold]) // 8 // world)
+    optim.set_frozen(run.model, t.phases[p].frozen)
+    per = engine.largest_batch(lambda b: engine.fits(run.net, size, b, run.device, run.cfg.runtime, 0.85), cap)
+    if per == 0:
+        raise PipelineError(f"train.batch_size: auto: not one {size} px image fits in GPU memory")
+    say(f"fold {run.fold} phase {p}: batch_size auto: {per * world} ({per} per GPU) at {size} px")
+    return per * world
 
 
 def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, valid_dl, y_val, loss_fn) -> None:
     """The phase's epochs from `first_epoch` on (later than its start when resuming inside it)."""
     cfg, phase = run.cfg, run.cfg.train.phases[p]
     start = cfg.train.phase_starts[p]
+    batch = phase_batch(run, p)
     optim.set_frozen(run.model, phase.frozen)
-    train_dl = phase_loader(run, p)
-    peaks = optim.peak_lrs(run.optimizer, phase, cfg.train)
+    train_dl = phase_loader(run, p, batch)
+    peaks = optim.peak_lrs(run.optimizer, phase, cfg.train, batch)
     schedule = optim.PhaseSchedule(
         run.optimizer, phase, peaks, optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps)
     )
@@ -349,15 +422,20 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, val
             if not phase.frozen or any(q.requires_grad for q in g["params"])
         ]
     )
-    print(
+    say(
         f"fold {run.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
         f"{phase_size(phase, run.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
-        f"{len(train_dl.dataset)} train images, {phase.sched}; peak lr by layer group (stem to head): "
-        + " ".join(f"{lr:.2e}" for lr in layers),
-        flush=True,
+        f"{len(train_dl.dataset)} train images, batch {batch}, {phase.sched}; peak lr by layer group "
+        "(stem to head): " + " ".join(f"{lr:.2e}" for lr in layers)
     )
     for epoch in range(first_epoch, start + phase.epochs):
         run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks)
+
+
+def say(text: str) -> None:
+    """Progress, printed once (by process 0 under DDP)."""
+    if distributed.is_main():
+        print(text, flush=True)
 
 
 def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
@@ -365,13 +443,14 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
     if resume is not None and resume.done and oof_path.is_file():
-        print(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
+        say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
         return
-    oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
-    valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device)
+    if distributed.is_main():
+        oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
+    valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device, run.source)
     next_epoch = resume.epoch + 1 if resume else 0
     if resume:
-        print(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
+        say(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
     loss_fn = make_loss(cfg)
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
@@ -382,6 +461,8 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
 def finish(run: FoldRun) -> None:
     from ..plots import plot_curves  # matplotlib only when a fold ends
 
+    if not distributed.is_main():
+        return
     d = run.cfg.data
     plot_curves(
         pd.DataFrame(run.history), run.paths.curves(run.fold), f"{run.cfg.name} fold {run.fold}", kept=run.kept.epoch
@@ -419,14 +500,17 @@ def start_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
 
 def train_phases_before(run: FoldRun, p: int) -> None:
     """Train the fold's phases before phase `p`, so `run` holds what phase p would start from."""
-    valid_dl, y_val = valid_loader(run.cfg, run.folds, run.fold, run.classes, run.final_dc, run.device)
+    valid_dl, y_val = valid_loader(run.cfg, run.folds, run.fold, run.classes, run.final_dc, run.device, run.source)
     loss_fn = make_loss(run.cfg)
     for q in range(p):
         run_phase(run, q, run.cfg.train.phase_starts[q], None, valid_dl, y_val, loss_fn)
 
 
-def phase_loader(run: FoldRun, p: int):
-    """The batches of phase `p`: its image size, augmentation, sampling and batch size."""
+def phase_loader(run: FoldRun, p: int, batch: int | None = None):
+    """The batches of phase `p`: its image size, augmentation, sampling and batch size (`batch`:
+    phase_batch's choice; by default train.batch_size, or lr_ref_batch under auto)."""
+    t = run.cfg.train
+    batch = batch or (t.lr_ref_batch if t.batch_size == "auto" else t.batch_size)
     return train_loader(
-        run.cfg, run.folds, run.fold, run.classes, run.cfg.train.phases[p], run.final_dc, run.device, run.extra
+        run.cfg, run.folds, run.fold, run.classes, t.phases[p], run.final_dc, run.device, run.extra, run.source, batch
     )

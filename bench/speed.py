@@ -1,0 +1,192 @@
+"""The pipeline's own cost against the model's, as ratios measured in one run (make bench).
+
+Usage: python bench/speed.py [--only loop|cache|gpu] [--epochs 3]
+
+  loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
+      pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
+      the same model, batch and images, already decoded, resized and normalised in memory.
+      Lite0 at 64 px, batch 32, on data/ants-bees; a head-only phase and an all-layers one.
+  cache_vs_decode: images/s of a training loader reading the decode cache against one decoding
+      the full-size originals (../shared/competitions/ants-bees), at 128 px, same augmentation.
+  gpu_real_vs_synthetic (with a GPU): efficientnet_b0 at 224, bf16 autocast, channels-last:
+      training on cached real images against random tensors already on the GPU.
+
+Each figure is the best of --epochs timed passes after a warm-up one, the two sides alternating
+(this machine is shared: the best pass is the least disturbed). The last lines are the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import engine, optim  # noqa: E402
+from pipeline.cache import open_cache, stored_short  # noqa: E402
+from pipeline.config_files import load_config  # noqa: E402
+from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform  # noqa: E402
+from pipeline.folds_file import load_folds  # noqa: E402
+from pipeline.stages import folds as folds_stage  # noqa: E402
+from pipeline.stages import train  # noqa: E402
+
+ORIGINALS = ROOT.parent / "shared" / "competitions" / "ants-bees"
+
+
+def best_of(fns: dict, rounds: int) -> dict[str, float]:
+    """Seconds of each function's fastest call; one warm-up call each, then rounds alternating."""
+    for fn in fns.values():
+        fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+# ----------------------------------------------------------------------------- loop against plain
+
+
+def plain_epoch(model, batches, optimizer, loss_fn, bn_eval: bool) -> None:
+    """The minimal loop: tensors in memory, forward, backward, step."""
+    model.train()
+    if bn_eval:
+        optim.freeze_bn(model)
+    for x, y in batches:
+        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def loop_vs_plain(tmp: Path, rounds: int) -> dict[str, float]:
+    overrides = [
+        f"runs_dir={tmp}/runs",
+        f"folds.dir={tmp}/folds",
+        f"runtime.cache_dir={tmp}/cache",
+        "model.pretrained=none",
+        "model.img_size=64",
+        "train.batch_size=32",
+        "train.phases=[{epochs: 1, lr: 0.01, frozen: true}, {epochs: 1, lr: 0.001}]",
+    ]
+    cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", overrides)
+    folds_stage.main(cfg)
+    run = train.build(cfg, load_folds(cfg), 0)
+    out = {}
+    for p, name in enumerate(("frozen", "unfrozen")):
+        phase = cfg.train.phases[p]
+        optim.set_frozen(run.model, phase.frozen)
+        dl = train.phase_loader(run, p)
+        dl.sampler.set_epoch(0)
+        batches = list(dl)  # the same images, augmented once, for the plain loop to reuse
+        schedule = optim.PhaseSchedule(run.optimizer, phase, [phase.lr] * len(run.optimizer.param_groups), 10**6)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn):
+            train.train_one_epoch(
+                run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, phase.bn_eval
+            )
+
+        def plain(batches=batches, phase=phase, loss_fn=loss_fn):
+            plain_epoch(run.model, batches, run.optimizer, loss_fn, phase.bn_eval)
+
+        t = best_of({"pipeline": pipeline_epoch, "plain": plain}, rounds)
+        n = len(dl) * dl.batch_size
+        print(f"{name}: pipeline {n / t['pipeline']:.0f} img/s, plain {n / t['plain']:.0f} img/s", flush=True)
+        out[f"loop_vs_plain_{name}"] = t["plain"] / t["pipeline"]
+    return out
+
+
+# ----------------------------------------------------------------------------- cache against decode
+
+
+def cache_vs_decode(tmp: Path, rounds: int) -> dict[str, float]:
+    if not ORIGINALS.is_dir():
+        print(f"cache_vs_decode: skipped, {ORIGINALS} not found")
+        return {}
+    cfg = load_config(
+        ROOT / "configs" / "ants-bees-lite0.yaml",
+        [f"data.root={ORIGINALS}", "model.img_size=128", "train.phases=[{epochs: 1, lr: 0.01}]"],
+    )
+    dc = DataConfig(128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
+    paths = sorted((ORIGINALS / "train").glob("*.jpg"))
+    t = time.perf_counter()
+    cached = open_cache(paths, replace(dc, size=stored_short(cfg, dc), crop_pct=1.0), tmp / "cache")
+    print(f"decode cache: {len(paths)} full-size images in {time.perf_counter() - t:.1f}s", flush=True)
+    opts = engine.loader_options(cfg.runtime, torch.device("cpu"))
+    loaders = {
+        src: make_loader(ImageDataset(paths, [0] * len(paths), train_transform(dc, cfg.train.aug), s), 32, True, opts)
+        for src, s in (("cache", cached), ("decode", None))
+    }
+    t = best_of({k: (lambda dl=dl: sum(len(x) for x, _ in dl)) for k, dl in loaders.items()}, rounds)
+    for k, s in t.items():
+        print(f"loader from {k}: {len(paths) / s:.0f} img/s", flush=True)
+    return {"cache_vs_decode": t["decode"] / t["cache"]}
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+def gpu_real_vs_synthetic(tmp: Path, rounds: int) -> dict[str, float]:
+    if not torch.cuda.is_available():
+        return {}
+    import timm
+
+    device = torch.device("cuda")
+    cfg = load_config(
+        ROOT / "configs" / "ants-bees-lite0.yaml",
+        [f"runtime.cache_dir={tmp}/cache", f"folds.dir={tmp}/folds", f"runs_dir={tmp}/runs"],
+    )
+    model = engine.prepare(timm.create_model("efficientnet_b0", num_classes=2), device, cfg.runtime)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dc = DataConfig(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
+    paths = sorted((ROOT / "data" / "ants-bees" / "train").glob("*.jpg")) * 8
+    cached = open_cache(sorted(set(paths)), replace(dc, size=256, crop_pct=1.0), tmp / "cache")
+    ds = ImageDataset(paths, [0] * len(paths), train_transform(dc, cfg.train.aug), cached)
+    dl = make_loader(ds, 128, True, engine.loader_options(cfg.runtime, device))
+    synthetic = [(torch.randn(128, 3, 224, 224, device=device), torch.zeros(128, dtype=torch.long, device=device))]
+    synthetic *= len(dl)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def epoch(batches):
+        model.train()
+        for x, y in batches:
+            with engine.autocast(device, cfg.runtime):
+                loss = loss_fn(model(engine.to_input(x, device, cfg.runtime)), y.to(device, non_blocking=True))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    t = best_of({"real": lambda: epoch(dl), "synthetic": lambda: epoch(synthetic)}, rounds)
+    n = len(dl) * 128
+    print(f"{torch.cuda.get_device_name()}: real {n / t['real']:.0f} img/s, synthetic {n / t['synthetic']:.0f} img/s")
+    return {"gpu_real_vs_synthetic": t["synthetic"] / t["real"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["loop", "cache", "gpu"])
+    ap.add_argument("--epochs", type=int, default=3, help="timed passes per side (after one warm-up)")
+    args = ap.parse_args()
+    benches = {"loop": loop_vs_plain, "cache": cache_vs_decode, "gpu": gpu_real_vs_synthetic}
+    ratios = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in benches.items():
+            if args.only in (None, name):
+                ratios.update(fn(Path(tmp), args.epochs))
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""pipeline/cache.py: the decode cache gives the pixels decoding gives, and is never read stale."""
+
+import os
+import pickle
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from helpers import DC, make_competition, make_config
+from PIL import Image
+
+from pipeline import cache
+from pipeline.config_files import load_config
+from pipeline.data import ImageDataset, eval_transform, make_loader, read_image, resize_short
+
+# kept at the short side eval resizes to at DC's size (crop_pct 1: the cache keeps what it resized)
+STORED = replace(DC, size=int(round(DC.size / DC.crop_pct)), crop_pct=1.0)
+
+
+def _paths(comp):
+    return sorted((comp / "train").glob("*.jpg")) + sorted((comp / "test").glob("*.jpg"))
+
+
+def test_cached_pixels_equal_decoded_ones(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=6, n_test=2)
+    paths = _paths(comp)
+    images = cache.open_cache(paths, STORED, tmp_path / "cache")
+    assert len(images) == len(paths)
+    for p in paths:
+        want = resize_short(STORED)(image=read_image(p))["image"]
+        assert np.array_equal(images(p), want)
+    # and so the eval recipe through the cache gives exactly what it gives from the files
+    plain, cached = (ImageDataset(paths, None, eval_transform(DC), src) for src in (None, images))
+    for i in range(len(paths)):
+        assert torch.equal(plain[i][0], cached[i][0])
+
+
+def test_rebuilt_when_an_image_or_the_size_changes(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=4, n_test=1)
+    paths = _paths(comp)
+    first = cache.open_cache(paths, STORED, tmp_path / "cache")
+    assert cache.open_cache(paths, STORED, tmp_path / "cache").folder == first.folder  # reused as is
+
+    changed = paths[1]
+    Image.fromarray(np.full((40, 48, 3), 7, np.uint8)).save(changed, quality=95)
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # a newer mtime even on a coarse clock
+    second = cache.open_cache(paths, STORED, tmp_path / "cache")
+    assert second.folder != first.folder
+    assert np.array_equal(second(changed), resize_short(STORED)(image=read_image(changed))["image"])
+
+    bigger = cache.open_cache(paths, STORED.at(STORED.size + 8), tmp_path / "cache")
+    assert bigger.folder not in (first.folder, second.folder) and min(bigger(paths[0]).shape[:2]) == STORED.size + 8
+    assert not list((tmp_path / "cache").glob("*.tmp*"))  # no half-built folder is left behind
+
+
+def test_an_image_outside_the_cache_is_decoded(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=4, n_test=1)
+    paths = _paths(comp)
+    images = cache.open_cache(paths[:2], STORED, tmp_path / "cache")
+    assert np.array_equal(images(paths[3]), resize_short(STORED)(image=read_image(paths[3]))["image"])
+
+
+def test_loader_workers_open_their_own_map(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=6, n_test=2)
+    paths = _paths(comp)
+    images = cache.open_cache(paths, STORED, tmp_path / "cache")
+    images(paths[0])  # maps the file in this process
+    assert pickle.loads(pickle.dumps(images))._pixels is None  # a worker gets the index, not the pixels
+    ds = ImageDataset(paths, None, eval_transform(DC), images)
+    worker = torch.cat([x for x, _ in make_loader(ds, 3, False, {"num_workers": 2})])
+    assert torch.equal(worker, torch.stack([ds[i][0] for i in range(len(ds))]))
+
+
+def test_a_run_caches_at_its_largest_size_and_can_turn_it_off(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=4, n_test=2)
+    phases = [{"epochs": 1, "lr": 1e-3, "img_size": 24}, {"epochs": 1, "lr": 1e-3}]
+    cfg = load_config(make_config(tmp_path, comp, train={"phases": phases}, infer={"tta": {"sizes": [48]}}))
+    assert cache.stored_short(cfg, DC) == round(48 / DC.crop_pct)
+    images = cache.run_cache(cfg, DC)
+    assert len(images) == 6 and images.folder.parent == tmp_path / "cache"
+    off = load_config(make_config(tmp_path, comp, runtime={"cache": False}))
+    assert cache.run_cache(off, DC) is None

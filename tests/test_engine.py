@@ -1,0 +1,95 @@
+"""pipeline/engine.py: loader defaults from the machine, precision, and batch_size: auto."""
+
+import dataclasses
+
+import pytest
+import torch
+from helpers import CPU, make_config
+
+from pipeline import engine, optim
+from pipeline.config import Runtime
+from pipeline.config_files import load_config
+from pipeline.errors import PipelineError
+from pipeline.folds_file import load_folds
+from pipeline.stages import folds as folds_stage
+from pipeline.stages import train
+
+
+def test_loader_options_follow_the_machine_and_the_config(monkeypatch):
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    cpu = engine.loader_options(Runtime(), CPU)
+    assert cpu["num_workers"] == 1 and cpu["persistent_workers"] and not cpu["pin_memory"]
+    assert engine.loader_options(Runtime(num_workers=0, pin_memory=True), CPU) == {"num_workers": 0, "pin_memory": True}
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 1)
+    assert engine.loader_options(Runtime(), CPU)["num_workers"] == 0  # one core: a worker would only compete
+
+
+def test_cpu_threads_are_shared_between_make_jobs(monkeypatch):
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("PIPELINE_JOBS", "4")
+        engine.setup(Runtime(), CPU)
+        assert torch.get_num_threads() == 2
+        assert torch.backends.cudnn.benchmark  # autotuned unless runtime.deterministic
+        engine.setup(Runtime(deterministic=True), CPU)
+        assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+
+
+def test_largest_batch_doubles_then_bisects():
+    tried = []
+
+    def fit(b):
+        tried.append(b)
+        return b <= 40
+
+    assert engine.largest_batch(fit, cap=1000) in range(36, 41)  # within an eighth
+    assert tried[:3] == [16, 32, 64]
+    assert engine.largest_batch(lambda b: True, cap=100) == 100
+    assert engine.largest_batch(lambda b: b <= 5, cap=100) == 5
+    assert engine.largest_batch(lambda b: False, cap=100) == 0
+
+
+class OutOfMemoryAbove(torch.nn.Module):
+    """A model whose forward runs out of memory above `limit` images: a simulated GPU."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.conv = limit, torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("simulated: out of memory")
+        return self.conv(x).mean((2, 3))
+
+
+def test_batch_size_auto_finds_what_fits_under_a_memory_limit(tmp_path, comp, monkeypatch):
+    model = OutOfMemoryAbove(limit=24)
+    rt = Runtime(channels_last=False)
+    assert engine.largest_batch(lambda b: engine.fits(model, 16, b, CPU, rt, 0.85), cap=512) in range(21, 25)
+    assert all(p.grad is None for p in model.parameters())  # the probe leaves no gradients behind
+
+    keys = {"batch_size": "auto", "lr_ref_batch": 8, "phases": [{"epochs": 1, "lr": 1e-3}]}
+    cfg = load_config(make_config(tmp_path, comp, train=keys))
+    folds_stage.main(cfg)
+    run = train.build(cfg, load_folds(cfg), 0)
+    assert train.phase_batch(run, 0) == 8  # no GPU memory to fill on a CPU: the reference batch
+    gpu_like = dataclasses.replace(run, device=torch.device("cuda"))
+    monkeypatch.setattr(engine, "fits", lambda model, size, b, *a: b <= 12)
+    batch = train.phase_batch(gpu_like, 0)
+    assert batch == 2  # capped: 16 training images make at least 8 steps
+    monkeypatch.setattr(engine, "fits", lambda model, size, b, *a: b <= 1)
+    assert train.phase_batch(gpu_like, 0) == 1
+    phase = cfg.train.phases[0]
+    assert optim.peak_lrs(run.optimizer, phase, cfg.train, 16)[0] == pytest.approx(2 * phase.lr)  # linear scaling
+    monkeypatch.setattr(engine, "fits", lambda *a: False)
+    with pytest.raises(PipelineError, match="not one 32 px image fits"):
+        train.phase_batch(gpu_like, 0)
+
+
+def test_batch_size_auto_needs_the_reference_batch(tmp_path, comp):
+    with pytest.raises(PipelineError, match="batch_size: auto needs lr_ref_batch"):
+        load_config(make_config(tmp_path, comp, train={"batch_size": "auto"}))
