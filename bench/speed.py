@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,14 +63,15 @@ def plain_epoch(model, batches, optimizer, loss_fn, bn_eval: bool) -> None:
     if bn_eval:
         optim.freeze_bn(model)
     for x, y in batches:
-        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
 
-def loop_vs_plain(tmp: Path, rounds: int) -> dict[str, float]:
+def loop_vs_plain(tmp: Path, rounds: int, workers: str | None = None) -> dict[str, float]:
     overrides = [
+        *([f"runtime.num_workers={workers}"] if workers else []),
         f"runs_dir={tmp}/runs",
         f"folds.dir={tmp}/folds",
         f"runtime.cache_dir={tmp}/cache",
@@ -85,15 +87,19 @@ def loop_vs_plain(tmp: Path, rounds: int) -> dict[str, float]:
     for p, name in enumerate(("frozen", "unfrozen")):
         phase = cfg.train.phases[p]
         optim.set_frozen(run.model, phase.frozen)
-        dl = train.phase_loader(run, p)
+        # the fold's training images eight times over (about 1,600 a pass), through the pipeline's loader
+        ds = train.phase_loader(run, p).dataset
+        ds = ImageDataset(ds.paths * 8, np.tile(ds.targets, 8), ds.transform, ds.source)
+        dl = make_loader(ds, cfg.train.batch_size, True, engine.loader_options(cfg.runtime, run.device))
         dl.sampler.set_epoch(0)
-        batches = list(dl)  # the same images, augmented once, for the plain loop to reuse
+        # the same images, augmented once and normalised, in memory for the plain loop
+        batches = [(engine.to_input(x, run.device, cfg.runtime, run.final_dc), y) for x, y in dl]
         schedule = optim.PhaseSchedule(run.optimizer, phase, [phase.lr] * len(run.optimizer.param_groups), 10**6)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn):
+        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=run.final_dc):
             train.train_one_epoch(
-                run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, phase.bn_eval
+                run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, phase.bn_eval, dc
             )
 
         def plain(batches=batches, phase=phase, loss_fn=loss_fn):
@@ -153,7 +159,8 @@ def gpu_real_vs_synthetic(tmp: Path, rounds: int) -> dict[str, float]:
     cached = open_cache(sorted(set(paths)), replace(dc, size=256, crop_pct=1.0), tmp / "cache")
     ds = ImageDataset(paths, [0] * len(paths), train_transform(dc, cfg.train.aug), cached)
     dl = make_loader(ds, 128, True, engine.loader_options(cfg.runtime, device))
-    synthetic = [(torch.randn(128, 3, 224, 224, device=device), torch.zeros(128, dtype=torch.long, device=device))]
+    x = torch.randn(128, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    synthetic = [(x, torch.zeros(128, dtype=torch.long, device=device))]
     synthetic *= len(dl)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -161,7 +168,8 @@ def gpu_real_vs_synthetic(tmp: Path, rounds: int) -> dict[str, float]:
         model.train()
         for x, y in batches:
             with engine.autocast(device, cfg.runtime):
-                loss = loss_fn(model(engine.to_input(x, device, cfg.runtime)), y.to(device, non_blocking=True))
+                x = engine.to_input(x, device, cfg.runtime, dc)
+                loss = loss_fn(model(x), y.to(device, non_blocking=True))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -311,7 +311,7 @@ class Runtime(_Section):
     cache: bool = Field(True, description="decode each image once into runtime.cache_dir (false: decode every epoch)")
     cache_dir: str = Field("cache", description="where decoded images are kept, shared by experiments")
     num_workers: int | None = Field(
-        None, ge=0, description="DataLoader worker processes; null: 1 on a CPU, cores - 1 (up to 8) per GPU"
+        None, ge=0, description="DataLoader worker processes; null: none on a CPU, cores - 1 (up to 8) per GPU"
     )
     pin_memory: bool | None = Field(None, description="page-locked batches; null: on with a GPU")
     prefetch_factor: int = Field(4, ge=1, description="batches each worker prepares ahead")

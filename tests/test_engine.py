@@ -16,16 +16,14 @@ from pipeline.stages import train
 
 
 def test_loader_options_follow_the_machine_and_the_config(monkeypatch):
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
-    cpu = engine.loader_options(Runtime(), CPU)
-    assert cpu["num_workers"] == 1 and cpu["persistent_workers"] and not cpu["pin_memory"]
-    assert engine.loader_options(Runtime(num_workers=0, pin_memory=True), CPU) == {"num_workers": 0, "pin_memory": True}
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 1)
-    assert engine.loader_options(Runtime(), CPU)["num_workers"] == 0  # one core: a worker would only compete
+    monkeypatch.setattr(engine, "cores", lambda: 2)
+    assert engine.loader_options(Runtime(), CPU) == {"num_workers": 0, "pin_memory": False}  # see num_workers
+    two = engine.loader_options(Runtime(num_workers=2, pin_memory=True, prefetch_factor=3), CPU)
+    assert two == {"num_workers": 2, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 3}
 
 
 def test_cpu_threads_are_shared_between_make_jobs(monkeypatch):
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(engine, "cores", lambda: 8)
     threads = torch.get_num_threads()
     try:
         monkeypatch.setenv("PIPELINE_JOBS", "4")
@@ -37,6 +35,13 @@ def test_cpu_threads_are_shared_between_make_jobs(monkeypatch):
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_cluster_launchers_grant_sets_the_cores(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert engine.cores() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert 1 <= engine.cores() <= (engine.os.cpu_count() or 1)
 
 
 def test_largest_batch_doubles_then_bisects():

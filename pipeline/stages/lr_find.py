@@ -90,7 +90,7 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
             except StopIteration:  # small datasets: go round again
                 batches = iter(loader)
                 x, y = next(batches)
-            x, y = engine.to_input(x, device, rt), y.to(device)
+            x, y = engine.to_input(x, device, rt, run.final_dc), y.to(device)
             with engine.autocast(device, rt):
                 loss = loss_fn(model(x), y) / t.accum_steps
             run.scaler.scale(loss).backward()

@@ -154,11 +154,12 @@ def valid_loader(
 
 
 def train_one_epoch(
-    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool
+    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool, dc=None
 ) -> tuple[float, float]:
     """One pass over the training images; one optimizer update per `accum` batches. Under DDP the
     batches between updates skip the gradient all-reduce (no_sync). Returns the mean loss and the
-    seconds spent waiting for batches (the loader's share of the epoch)."""
+    seconds spent waiting for batches (the loader's share of the epoch). `dc`: the data config whose
+    mean and std normalise the loader's uint8 batches."""
     model.train()
     if bn_eval:
         optim.freeze_bn(model)
@@ -167,7 +168,7 @@ def train_one_epoch(
     batches, t0 = iter(loader), time.perf_counter()
     for i, (x, y) in enumerate(batches):
         waited += time.perf_counter() - t0
-        x, y = engine.to_input(x, device, rt), y.to(device, non_blocking=True)
+        x, y = engine.to_input(x, device, rt, dc), y.to(device, non_blocking=True)
         update = (i + 1) % accum == 0 or i + 1 == len(loader)
         with contextlib.nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync():
             with engine.autocast(device, rt):
@@ -348,6 +349,7 @@ def run_epoch(
         cfg.runtime,
         t.accum_steps,
         phase.bn_eval,
+        run.final_dc,
     )
     trained = time.time()
     probs = validate(run, valid_dl)
