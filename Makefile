@@ -33,7 +33,7 @@ TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnod
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
 STAGES := folds train infer lr-find mine pseudo ensemble
-.PHONY: help setup demo hard-negatives-demo test clean FORCE $(STAGES)
+.PHONY: help setup demo hard-negatives-demo test bench bench-scaling clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
 	@echo "Targets:"
@@ -63,6 +63,12 @@ test: .venv/.installed  ## ruff (lint, format check) and the test suite: what CI
 	$(PY) -m ruff check pipeline tests bench tools
 	$(PY) -m ruff format --check pipeline tests bench tools
 	$(PY) -m pytest -q tests
+
+bench: .venv/.installed  ## speed ratios: the loop against a plain one, the decode cache against decoding
+	$(PY) bench/speed.py
+
+bench-scaling: .venv/.installed  ## seconds per image at 1k, 4k and 16k real-size JPEGs (about 10 min)
+	$(PY) bench/scaling.py
 
 clean:  ## delete every run, submission, folds file and the decode cache
 	rm -rf runs cache submissions/*.csv submissions/*.json folds/*.csv folds/*.json
@@ -109,7 +115,7 @@ endif
 JOBS = $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
 RUN_STAGE = $(if $(LAUNCH),$(LAUNCH),PIPELINE_JOBS=$(JOBS)) $(PY) -m
 PIPELINE = $(RUN_STAGE) pipeline
-TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_node=$(GPUS) -m) pipeline train
+TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_node=$(GPUS) -m )pipeline train
 
 $(FOLDS_FILE): $(TRAIN_CSV)
 	$(PIPELINE) folds $(CONFIG) $(SET)

@@ -1,6 +1,6 @@
 """The pipeline's own cost against the model's, as ratios measured in one run (make bench).
 
-Usage: python bench/speed.py [--only loop|cache|gpu] [--epochs 3]
+Usage: python bench/speed.py [--only loop|cache|gpu] [--epochs 3] [--workers N]
 
   loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
       pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
@@ -185,8 +185,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["loop", "cache", "gpu"])
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per side (after one warm-up)")
+    ap.add_argument("--workers", help="runtime.num_workers for the training loop (default: the machine's choice)")
     args = ap.parse_args()
-    benches = {"loop": loop_vs_plain, "cache": cache_vs_decode, "gpu": gpu_real_vs_synthetic}
+    benches = {
+        "loop": lambda tmp, rounds: loop_vs_plain(tmp, rounds, args.workers),
+        "cache": cache_vs_decode,
+        "gpu": gpu_real_vs_synthetic,
+    }
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in benches.items():

@@ -137,6 +137,7 @@ def activate(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     return logits.float().sigmoid() if multilabel else logits.float().softmax(-1)
 
 
+@torch.inference_mode()  # no autograd graph, which a model with trainable layers would otherwise build
 def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, multilabel: bool = False) -> np.ndarray:
     """Probabilities, (N, C), in the loader's order."""
     model.eval()

@@ -235,3 +235,15 @@ def test_training_on_soft_pseudo_labels_runs(round1):
     b = neg_config(tmp, comp, name="b2", train={"pseudo_labels_from": str(tmp / "a.yaml")})
     train.main(b, fold=0)
     assert np.isfinite(pd.read_csv(b.run_dir / "fold0" / "history.csv").train_loss).all()
+
+
+def test_head_only_phases_validate_from_features_computed_once(tmp_path, comp):
+    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-2, "frozen": True}])
+    run = train.build(cfg, folds, 0)
+    optim.set_frozen(run.model, True)
+    valid_dl, _ = train.valid_loader(cfg, folds, 0, CLASSES, run.final_dc, CPU)
+    pooled = train.pooled_features(run, valid_dl)
+    assert pooled is not None and len(pooled) == len(valid_dl.dataset)
+    with torch.no_grad():  # the classifier moves; the features stay valid
+        run.model.get_classifier().weight.add_(0.5)
+    assert np.allclose(train.validate(run, valid_dl, pooled), train.validate(run, valid_dl), atol=1e-5)

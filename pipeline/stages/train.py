@@ -299,10 +299,34 @@ def load_state(run: FoldRun) -> Resume | None:
     return Resume(state["epoch"], state["phase"], state["schedule"], state["done"])
 
 
-def validate(run: FoldRun, valid_dl) -> np.ndarray:
-    """The fold's validation probabilities, each process predicting its share under DDP."""
-    probs = engine.predict(run.net, valid_dl, run.device, run.cfg.runtime, run.cfg.data.multilabel)
-    return distributed.gather_rows(torch.from_numpy(probs), len(run.folds[run.folds["fold"] == run.fold])).numpy()
+@torch.inference_mode()
+def pooled_features(run: FoldRun, valid_dl) -> torch.Tensor | None:
+    """In a head-only phase with BatchNorm as pretrained nothing before the classifier changes, so
+    the validation images' pooled features are computed once per phase and each epoch validates
+    the classifier alone. None for a model whose classifier does not take timm's pre-logits (the
+    first batch is checked against the whole forward pass)."""
+    model, rt, out = run.model.eval(), run.cfg.runtime, []
+    for x, _ in valid_dl:
+        x = engine.to_input(x, run.device, rt)
+        with engine.autocast(run.device, rt):
+            f = model.forward_head(model.forward_features(x), pre_logits=True)
+            if not out and not torch.allclose(model.get_classifier()(f).float(), model(x).float(), atol=1e-3):
+                return None
+        out.append(f)
+    return torch.cat(out)
+
+
+def validate(run: FoldRun, valid_dl, pooled: torch.Tensor | None = None) -> np.ndarray:
+    """The fold's validation probabilities, each process predicting its share under DDP; from the
+    pooled features when the phase has them (pooled_features)."""
+    multilabel = run.cfg.data.multilabel
+    if pooled is None:
+        probs = torch.from_numpy(engine.predict(run.net, valid_dl, run.device, run.cfg.runtime, multilabel))
+    else:
+        run.model.eval()
+        with torch.inference_mode(), engine.autocast(run.device, run.cfg.runtime):
+            probs = engine.activate(run.model.get_classifier()(pooled), multilabel).cpu()
+    return distributed.gather_rows(probs, len(run.folds[run.folds["fold"] == run.fold])).numpy()
 
 
 def keep_and_save(run: FoldRun, row: dict, probs: np.ndarray, p: int, schedule) -> None:
@@ -329,7 +353,17 @@ def keep_and_save(run: FoldRun, row: dict, probs: np.ndarray, p: int, schedule) 
 
 
 def run_epoch(
-    run: FoldRun, p: int, phase: Phase, epoch: int, train_dl, schedule, valid_dl, y_val, loss_fn, peaks: list[float]
+    run: FoldRun,
+    p: int,
+    phase: Phase,
+    epoch: int,
+    train_dl,
+    schedule,
+    valid_dl,
+    y_val,
+    loss_fn,
+    peaks: list[float],
+    pooled: torch.Tensor | None = None,
 ) -> None:
     """One epoch, validated and checkpointed; history.csv gets its row, with where the time went:
     waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
@@ -352,7 +386,7 @@ def run_epoch(
         run.final_dc,
     )
     trained = time.time()
-    probs = validate(run, valid_dl)
+    probs = validate(run, valid_dl, pooled)
     validated = time.time()
     row = dict(
         epoch=epoch,
@@ -430,8 +464,9 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, val
         f"{len(train_dl.dataset)} train images, batch {batch}, {phase.sched}; peak lr by layer group "
         "(stem to head): " + " ".join(f"{lr:.2e}" for lr in layers)
     )
+    pooled = pooled_features(run, valid_dl) if phase.frozen and phase.bn_eval else None
     for epoch in range(first_epoch, start + phase.epochs):
-        run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks)
+        run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks, pooled)
 
 
 def say(text: str) -> None:
