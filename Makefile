@@ -115,25 +115,26 @@ endif
 JOBS = $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
 RUN_STAGE = $(if $(LAUNCH),$(LAUNCH),PIPELINE_JOBS=$(JOBS)) $(PY) -m
 PIPELINE = $(RUN_STAGE) pipeline
+ARGS = $(strip $(CONFIG) $(SET))
 TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_node=$(GPUS) -m )pipeline train
 
 $(FOLDS_FILE): $(TRAIN_CSV)
-	$(PIPELINE) folds $(CONFIG) $(SET)
+	$(PIPELINE) folds $(ARGS)
 
 $(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)
-	$(TRAIN) $(CONFIG) $(SET) --fold $*
+	$(TRAIN) $(ARGS) --fold $*
 
 $(RUN)/lr_find.csv: $(FOLDS_FILE) $(STAMP_lr_find) $(TRAINS_ON)
-	$(PIPELINE) lr_find $(CONFIG) $(SET)
+	$(PIPELINE) lr_find $(ARGS)
 
 $(RUN)/test.csv: $(foreach k,$(FOLDS),$(RUN)/fold$(k)/oof.csv) $(STAMP_infer)
-	$(PIPELINE) infer $(CONFIG) $(SET)
+	$(PIPELINE) infer $(ARGS)
 
 $(RUN)/hard_negatives.csv: $(RUN)/test.csv $(STAMP_mine)
-	$(PIPELINE) mine $(CONFIG) $(SET)
+	$(PIPELINE) mine $(ARGS)
 
 $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(STAMP_pseudo)
-	$(PIPELINE) pseudo $(CONFIG) $(SET)
+	$(PIPELINE) pseudo $(ARGS)
 
 $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv),$(RUN)/test.csv) $(SAMPLE_SUB)
 	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
