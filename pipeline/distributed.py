@@ -43,6 +43,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def smallest(value: int, device: torch.device) -> int:
+    """The smallest of every process's value (a batch each found fits in its own GPU's memory)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around the model when several processes train it."""
     if not dist.is_initialized():

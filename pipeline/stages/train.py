@@ -431,7 +431,9 @@ def phase_batch(run: FoldRun, p: int) -> int:
     size = phase_size(t.phases[p], run.final_dc)
     cap = max(1, len(run.folds[run.folds["fold"] != run.fold]) // 8 // world)
     optim.set_frozen(run.model, t.phases[p].frozen)
-    per = engine.largest_batch(lambda b: engine.fits(run.net, size, b, run.device, run.cfg.runtime, 0.85), cap)
+    # probed on the bare model (no DDP all-reduce: processes may try different batches), then agreed
+    per = engine.largest_batch(lambda b: engine.fits(run.model, size, b, run.device, run.cfg.runtime, 0.85), cap)
+    per = distributed.smallest(per, run.device)
     if per == 0:
         raise PipelineError(f"train.batch_size: auto: not one {size} px image fits in GPU memory")
     say(f"fold {run.fold} phase {p}: batch_size auto: {per * world} ({per} per GPU) at {size} px")
