@@ -10,6 +10,9 @@ then at 224 px) on one model and one optimizer. It writes runs/<name>/fold<K>/:
   oof.csv      the kept model's probabilities on fold K, written last: the fold is done
 Run again after a crash or a kill, it resumes from last.pt; a finished fold is skipped.
 
+On several GPUs, one fold's processes under torchrun (make train GPUS=N) train it with DDP:
+  python -m torch.distributed.run --standalone --nproc_per_node=N -m pipeline train CONFIG --fold K
+
 lr_find builds on this stage through `start_fold`, `train_phases_before` and `phase_loader` (at
 the end of this file) and the FoldRun they pass around, and nothing else.
 """
@@ -409,13 +412,17 @@ def run_epoch(
     row["save_s"] = round(time.time() - validated, 2)  # in history.csv; last.pt's copy is already written
     if distributed.is_main():
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
-        print(
-            f"fold {run.fold} epoch {epoch} (phase {p}, {row['img_size']} px{', frozen' if phase.frozen else ''}): "
-            f"train_loss {train_loss:.4f} valid_loss {row['valid_loss']:.4f} "
-            f"valid_acc {row['valid_accuracy']:.4f} ({row['seconds'] + row['save_s']:.1f}s: data {row['data_s']}s, "
-            f"steps {row['train_s']}s, valid {row['valid_s']}s, save {row['save_s']}s)",
-            flush=True,
-        )
+    say(epoch_line(run.fold, row))
+
+
+def epoch_line(fold: int, row: dict) -> str:
+    return (
+        f"fold {fold} epoch {row['epoch']} (phase {row['phase']}, {row['img_size']} px"
+        f"{', frozen' if row['frozen'] else ''}): train_loss {row['train_loss']:.4f} "
+        f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} "
+        f"({row['seconds'] + row['save_s']:.1f}s: data {row['data_s']}s, steps {row['train_s']}s, "
+        f"valid {row['valid_s']}s, save {row['save_s']}s)"
+    )
 
 
 def phase_batch(run: FoldRun, p: int) -> int:
