@@ -183,6 +183,13 @@ class Train(_Section):
         "groups between spaced geometrically up to lr (set this or layer_decay)",
     )
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    loss: Literal["ce", "focal"] = Field(
+        "ce", description="ce: cross-entropy (binary per label for multi-label); focal: its focal form"
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, description="focal loss: how much easy examples are down-weighted")
+    clip_grad_norm: float | None = Field(
+        None, gt=0.0, description="clip the gradient's norm to this before each update (null: no clipping)"
+    )
     monitor: Literal["loss", "accuracy", "last"] = Field("loss", description="which epoch's model a fold keeps")
     sampling: Literal["none", "oversample", "weighted"] = Field(
         "none",

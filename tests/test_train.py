@@ -11,10 +11,12 @@ import torch
 import yaml
 from helpers import CLASSES, COLOURS, CPU, DC, make_competition, make_config, neg_config
 
-from pipeline import optim
+from pipeline import engine, optim
+from pipeline.config import Runtime
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
 from pipeline.folds_file import load_folds
+from pipeline.losses import FocalLoss, make_loss
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import pseudo, train
 
@@ -247,3 +249,29 @@ def test_head_only_phases_validate_from_features_computed_once(tmp_path, comp):
     with torch.no_grad():  # the classifier moves; the features stay valid
         run.model.get_classifier().weight.add_(0.5)
     assert np.allclose(train.validate(run, valid_dl, pooled), train.validate(run, valid_dl), atol=1e-5)
+
+
+def test_clipping_bounds_the_gradient_norm():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    norms = []
+    opt.register_step_pre_hook(
+        lambda *_: norms.append(torch.norm(torch.stack([p.grad.norm() for p in net.parameters()])).item())
+    )
+    loader = [(torch.randn(4, 3, 2, 2) * 100, torch.tensor([0, 1, 0, 1])) for _ in range(3)]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    rt = Runtime(channels_last=False)
+    loss = torch.nn.CrossEntropyLoss()
+    train.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False, clip=0.01)
+    assert len(norms) == 3 and max(norms) <= 0.01 + 1e-6
+    norms.clear()
+    train.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False)
+    assert max(norms) > 0.01  # the same batches unclipped: the bound above was the clipping's
+
+
+def test_a_fold_trains_with_focal_loss_and_clipping(tmp_path, comp):
+    cfg, folds = _setup(tmp_path, comp, loss="focal", focal_gamma=1.5, clip_grad_norm=1.0)
+    assert isinstance(make_loss(cfg), FocalLoss)
+    train.train_fold(cfg, folds, 0)
+    hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
+    assert len(hist) == 2 and np.isfinite(hist.train_loss).all()

@@ -157,12 +157,13 @@ def valid_loader(
 
 
 def train_one_epoch(
-    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool, dc=None
+    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool, dc=None, clip=None
 ) -> tuple[float, float]:
     """One pass over the training images; one optimizer update per `accum` batches. Under DDP the
     batches between updates skip the gradient all-reduce (no_sync). Returns the mean loss and the
     seconds spent waiting for batches (the loader's share of the epoch). `dc`: the data config whose
-    mean and std normalise the loader's uint8 batches."""
+    mean and std normalise the loader's uint8 batches; `clip`: the largest gradient norm an update
+    may take (train.clip_grad_norm), measured after unscaling a float16 loss."""
     model.train()
     if bn_eval:
         optim.freeze_bn(model)
@@ -178,6 +179,9 @@ def train_one_epoch(
                 loss = loss_fn(model(x), y)
             scaler.scale(loss / accum).backward()
         if update:
+            if clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -387,6 +391,7 @@ def run_epoch(
         t.accum_steps,
         phase.bn_eval,
         run.final_dc,
+        t.clip_grad_norm,
     )
     trained = time.time()
     probs = validate(run, valid_dl, pooled)
