@@ -32,7 +32,7 @@ GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; trai
 TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
-STAGES := folds train infer lr-find mine pseudo ensemble
+STAGES := folds train infer lr-find mine pseudo ensemble sanity
 .PHONY: help setup demo hard-negatives-demo test bench bench-scaling clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
@@ -81,6 +81,7 @@ infer:     ## test and out-of-fold probabilities, with TTA
 mine:      ## hard negatives for another experiment to train on
 pseudo:    ## pseudo-labels for another experiment to train on
 ensemble:  ## the submission: one experiment, ENSEMBLE=file, or RUNS="..." NAME=...
+sanity:    ## can the model overfit one batch? fails saying so if not; writes nothing
 
 # The config's paths, read once: RUN, FOLDS_FILE, N_FOLDS, STAMP_<stage>, and TRAINS_ON/OTHER for
 # other experiments' outputs (pipeline/make_bridge.py prints them as NAME=value words).
@@ -106,6 +107,8 @@ infer: $(RUN)/test.csv
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
 ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
+sanity: $(FOLDS_FILE)
+	$(PIPELINE) sanity $(ARGS)
 else
 ensemble: $(ENS_OUT)
 endif

@@ -19,7 +19,7 @@ import sys
 
 from .errors import PipelineError
 
-STAGES = ("folds", "train", "infer", "lr_find", "mine", "pseudo")
+STAGES = ("folds", "train", "infer", "lr_find", "mine", "pseudo", "sanity")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import ROOT
 
 PKG = ROOT / "pipeline"
-STAGES = {"folds", "train", "lr_find", "infer", "mine", "pseudo", "ensemble"}
+STAGES = {"folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble"}
 
 
 def _name(path: Path) -> str:
