@@ -100,6 +100,7 @@ def locked(path: Path):
         try:
             yield
         finally:
+            path.unlink(missing_ok=True)  # a waiter holds the file open; it checks the folder again
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
@@ -138,7 +139,6 @@ def open_cache(paths: list[Path], dc: DataConfig, root: str | Path, workers: int
         with locked(root / f"{folder.name}.lock"):
             if not (folder / "index.npy").is_file():  # another process may have built it meanwhile
                 build(folder, files, dc, workers or os.cpu_count() or 1)
-        (root / f"{folder.name}.lock").unlink(missing_ok=True)
     return DecodedImages(folder, dc)
 
 

@@ -109,8 +109,8 @@ def to_input(x: torch.Tensor, device: torch.device, rt: Runtime, dc=None) -> tor
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     if x.dtype != torch.uint8:
         return x.to(device, non_blocking=True, memory_format=fmt)
-    scale = 1.0 / (255.0 * torch.tensor(dc.std, device=device))
-    shift = -torch.tensor(dc.mean, device=device) / torch.tensor(dc.std, device=device)
+    std = torch.tensor(dc.std, device=device)
+    scale, shift = 1.0 / (255.0 * std), -torch.tensor(dc.mean, device=device) / std
     x = torch.addcmul(shift, x.to(device, non_blocking=True).float(), scale)  # (x / 255 - mean) / std, one pass
     return x.permute(0, 3, 1, 2).contiguous(memory_format=fmt)  # NHWC in memory is channels-last already
 

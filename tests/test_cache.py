@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from helpers import DC, make_competition, make_config
 from PIL import Image
@@ -13,6 +14,7 @@ from PIL import Image
 from pipeline import cache
 from pipeline.config_files import load_config
 from pipeline.data import ImageDataset, eval_transform, make_loader, read_image, resize_short
+from pipeline.errors import PipelineError
 
 # kept at the short side eval resizes to at DC's size (crop_pct 1: the cache keeps what it resized)
 STORED = replace(DC, size=int(round(DC.size / DC.crop_pct)), crop_pct=1.0)
@@ -52,6 +54,15 @@ def test_rebuilt_when_an_image_or_the_size_changes(tmp_path):
     bigger = cache.open_cache(paths, STORED.at(STORED.size + 8), tmp_path / "cache")
     assert bigger.folder not in (first.folder, second.folder) and min(bigger(paths[0]).shape[:2]) == STORED.size + 8
     assert not list((tmp_path / "cache").glob("*.tmp*"))  # no half-built folder is left behind
+
+
+def test_an_unreadable_image_is_named_and_leaves_nothing_behind(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=4, n_test=1)
+    paths = _paths(comp)
+    paths[1].write_bytes(b"not an image")
+    with pytest.raises(PipelineError, match=rf"{paths[1]}: cannot read image"):
+        cache.open_cache(paths, STORED, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_an_image_outside_the_cache_is_decoded(tmp_path):

@@ -559,9 +559,9 @@ def train_phases_before(run: FoldRun, p: int) -> None:
 
 def phase_loader(run: FoldRun, p: int, batch: int | None = None):
     """The batches of phase `p`: its image size, augmentation, sampling and batch size (`batch`:
-    phase_batch's choice; by default train.batch_size, or lr_ref_batch under auto)."""
+    phase_batch's choice, made here when not given)."""
     t = run.cfg.train
-    batch = batch or (t.lr_ref_batch if t.batch_size == "auto" else t.batch_size)
+    batch = batch or phase_batch(run, p)
     return train_loader(
         run.cfg, run.folds, run.fold, run.classes, t.phases[p], run.final_dc, run.device, run.extra, run.source, batch
     )
