@@ -33,7 +33,7 @@ TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnod
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
 STAGES := folds train infer lr-find mine pseudo ensemble sanity
-.PHONY: help setup demo hard-negatives-demo test bench bench-scaling clean FORCE $(STAGES)
+.PHONY: help setup demo hard-negatives-demo test bench bench-scaling bench-ablation clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
 	@echo "Targets:"
@@ -69,6 +69,11 @@ bench: .venv/.installed  ## speed ratios: the loop against a plain one, the deco
 
 bench-scaling: .venv/.installed  ## seconds per image at 1k, 4k and 16k real-size JPEGs (about 10 min)
 	$(PY) bench/scaling.py
+
+bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-fold CV on digits and ants-bees (2 h on a CPU)
+	$(PY) bench/make_digits.py --ten
+	$(PY) bench/ablation.py configs/digits-10.yaml --out bench/ablation-digits-10.md
+	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
 
 clean:  ## delete every run, submission, folds file and the decode cache
 	rm -rf runs cache submissions/*.csv submissions/*.json folds/*.csv folds/*.json

@@ -34,6 +34,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = sub.add_parser("ensemble")
     p.add_argument("runs", nargs="*", help="experiment folders (runs/<name>) or their configs")
     p.add_argument("--spec", default=None, help="an ensemble YAML file (members, method, weights)")
+    p.add_argument(
+        "--calibrate",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="temperature scaling (auto: log-loss)",
+    )
     p.add_argument("--name", default=None, help="submissions/<name>.csv")
     p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
     p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")

@@ -17,6 +17,14 @@ from .metrics import better, log_loss, score
 
 METHODS = get_args(Method)  # the names an ensemble file may give (config.Ensemble.method)
 MULTILABEL_METHODS = ("mean", "fit", "rank")  # votes pick one class per image
+PROBABILITY_METHODS = ("mean", "fit")  # rank, vote and hierarchical output scores or one-hot rows
+PROBABILITY_METRICS = ("log_loss",)  # metrics that read the probabilities themselves, not their order
+
+
+def methods_for(metric: str, multilabel: bool) -> tuple[str, ...]:
+    """The methods whose output the metric can score: no ranks or votes for a log-loss."""
+    methods = MULTILABEL_METHODS if multilabel else METHODS
+    return tuple(m for m in methods if metric not in PROBABILITY_METRICS or m in PROBABILITY_METHODS)
 
 
 def weighted_mean(stack: np.ndarray, weights=None) -> np.ndarray:

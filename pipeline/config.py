@@ -132,6 +132,9 @@ class Phase(_Section):
     base_momentum: float = Field(0.85, ge=0.0, lt=1.0, description="onecycle: momentum (or Adam's beta1) at its lowest")
     cycle_epochs: float | None = Field(None, gt=0.0, description="sgdr: the first cycle; null: a third of epochs")
     cycle_mul: float = Field(1.0, ge=1.0, description="sgdr: each cycle this many times the one before")
+    mixup: bool | None = Field(
+        None, description="train.mixup in this phase; null: in every phase that is not frozen, when train.mixup is set"
+    )
 
     @property
     def bn_eval(self) -> bool:
@@ -144,6 +147,51 @@ class Phase(_Section):
         if self.base_momentum > self.max_momentum:
             raise ValueError("base_momentum must not exceed max_momentum")
         return self
+
+
+class Ema(_Section):
+    """An exponential moving average of the weights (timm's ModelEmaV3), updated after every
+    optimizer step; validated beside the raw weights each epoch."""
+
+    decay: float = Field(0.998, gt=0.0, lt=1.0, description="the average's decay per optimizer update")
+    warmup: bool = Field(
+        True, description="timm's warmup: the decay rises from 0 towards decay, so the first weights fade fast"
+    )
+    keep: Literal["best", "ema", "raw"] = Field(
+        "best", description="which weights an epoch offers train.monitor: the better of the two, or one"
+    )
+
+
+class Swa(_Section):
+    """Stochastic weight averaging (torch's swa_utils): the weights at the end of each of the last
+    `epochs` epochs averaged, BatchNorm statistics recomputed on the training images, and the
+    average is what the fold keeps. For an SWA learning rate, end with a `sched: constant` phase."""
+
+    epochs: int = Field(ge=2, description="how many of the last epochs are averaged")
+
+
+class Mixup(_Section):
+    """Mixup and CutMix (timm's Mixup, in batch mode): soft targets through the usual loss."""
+
+    mixup_alpha: float = Field(0.2, ge=0.0, description="Beta(alpha, alpha) of mixup's weight; 0: no mixup")
+    cutmix_alpha: float = Field(0.0, ge=0.0, description="Beta(alpha, alpha) of cutmix's area; 0: no cutmix")
+    prob: float = Field(1.0, ge=0.0, le=1.0, description="probability that a batch is mixed")
+    switch_prob: float = Field(0.5, ge=0.0, le=1.0, description="with both alphas set: the chance of cutmix")
+    off_last_epochs: int = Field(0, ge=0, description="no mixing in the last this-many epochs of training")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            raise ValueError("mixup_alpha or cutmix_alpha must be above 0")
+        return self
+
+
+class Fgm(_Section):
+    """FGM adversarial training: a second forward and backward per step with the input images (or
+    the stem's weights) moved by epsilon along their normalised gradient; the step uses both."""
+
+    epsilon: float = Field(1.0, gt=0.0, description="the perturbation's L2 norm: per image, or of the stem's weight")
+    target: Literal["input", "stem"] = Field("input", description="what is perturbed")
 
 
 def _default_phases() -> list[Phase]:
@@ -190,6 +238,18 @@ class Train(_Section):
     clip_grad_norm: float | None = Field(
         None, gt=0.0, description="clip the gradient's norm to this before each update (null: no clipping)"
     )
+    class_weights: Literal["balanced"] | list[float] | None = Field(
+        None,
+        description="per-class loss weights (single-label tasks): one per class in sorted order, or "
+        "balanced (n / (classes x count), from the fold's training rows); null: none",
+    )
+    ema: Ema | None = Field(None, description="EMA of the weights; null: off")
+    swa: Swa | None = Field(None, description="stochastic weight averaging; null: off")
+    mixup: Mixup | None = Field(None, description="mixup / cutmix; null: off")
+    rdrop: float = Field(
+        0.0, ge=0.0, description="R-Drop: two dropout passes, loss = their mean + rdrop x symmetric KL; 0: off"
+    )
+    fgm: Fgm | None = Field(None, description="FGM adversarial training; null: off")
     monitor: Literal["loss", "accuracy", "last"] = Field("loss", description="which epoch's model a fold keeps")
     sampling: Literal["none", "oversample", "weighted"] = Field(
         "none",
@@ -222,7 +282,17 @@ class Train(_Section):
             raise ValueError("set layer_decay or lr_ratio, not both")
         if self.batch_size == "auto" and self.lr_ref_batch is None:
             raise ValueError("batch_size: auto needs lr_ref_batch, the batch the phase lrs were set for")
+        if self.swa is not None and self.swa.epochs > self.epochs:
+            raise ValueError(f"swa.epochs ({self.swa.epochs}) must not exceed the phases' {self.epochs} epochs")
+        if isinstance(self.class_weights, list) and min(self.class_weights, default=0) <= 0:
+            raise ValueError("class_weights must be positive")
         return self
+
+    def mixes(self, p: int, epoch: int) -> bool:
+        """Whether phase p's epoch trains on mixed batches."""
+        phase = self.phases[p]
+        on = phase.mixup if phase.mixup is not None else not phase.frozen
+        return self.mixup is not None and on and epoch < self.epochs - self.mixup.off_last_epochs
 
     @property
     def epochs(self) -> int:
@@ -276,6 +346,10 @@ class Infer(_Section):
 
     batch_size: int = Field(64, ge=1, description="images per forward pass, all their TTA views included")
     tta: Tta = Field(Tta(), description="test-time augmentation")
+    calibrate: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="temperature scaling of the probabilities, fitted on the OOF; auto: on when the metric is log_loss",
+    )
 
 
 class Mine(_Section):
@@ -353,6 +427,8 @@ class Config(_Section):
                 raise ValueError("train.sampling: oversampling needs one label per image (data.task multiclass)")
             if self.metric == "qwk":
                 raise ValueError("metric: qwk needs one ordered label per image (data.task multiclass)")
+            if self.train.class_weights is not None:
+                raise ValueError("train.class_weights needs one label per image (data.task multiclass)")
         return self
 
     @model_validator(mode="after")
@@ -389,6 +465,9 @@ class Ensemble(_Section):
     method: Method = Field("mean", description="mean | fit | rank | vote | hierarchical (pipeline/blend.py)")
     weights: list[float] | None = Field(None, description="mean only: one non-negative weight per member")
     metric: Metric | None = Field(None, description="null: the members' metric")
+    calibrate: Literal["auto", "on", "off"] = Field(
+        "auto", description="temperature scaling of the blend, fitted on its OOF; auto: on when the metric is log_loss"
+    )
     out_dir: str = Field("submissions", description="where the submission and its JSON go")
 
     @field_validator("weights")

@@ -175,12 +175,16 @@ def explain(schema: type[BaseModel] = Config, prefix: str = "") -> list[str]:
     lines = []
     for name, field in schema.model_fields.items():
         key, meaning = prefix + name, field.description or ""
-        item = (get_args(field.annotation) or (None,))[0]  # list[Phase] -> Phase
+        item = (get_args(field.annotation) or (None,))[0]  # list[Phase] -> Phase; Ema | None -> Ema
         if _is_schema(field.annotation):
             lines += [_line(f"{key}:", meaning)] + explain(field.annotation, key + ".")
         elif get_origin(field.annotation) is list and _is_schema(item):
             default = _show(field.get_default(call_default_factory=True))
             lines += [_line(f"{key} = {default}", f"{meaning}; each item:")] + explain(item, key + ".N.")
+        elif _is_schema(item) and type(None) in get_args(field.annotation):  # a switch: off, or its keys
+            lines += [_line(f"{key} = null", f"{meaning}; set any key below to switch it on:")] + explain(
+                item, key + "."
+            )
         else:
             default = "(required)" if field.is_required() else _show(field.get_default(call_default_factory=True))
             lines.append(_line(f"{key} = {default}", meaning))

@@ -52,6 +52,16 @@ def smallest(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
+def average_buffers(model: torch.nn.Module) -> None:
+    """Every process's floating-point buffers (BatchNorm statistics) replaced by their mean."""
+    if not dist.is_initialized():
+        return
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b /= world_size()
+
+
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around the model when several processes train it."""
     if not dist.is_initialized():

@@ -1,11 +1,14 @@
 """Training losses: cross-entropy with label smoothing, or binary cross-entropy per label, each
-also in its focal form (train.loss: focal)."""
+also in its focal form (train.loss: focal), optionally class-weighted; and R-Drop's consistency
+term on top of any of them."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import Config
+from .errors import PipelineError
 
 
 class SmoothBCE(torch.nn.Module):
@@ -26,9 +29,10 @@ class FocalLoss(torch.nn.Module):
     cross-entropy smooths them; at gamma 0 it is that cross-entropy. `multilabel`: the sigmoid
     form, each label's binary cross-entropy weighted by (1 - p_t)^gamma."""
 
-    def __init__(self, gamma: float, smoothing: float, multilabel: bool = False):
+    def __init__(self, gamma: float, smoothing: float, multilabel: bool = False, weight: torch.Tensor | None = None):
         super().__init__()
         self.gamma, self.smoothing, self.multilabel = gamma, smoothing, multilabel
+        self.register_buffer("weight", weight)
 
     def forward(self, logits, target):
         logits = logits.float()
@@ -39,18 +43,52 @@ class FocalLoss(torch.nn.Module):
             p_t = p * t + (1 - p) * (1 - t)
             return ((1 - p_t) ** self.gamma * bce).mean()
         k = logits.shape[-1]
-        q = torch.nn.functional.one_hot(target, k).float() if target.ndim == 1 else target.float()
-        q = q * (1 - self.smoothing) + self.smoothing / k
+        q0 = torch.nn.functional.one_hot(target, k).float() if target.ndim == 1 else target.float()
+        q = q0 * (1 - self.smoothing) + self.smoothing / k
         logp = logits.log_softmax(-1)
-        return -(q * (1 - logp.exp()) ** self.gamma * logp).sum(-1).mean()
+        terms = q * (1 - logp.exp()) ** self.gamma * logp
+        if self.weight is None:
+            return -terms.sum(-1).mean()
+        # as weighted cross-entropy: each class's term by its weight, over the targets' total weight
+        return -(terms * self.weight).sum() / (q0 * self.weight).sum()
 
 
-def make_loss(cfg: Config) -> torch.nn.Module:
+def class_weights(cfg: Config, labels: np.ndarray | None, n_classes: int) -> torch.Tensor | None:
+    """train.class_weights as a tensor: the listed ones, or balanced from the training rows'
+    class indices (`labels`): n / (classes x count), a missing class counted once."""
+    w = cfg.train.class_weights
+    if w is None:
+        return None
+    if w == "balanced":
+        if labels is None:
+            return None
+        counts = np.maximum(np.bincount(labels, minlength=n_classes), 1)
+        return torch.tensor(len(labels) / (n_classes * counts), dtype=torch.float32)
+    if len(w) != n_classes:
+        raise PipelineError(f"train.class_weights: {len(w)} weights for {n_classes} classes")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def make_loss(cfg: Config, labels: np.ndarray | None = None, n_classes: int = 0) -> torch.nn.Module:
     """Cross-entropy with label smoothing (it takes class indices or probability rows); binary
-    cross-entropy per label for a multi-label task; their focal forms under train.loss: focal."""
+    cross-entropy per label for a multi-label task; their focal forms under train.loss: focal.
+    `labels`: the training rows' class indices, for class_weights: balanced."""
     t = cfg.train
+    weight = class_weights(cfg, labels, n_classes) if n_classes else None
     if t.loss == "focal":
-        return FocalLoss(t.focal_gamma, t.label_smoothing, cfg.data.multilabel)
+        return FocalLoss(t.focal_gamma, t.label_smoothing, cfg.data.multilabel, weight)
     if cfg.data.multilabel:
         return SmoothBCE(t.label_smoothing)
-    return torch.nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)
+
+
+def rdrop_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn, weight: float, multilabel: bool) -> torch.Tensor:
+    """R-Drop (Liang et al.): `logits` of the batch seen twice (stacked: two dropout masks), loss =
+    the mean of both passes' losses + weight x the symmetric KL between their predictions."""
+    a, b = logits.float().chunk(2)
+    base = (loss_fn(a, target) + loss_fn(b, target)) / 2
+    if multilabel:  # each label a Bernoulli: KL(a||b) + KL(b||a) = (p_a - p_b)(logit_a - logit_b)
+        return base + weight * ((a.sigmoid() - b.sigmoid()) * (a - b)).sum(-1).mean() / 2
+    la, lb = a.log_softmax(-1), b.log_softmax(-1)
+    kl = ((la.exp() - lb.exp()) * (la - lb)).sum(-1)  # KL(a||b) + KL(b||a)
+    return base + weight * kl.mean() / 2

@@ -20,15 +20,21 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str, kept: int | None = None) -> None:
-    """Train and valid loss, and valid accuracy, per epoch; dashed lines where a phase starts,
-    a star on the epoch the fold kept."""
+    """Train and valid loss, and valid accuracy, per epoch (the EMA's too, with train.ema; SWA's
+    average as the last point); dashed lines where a phase starts, a star on the epoch the fold kept."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
     ax_loss.plot(history["epoch"], history["valid_loss"], "o-", label="valid loss")
-    if kept is not None:
-        row = history[history["epoch"] == kept].iloc[0]
-        ax_loss.plot([kept], [row["valid_loss"]], "k*", ms=14, label=f"kept (epoch {kept})")
     ax_acc.plot(history["epoch"], history["valid_accuracy"], "o-", color="C2", label="valid accuracy")
+    if "ema_valid_loss" in history:
+        ax_loss.plot(history["epoch"], history["ema_valid_loss"], "s--", color="C3", label="EMA valid loss")
+        ax_acc.plot(history["epoch"], history["ema_valid_accuracy"], "s--", color="C3", label="EMA valid accuracy")
+    if kept is not None:
+        row = history[history["epoch"] == kept].iloc[-1]
+        weights = row.get("weights") if isinstance(row.get("weights"), str) else "raw"
+        label = f"kept (epoch {kept}{'' if weights == 'raw' else ', ' + weights})"
+        loss = row["ema_valid_loss" if weights == "ema" else "valid_loss"]
+        ax_loss.plot([kept], [loss], "k*", ms=14, label=label)
     starts = history.groupby("phase")["epoch"].min()
     for ax in (ax_loss, ax_acc):
         for p, epoch in starts.items():

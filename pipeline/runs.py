@@ -65,6 +65,10 @@ class RunDir:
         return self.root / "oof.csv"
 
     @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
+
+    @property
     def tta(self) -> Path:
         return self.root / "tta.csv"
 

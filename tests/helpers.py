@@ -169,6 +169,26 @@ def probs(n, p_first):
     return np.stack([p, 1 - p], axis=1)
 
 
+def killed_in_epoch(cfg, folds, monkeypatch, epoch: int) -> None:
+    """Train fold 0 until a kill in the middle of its `epoch`-th epoch (counted from 1)."""
+    import pytest
+
+    from pipeline.stages import train
+
+    real, calls = train.train_one_epoch, []
+
+    def dies(*args, **kw):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_fold(cfg, folds, 0)
+    monkeypatch.setattr(train, "train_one_epoch", real)
+
+
 def make(*args, check=True) -> subprocess.CompletedProcess:
     """`make ARGS` in the project root, with this interpreter as PY."""
     res = subprocess.run(

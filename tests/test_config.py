@@ -31,6 +31,8 @@ def _fields(schema: type[BaseModel], prefix=""):
         item = getattr(sub, "__args__", (None,))[0]
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             yield from _fields(sub, f"{prefix}{name}.")
+        elif isinstance(item, type) and issubclass(item, BaseModel) and type(None) in sub.__args__:  # X | None
+            yield from _fields(item, f"{prefix}{name}.")
         elif isinstance(item, type) and issubclass(item, BaseModel):
             yield from _fields(item, f"{prefix}{name}.N.")
 

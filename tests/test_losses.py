@@ -1,9 +1,12 @@
-"""pipeline/losses.py: cross-entropy, BCE per label, and their focal forms."""
+"""pipeline/losses.py: cross-entropy, BCE per label, their focal forms, class weights (R-Drop's
+loss is tested with the other tricks, in test_tricks.py)."""
 
+import numpy as np
 import pytest
 import torch
 
-from pipeline.losses import FocalLoss, SmoothBCE
+from pipeline.errors import PipelineError
+from pipeline.losses import FocalLoss, SmoothBCE, make_loss
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -26,3 +29,27 @@ def test_focal_down_weights_the_easy_examples():
     per_example = [FocalLoss(2.0, 0.0)(logits[i : i + 1], labels[i : i + 1]) for i in (0, 1)]
     ce = [torch.nn.functional.cross_entropy(logits[i : i + 1], labels[i : i + 1]) for i in (0, 1)]
     assert per_example[0] / ce[0] < 0.01 < per_example[1] / ce[1]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_class_weighted_focal_at_gamma_zero_is_weighted_cross_entropy(smoothing):
+    gen = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(10, 3, generator=gen), torch.randint(0, 3, (10,), generator=gen)
+    w = torch.tensor([0.5, 2.0, 1.0])
+    ce = torch.nn.CrossEntropyLoss(weight=w, label_smoothing=smoothing)
+    assert FocalLoss(0.0, smoothing, weight=w)(logits, labels) == pytest.approx(ce(logits, labels).item(), rel=1e-5)
+
+
+def test_balanced_class_weights_come_from_the_training_rows(tmp_path):
+    from helpers import make_competition, make_config
+
+    from pipeline.config_files import load_config
+
+    comp = make_competition(tmp_path / "comp")
+    cfg = load_config(make_config(tmp_path, comp, train={"class_weights": "balanced", "loss": "focal"}))
+    loss = make_loss(cfg, np.array([0, 0, 0, 1]), 2)
+    assert torch.allclose(loss.weight, torch.tensor([4 / 6, 2.0]))
+    listed = load_config(make_config(tmp_path, comp, train={"class_weights": [1.0, 3.0]}))
+    assert torch.equal(make_loss(listed, None, 2).weight, torch.tensor([1.0, 3.0]))
+    with pytest.raises(PipelineError, match="train.class_weights: 2 weights for 3 classes"):
+        make_loss(listed, None, 3)

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 import yaml
-from helpers import CLASSES, COLOURS, CPU, DC, make_competition, make_config, neg_config
+from helpers import CLASSES, COLOURS, CPU, DC, killed_in_epoch, make_competition, make_config, neg_config
 
 from pipeline import engine, optim
 from pipeline.config import Runtime
@@ -175,18 +175,7 @@ def test_oversampling_raises_minority_recall(tmp_path):
 
 
 def _killed_in_its_second_epoch(cfg, folds, monkeypatch) -> None:
-    real, calls = train.train_one_epoch, []
-
-    def dies(*args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(train, "train_one_epoch", dies)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_fold(cfg, folds, 0)
-    monkeypatch.setattr(train, "train_one_epoch", real)
+    killed_in_epoch(cfg, folds, monkeypatch, 2)
 
 
 def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, capsys):

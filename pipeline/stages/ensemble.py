@@ -8,7 +8,9 @@ test_fold<k>.csv) or its config file. An ensemble file (config.Ensemble) names t
 the method and its weights.
 
 It prints each member's CV per fold and overall, and the ensemble's CV under every method, each
-computed on the OOF predictions by the rule that makes the test prediction (pipeline/blend.py).
+computed on the OOF predictions by the rule that makes the test prediction (pipeline/blend.py);
+for a log-loss metric only the methods whose output is a probability (mean, fit), and the blend is
+then temperature-scaled on its OOF (calibrate: auto; pipeline/calibrate.py).
 It writes the chosen method's submission, in the layout of sample_submission.csv and checked
 against it (pipeline/submission.py), and a JSON with the members, method, weights and CV.
 """
@@ -22,12 +24,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .. import blend
+from .. import blend, calibrate
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import read_table, write_csv, write_text
 from ..labels import encode
-from ..metrics import per_fold, tune_thresholds
+from ..metrics import per_fold, score, tune_thresholds
 from ..submission import build_submission, check_submission
 from ..upstream import Predictions, read_predictions
 
@@ -72,6 +74,31 @@ def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights,
     }
 
 
+def allowed_methods(method: str, metric: str, multilabel: bool) -> tuple[str, ...]:
+    """The methods the table shows; `method` must be one (no votes for a multi-label task, and
+    only probabilities for a log-loss)."""
+    methods = blend.methods_for(metric, multilabel)
+    if method not in methods:
+        if metric in blend.PROBABILITY_METRICS and method not in blend.PROBABILITY_METHODS:
+            task = f"metric {metric} needs probabilities; it"
+        else:
+            task = "a multi-label task" if multilabel else "it"
+        raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
+    return methods
+
+
+def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Multi-label: each label's threshold, tuned on the OOF F1 (printed)."""
+    thresholds = tune_thresholds(y, oof_probs)
+    f1 = f1_score(y > 0.5, oof_probs >= thresholds, average="macro", zero_division=0)
+    print(
+        "per-label thresholds tuned on the OOF F1: "
+        + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds))
+        + f"; OOF macro F1 {f1:.4f}"
+    )
+    return thresholds
+
+
 def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
     """The submission in the sample's layout, checked against the sample, then written."""
     d, classes = first.cfg.data, first.classes
@@ -91,33 +118,31 @@ def main(
     method: str = "mean",
     weights=None,
     metric: str | None = None,
+    calibrate_setting: str = "auto",
 ) -> pd.DataFrame:
+    """Blend the members, print the CV table, write the submission and its JSON. calibrate_setting:
+    temperature scaling of the blend (auto: for a log-loss metric), pipeline/calibrate.py."""
     members = [read_predictions(r) for r in runs]
     check_compatible(members)
     first, d = members[0], members[0].cfg.data
     classes, metric = first.classes, metric or first.cfg.metric
     y, folds = encode(first.oof[d.label_col], classes, d.sep), first.oof["fold"].astype(int).to_numpy()
-    methods = blend.MULTILABEL_METHODS if d.multilabel else blend.METHODS
-    if method not in methods:
-        task = "a multi-label task" if d.multilabel else "it"
-        raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
+    methods = allowed_methods(method, metric, d.multilabel)
     results = combine_all(members, y, metric, weights, methods)
     table = cv_table(members, y, folds, metric, results)
     print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")
     print(table.to_string(index=False, float_format="%.4f"))
     oof_probs, test_probs, w = results[method]
-    thresholds = tune_thresholds(y, oof_probs) if d.multilabel else None
-    if thresholds is not None:
-        f1 = f1_score(y > 0.5, oof_probs >= thresholds, average="macro", zero_division=0)
-        print(
-            "per-label thresholds tuned on the OOF F1: "
-            + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds))
-            + f"; OOF macro F1 {f1:.4f}"
-        )
+    cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
+    report = None
+    if calibrate.wanted(calibrate_setting, metric):
+        oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, d.multilabel)
+        print(calibrate.describe(report))
+        cv[f"ensemble: {method}"] = score(metric, y, oof_probs)
+    thresholds = label_thresholds(y, oof_probs, classes) if d.multilabel else None
     name = name or (first.cfg.name if len(members) == 1 else "ensemble")
     path = Path(out_dir) / f"{name}.csv"
     sub = write_submission(first, test_probs, thresholds, path)
-    cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
     write_text(
         path.with_suffix(".json"),
         json.dumps(
@@ -129,6 +154,7 @@ def main(
                 "weights": None if w is None else [float(x) for x in w],
                 "cv": cv,
                 "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds))),
+                "calibration": report,
             },
             indent=1,
         )
@@ -144,7 +170,7 @@ def run_cli(args) -> None:
         if args.runs:
             raise PipelineError("ensemble: give members in the ensemble file or on the command line, not both")
         spec = load_ensemble(args.spec)
-        main(spec.members, spec.name, spec.out_dir, spec.method, spec.weights, spec.metric)
+        main(spec.members, spec.name, spec.out_dir, spec.method, spec.weights, spec.metric, spec.calibrate)
         return
     if not args.runs:
         raise PipelineError("ensemble: name at least one experiment (or --spec FILE)")
@@ -158,4 +184,4 @@ def run_cli(args) -> None:
             raise PipelineError(f"ensemble --weights {args.weights}: expected numbers like 0.7,0.3") from None
         if len(weights) != len(args.runs) or min(weights) < 0 or sum(weights) <= 0:
             raise PipelineError(f"ensemble --weights: one non-negative weight per member ({len(args.runs)})")
-    main(args.runs, args.name, args.out_dir, args.method, weights)
+    main(args.runs, args.name, args.out_dir, args.method, weights, calibrate_setting=args.calibrate)

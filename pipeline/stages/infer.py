@@ -9,20 +9,25 @@ infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<
   oof.csv           out-of-fold probabilities under the same TTA, in the folds file's order
   tta.csv           CV accuracy and log-loss (and false-positive rate, with data.negative_class)
                     with no TTA, with each view set, and with all
+  calibration.json  with infer.calibrate (auto: a log-loss metric): the temperature fitted on the
+                    OOF and the OOF log-loss before and after (pipeline/calibrate.py); oof.csv and
+                    test.csv then hold the calibrated probabilities
 Models are rebuilt from their checkpoints alone.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
-from .. import engine, tta
+from .. import calibrate, engine, tta
 from ..cache import run_cache
 from ..config import Config
 from ..errors import PipelineError
 from ..folds_file import load_folds
-from ..io import image_paths, read_table, write_csv
+from ..io import image_paths, read_table, write_csv, write_text
 from ..labels import encode, prob_frame
 from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
 from ..models import load_fold_model
@@ -58,6 +63,18 @@ def tta_table(
         if negative is not None:
             rows[-1]["fp_rate"] = false_positive_rate(y, p, negative)
     return pd.DataFrame(rows)
+
+
+def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.ndarray):
+    """With infer.calibrate (auto: a log-loss metric), the OOF and test probabilities
+    temperature-scaled on the OOF (pipeline/calibrate.py) and calibration.json written."""
+    if not calibrate.wanted(cfg.infer.calibrate, cfg.metric):
+        run.calibration.unlink(missing_ok=True)  # a stale report would describe other probabilities
+        return oof_probs, test_probs
+    oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, cfg.data.multilabel)
+    write_text(run.calibration, json.dumps(report, indent=1) + "\n")
+    print(calibrate.describe(report))
+    return oof_probs, test_probs
 
 
 def main(cfg: Config) -> pd.DataFrame:
@@ -101,16 +118,18 @@ def main(cfg: Config) -> pd.DataFrame:
     table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
     write_csv(run.tta, table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
+    oof_probs, test_probs = tta.merge(oof_views, t.merge, d.multilabel), np.mean(fold_probs, axis=0)
+    oof_probs, test_probs = calibrated(cfg, run, y, oof_probs, test_probs, folds["fold"].to_numpy())
     oof = prob_frame(
         folds[d.id_col],
         classes,
-        tta.merge(oof_views, t.merge, d.multilabel),
+        oof_probs,
         d.id_col,
         fold=folds["fold"].to_list(),
         **{d.label_col: folds[d.label_col].to_list()},
     )
     write_csv(run.oof, oof)
-    test = prob_frame(ids, classes, np.mean(fold_probs, axis=0), d.id_col)
+    test = prob_frame(ids, classes, test_probs, d.id_col)
     write_csv(run.test, test)  # Make's target: written last
     folds_cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), folds["fold"].to_numpy())
     print(

@@ -25,7 +25,6 @@ from .. import engine, optim
 from ..config import Config
 from ..folds_file import load_folds
 from ..io import write_csv
-from ..losses import make_loss
 from ..runs import RunDir
 from .train import FoldRun, phase_loader, start_fold, train_phases_before
 
@@ -74,7 +73,7 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
     """One update per LR in `lrs` (each `accum_steps` batches), until the loss diverges."""
     t, rt, model, device = cfg.train, cfg.runtime, run.model, run.device
     phase = t.phases[cfg.lr_find.phase]
-    loss_fn = make_loss(cfg)
+    loss_fn = run.loss_fn  # as the fold trains: class weights included
     optim.set_frozen(model, phase.frozen)
     batches, losses = iter(()), []
     for lr in lrs:

@@ -31,9 +31,9 @@ import timm
 import torch
 import yaml
 
-from .. import distributed, engine, optim
+from .. import distributed, engine, optim, tricks
 from ..cache import run_cache
-from ..config import Config, Phase
+from ..config import Config, Fgm, Phase
 from ..data import (
     DataConfig,
     ImageDataset,
@@ -48,7 +48,7 @@ from ..errors import PipelineError
 from ..folds_file import fold_images, load_folds, training_rows
 from ..io import atomic_path, write_csv
 from ..labels import class_list, prob_frame
-from ..losses import make_loss
+from ..losses import make_loss, rdrop_loss
 from ..metrics import accuracy, log_loss
 from ..models import create_model, data_config, save_checkpoint
 from ..runs import RunDir
@@ -156,14 +156,63 @@ def valid_loader(
 # ----------------------------------------------------------------------------- the loop
 
 
+@dataclass
+class StepTricks:
+    """What a training step does besides one forward and backward, set per epoch from train.*."""
+
+    mixer: object | None = None  # timm's Mixup, in the epochs that mix
+    num_classes: int = 0
+    rdrop: float = 0.0
+    multilabel: bool = False
+    fgm: Fgm | None = None
+    ema: tricks.WeightEma | None = None  # updated after every optimizer update
+
+
+def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: StepTricks):
+    """One batch's loss, its gradients added to the parameters': mixup/cutmix mix the batch first,
+    R-Drop passes it twice (stacked, so two dropout masks in one forward), FGM adds a second
+    forward and backward with the input or the stem moved along the gradient, then restored."""
+    if tr.mixer is not None:
+        x, y = tricks.mix(tr.mixer, x, y, tr.num_classes)
+    if tr.fgm is not None and tr.fgm.target == "input":
+        x.requires_grad_(True)
+    with engine.autocast(device, rt):
+        if tr.rdrop:
+            loss = rdrop_loss(model(torch.cat([x, x])), y, loss_fn, tr.rdrop, tr.multilabel)
+        else:
+            loss = loss_fn(model(x), y)
+    scaler.scale(loss / accum).backward()
+    if tr.fgm is not None:
+        target, per_sample = tricks.fgm_target(model, x, tr.fgm)
+        with tricks.perturbed(target, tr.fgm.epsilon, per_sample) as moved:
+            if moved:  # nothing to move in a head-only phase's frozen stem
+                with engine.autocast(device, rt):
+                    adversarial = loss_fn(model(x), y)
+                scaler.scale(adversarial / accum).backward()
+    return loss
+
+
 def train_one_epoch(
-    model, loader, optimizer, schedule, scaler, loss_fn, device, rt, accum: int, bn_eval: bool, dc=None, clip=None
+    model,
+    loader,
+    optimizer,
+    schedule,
+    scaler,
+    loss_fn,
+    device,
+    rt,
+    accum: int,
+    bn_eval: bool,
+    dc=None,
+    clip=None,
+    step_tricks: StepTricks | None = None,
 ) -> tuple[float, float]:
     """One pass over the training images; one optimizer update per `accum` batches. Under DDP the
     batches between updates skip the gradient all-reduce (no_sync). Returns the mean loss and the
     seconds spent waiting for batches (the loader's share of the epoch). `dc`: the data config whose
     mean and std normalise the loader's uint8 batches; `clip`: the largest gradient norm an update
     may take (train.clip_grad_norm), measured after unscaling a float16 loss."""
+    tr = step_tricks or StepTricks()
     model.train()
     if bn_eval:
         optim.freeze_bn(model)
@@ -175,9 +224,7 @@ def train_one_epoch(
         x, y = engine.to_input(x, device, rt, dc), y.to(device, non_blocking=True)
         update = (i + 1) % accum == 0 or i + 1 == len(loader)
         with contextlib.nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync():
-            with engine.autocast(device, rt):
-                loss = loss_fn(model(x), y)
-            scaler.scale(loss / accum).backward()
+            loss = forward_backward(model, x, y, loss_fn, scaler, device, rt, accum, tr)
         if update:
             if clip:
                 scaler.unscale_(optimizer)
@@ -186,6 +233,8 @@ def train_one_epoch(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
+            if tr.ema is not None:
+                tr.ema.update(model)
         total += loss.detach().float() * len(y)
         seen += len(y)
         t0 = time.perf_counter()
@@ -205,6 +254,7 @@ class Kept:
     score: float
     epoch: int
     probs: np.ndarray
+    weights: str = "raw"  # raw, ema (train.ema) or swa (train.swa): which weights best.pt holds
 
 
 @dataclass
@@ -224,6 +274,10 @@ class FoldRun:
     made_with: dict  # the train settings and a digest of the rows: last.pt records it, resume checks it
     net: torch.nn.Module  # what the steps call: the model, wrapped for DDP and compiled as runtime says
     source: object  # path -> image: the decode cache, or None to decode the originals
+    loss_fn: torch.nn.Module
+    ema: tricks.WeightEma | None = None  # train.ema
+    swa: tricks.WeightSwa | None = None  # train.swa
+    mixer: object | None = None  # train.mixup: timm's Mixup
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
 
@@ -238,7 +292,7 @@ class Resume:
 
     epoch: int  # the last finished epoch
     phase: int
-    schedule: dict  # the phase schedule's state
+    schedule: dict | None  # the phase schedule's state
     done: bool
 
 
@@ -259,22 +313,64 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     scaler = engine.grad_scaler(device, cfg.runtime)
     net = engine.compiled(distributed.wrap(model, device), cfg.runtime)
     source = run_cache(cfg, final_dc)
-    return FoldRun(cfg, fold, folds, classes, device, model, optimizer, scaler, final_dc, extra, made_with, net, source)
+    t = cfg.train
+    return FoldRun(
+        cfg,
+        fold,
+        folds,
+        classes,
+        device,
+        model,
+        optimizer,
+        scaler,
+        final_dc,
+        extra,
+        made_with,
+        net,
+        source,
+        make_loss(cfg, train_labels(cfg, folds, fold, classes), len(classes)).to(device),
+        tricks.WeightEma(model, t.ema) if t.ema else None,
+        tricks.WeightSwa(model, t.swa) if t.swa else None,
+        tricks.make_mixer(t.mixup) if t.mixup else None,
+    )
+
+
+def train_labels(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> np.ndarray | None:
+    """The fold's training rows' class indices (single-label tasks): what class_weights balances."""
+    if cfg.data.multilabel:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return training_rows(cfg, folds, fold)[cfg.data.label_col].astype(str).map(index).to_numpy()
+
+
+def step_tricks(run: FoldRun, p: int, epoch: int) -> StepTricks:
+    t = run.cfg.train
+    return StepTricks(
+        run.mixer if t.mixes(p, epoch) else None,
+        len(run.classes),
+        t.rdrop,
+        run.cfg.data.multilabel,
+        t.fgm,
+        run.ema,
+    )
 
 
 def save_state(run: FoldRun, epoch: int, phase: int, schedule, done: bool) -> None:
+    """last.pt; `schedule` None once training is over (SWA's final step)."""
     k = run.kept
     state = {
         "model": timm.utils.unwrap_model(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
+        "schedule": schedule.state_dict() if schedule is not None else None,
         "scaler": run.scaler.state_dict(),
         "epoch": epoch,
         "phase": phase,
         "history": run.history,
         "done": done,
         **run.made_with,
-        "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs)},
+        "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs), "weights": k.weights},
+        **({"ema": run.ema.state_dict()} if run.ema else {}),
+        **({"swa": run.swa.state_dict()} if run.swa else {}),
     }
     with atomic_path(run.paths.last(run.fold)) as tmp:
         torch.save(state, tmp)
@@ -302,7 +398,10 @@ def load_state(run: FoldRun) -> Resume | None:
     run.scaler.load_state_dict(state["scaler"])
     run.history = list(state["history"])
     k = state["kept"]
-    run.kept = Kept(k["score"], k["epoch"], k["probs"].numpy())
+    run.kept = Kept(k["score"], k["epoch"], k["probs"].numpy(), k.get("weights", "raw"))
+    for name, avg in (("ema", run.ema), ("swa", run.swa)):
+        if avg is not None:
+            avg.load_state_dict(state[name])
     return Resume(state["epoch"], state["phase"], state["schedule"], state["done"])
 
 
@@ -323,101 +422,139 @@ def pooled_features(run: FoldRun, valid_dl) -> torch.Tensor | None:
     return torch.cat(out)
 
 
-def validate(run: FoldRun, valid_dl, pooled: torch.Tensor | None = None) -> np.ndarray:
-    """The fold's validation probabilities, each process predicting its share under DDP; from the
-    pooled features when the phase has them (pooled_features)."""
+def validate(run: FoldRun, valid_dl, pooled: torch.Tensor | None = None, model=None) -> np.ndarray:
+    """The fold's validation probabilities by `model` (the training weights unless given: the EMA's
+    or the SWA's), each process predicting its share under DDP; from the pooled features when the
+    phase has them (pooled_features)."""
     multilabel = run.cfg.data.multilabel
     if pooled is None:
-        probs = torch.from_numpy(engine.predict(run.net, valid_dl, run.device, run.cfg.runtime, multilabel))
+        net = model or run.net
+        probs = torch.from_numpy(engine.predict(net, valid_dl, run.device, run.cfg.runtime, multilabel))
     else:
-        run.model.eval()
+        head = (model or run.model).eval().get_classifier()
         with torch.inference_mode(), engine.autocast(run.device, run.cfg.runtime):
-            probs = engine.activate(run.model.get_classifier()(pooled), multilabel).cpu()
+            probs = engine.activate(head(pooled), multilabel).cpu()
     return distributed.gather_rows(probs, len(run.folds[run.folds["fold"] == run.fold])).numpy()
 
 
-def keep_and_save(run: FoldRun, row: dict, probs: np.ndarray, p: int, schedule) -> None:
-    """best.pt when this epoch beats the kept one (train.monitor), then last.pt: by process 0 only."""
-    t, epoch = run.cfg.train, row["epoch"]
-    score = {"loss": -row["valid_loss"], "accuracy": row["valid_accuracy"], "last": epoch}[t.monitor]
+def offered(run: FoldRun, row: dict, probs: np.ndarray, ema_probs: np.ndarray | None) -> tuple[float, str, np.ndarray]:
+    """The epoch's score (train.monitor), weights and probabilities: the raw weights', or with
+    train.ema the EMA's too, as ema.keep says (best: whichever scores better). Records the choice."""
+    t = run.cfg.train
+    keep = t.ema.keep if t.ema else "raw"
+    candidates = [("raw", "", probs)] + ([("ema", "ema_", ema_probs)] if ema_probs is not None else [])
+    if keep != "best":
+        candidates = [c for c in candidates if c[0] == keep]
+
+    def score(prefix: str) -> float:
+        return {"loss": -row[prefix + "valid_loss"], "accuracy": row[prefix + "valid_accuracy"]}.get(
+            t.monitor, row["epoch"]
+        )
+
+    name, prefix, chosen = max(candidates, key=lambda c: (score(c[1]), c[0] == "ema"))
+    row["weights"] = name
+    return score(prefix), name, chosen
+
+
+def keep_and_save(run: FoldRun, row: dict, offer: tuple[float, str, np.ndarray], p: int, schedule) -> None:
+    """best.pt when this epoch's offer beats the kept one (train.monitor), then last.pt: by
+    process 0 only."""
+    score, weights, probs = offer
     better = run.kept is None or score > run.kept.score
     if better:
-        run.kept = Kept(score, epoch, probs)
+        run.kept = Kept(score, row["epoch"], probs, weights)
     if distributed.is_main():
         if better:
-            save_checkpoint(
-                run.paths.best(run.fold),
-                run.model,
-                config=run.cfg.model_dump(mode="json"),
-                classes=run.classes,
-                data_config=run.final_dc.to_timm(),
-                fold=run.fold,
-                epoch=epoch,
-                valid=row,
-            )
-        save_state(run, epoch, p, schedule, done=epoch == t.epochs - 1)
+            save_best(run, {"ema": run.ema.module if run.ema else None}.get(weights) or run.model, row, weights)
+        save_state(run, row["epoch"], p, schedule, done=row["epoch"] == run.cfg.train.epochs - 1)
     distributed.barrier()
 
 
-def run_epoch(
-    run: FoldRun,
-    p: int,
-    phase: Phase,
-    epoch: int,
-    train_dl,
-    schedule,
-    valid_dl,
-    y_val,
-    loss_fn,
-    peaks: list[float],
-    pooled: torch.Tensor | None = None,
-) -> None:
-    """One epoch, validated and checkpointed; history.csv gets its row, with where the time went:
-    waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
+def save_best(run: FoldRun, model: torch.nn.Module, row: dict, weights: str) -> None:
+    save_checkpoint(
+        run.paths.best(run.fold),
+        model,
+        config=run.cfg.model_dump(mode="json"),
+        classes=run.classes,
+        data_config=run.final_dc.to_timm(),
+        fold=run.fold,
+        epoch=row["epoch"],
+        weights=weights,
+        valid=row,
+    )
+
+
+@dataclass
+class PhaseRun:
+    """What every epoch of one phase shares."""
+
+    p: int
+    phase: Phase
+    train_dl: object
+    schedule: optim.PhaseSchedule
+    valid_dl: object
+    y_val: np.ndarray
+    peaks: list[float]
+    pooled: torch.Tensor | None = None  # the raw weights' validation features (pooled_features)
+    ema_pooled: torch.Tensor | None = None  # the same, when they serve the EMA too
+
+
+def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
+    """One epoch, validated (the EMA too) and checkpointed; history.csv gets its row, with where the
+    time went: waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
     cfg, t = run.cfg, run.cfg.train
     seed = t.seed + 1000 * run.fold + epoch  # per epoch, so a resumed run draws what it would have
     seed_everything(seed)
-    train_dl.sampler.set_epoch(seed)
+    ph.train_dl.sampler.set_epoch(seed)
     start = time.time()
     train_loss, waited = train_one_epoch(
         run.net,
-        train_dl,
+        ph.train_dl,
         run.optimizer,
-        schedule,
+        ph.schedule,
         run.scaler,
-        loss_fn,
+        run.loss_fn,
         run.device,
         cfg.runtime,
         t.accum_steps,
-        phase.bn_eval,
+        ph.phase.bn_eval,
         run.final_dc,
         t.clip_grad_norm,
+        step_tricks(run, ph.p, epoch),
     )
+    if run.swa is not None and epoch >= t.epochs - t.swa.epochs:
+        run.swa.update(run.model)
     trained = time.time()
-    probs = validate(run, valid_dl, pooled)
+    probs = validate(run, ph.valid_dl, ph.pooled)
+    ema_probs = validate(run, ph.valid_dl, ph.ema_pooled, run.ema.module) if run.ema else None
     validated = time.time()
     row = dict(
         epoch=epoch,
-        phase=p,
-        img_size=phase_size(phase, run.final_dc),
-        frozen=phase.frozen,
-        batch_size=train_dl.batch_size * distributed.world_size(),
-        lr_head=max(peaks),
-        lr_stem=min(peaks),
+        phase=ph.p,
+        img_size=phase_size(ph.phase, run.final_dc),
+        frozen=ph.phase.frozen,
+        batch_size=ph.train_dl.batch_size * distributed.world_size(),
+        lr_head=max(ph.peaks),
+        lr_stem=min(ph.peaks),
         train_loss=train_loss,
-        valid_loss=log_loss(y_val, probs),
-        valid_accuracy=accuracy(y_val, probs),
+        valid_loss=log_loss(ph.y_val, probs),
+        valid_accuracy=accuracy(ph.y_val, probs),
+        **({} if ema_probs is None else score_row(ph.y_val, ema_probs, "ema_")),
         data_s=round(waited, 2),
         train_s=round(trained - start - waited, 2),
         valid_s=round(validated - trained, 2),
         seconds=round(validated - start, 1),
     )
     run.history.append(row)
-    keep_and_save(run, row, probs, p, schedule)
+    keep_and_save(run, row, offered(run, row, probs, ema_probs), ph.p, ph.schedule)
     row["save_s"] = round(time.time() - validated, 2)  # in history.csv; last.pt's copy is already written
     if distributed.is_main():
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
     say(epoch_line(run.fold, row))
+
+
+def score_row(y: np.ndarray, probs: np.ndarray, prefix: str) -> dict:
+    return {f"{prefix}valid_loss": log_loss(y, probs), f"{prefix}valid_accuracy": accuracy(y, probs)}
 
 
 def epoch_line(fold: int, row: dict) -> str:
@@ -425,7 +562,12 @@ def epoch_line(fold: int, row: dict) -> str:
         f"fold {fold} epoch {row['epoch']} (phase {row['phase']}, {row['img_size']} px"
         f"{', frozen' if row['frozen'] else ''}): train_loss {row['train_loss']:.4f} "
         f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} "
-        f"({row['seconds'] + row['save_s']:.1f}s: data {row['data_s']}s, steps {row['train_s']}s, "
+        + (
+            f"ema_valid_loss {row['ema_valid_loss']:.4f} ema_valid_acc {row['ema_valid_accuracy']:.4f} "
+            if "ema_valid_loss" in row
+            else ""
+        )
+        + f"({row['seconds'] + row['save_s']:.1f}s: data {row['data_s']}s, steps {row['train_s']}s, "
         f"valid {row['valid_s']}s, save {row['save_s']}s)"
     )
 
@@ -452,7 +594,7 @@ def phase_batch(run: FoldRun, p: int) -> int:
     return per * world
 
 
-def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, valid_dl, y_val, loss_fn) -> None:
+def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, valid_dl, y_val) -> None:
     """The phase's epochs from `first_epoch` on (later than its start when resuming inside it)."""
     cfg, phase = run.cfg, run.cfg.train.phases[p]
     start = cfg.train.phase_starts[p]
@@ -463,7 +605,7 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, val
     schedule = optim.PhaseSchedule(
         run.optimizer, phase, peaks, optim.updates_per_epoch(len(train_dl), cfg.train.accum_steps)
     )
-    if resume is not None and resume.phase == p:
+    if resume is not None and resume.phase == p and resume.schedule is not None:
         schedule.load_state_dict(resume.schedule)
     layers = optim.lrs_by_layer(
         [
@@ -478,9 +620,49 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, val
         f"{len(train_dl.dataset)} train images, batch {batch}, {phase.sched}; peak lr by layer group "
         "(stem to head): " + " ".join(f"{lr:.2e}" for lr in layers)
     )
-    pooled = pooled_features(run, valid_dl) if phase.frozen and phase.bn_eval else None
+    ph = PhaseRun(p, phase, train_dl, schedule, valid_dl, y_val, peaks)
+    if phase.frozen and phase.bn_eval:
+        ph.pooled = pooled_features(run, valid_dl)
+        if run.ema is not None and ph.pooled is not None and tricks.same_backbone(run.model, run.ema.module):
+            ph.ema_pooled = ph.pooled
     for epoch in range(first_epoch, start + phase.epochs):
-        run_epoch(run, p, phase, epoch, train_dl, schedule, valid_dl, y_val, loss_fn, peaks, pooled)
+        run_epoch(run, ph, epoch)
+
+
+def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
+    """With train.swa the fold keeps the average: its BatchNorm statistics recomputed on the last
+    phase's training images (augmented, as torch's recipe does), then validated and saved as
+    best.pt, with a history row of its own (epoch = the number of epochs)."""
+    t = run.cfg.train
+    if run.swa is None or run.kept.weights == "swa":
+        return
+    p = len(t.phases) - 1
+    loader = phase_loader(run, p)
+    loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.epochs)
+    run.swa.recompute_bn(engine.to_input(x, run.device, run.cfg.runtime, run.final_dc) for x, _ in loader)
+    distributed.average_buffers(run.swa.module)  # each process saw its share of the images
+    probs = validate(run, valid_dl, None, run.swa.module)
+    row = dict(
+        epoch=t.epochs,
+        phase=p,
+        img_size=phase_size(t.phases[p], run.final_dc),
+        frozen=t.phases[p].frozen,
+        batch_size=loader.batch_size * distributed.world_size(),
+        train_loss=float("nan"),
+        **score_row(y_val, probs, ""),
+        weights="swa",
+    )
+    run.history.append(row)
+    run.kept = Kept(float("nan"), t.epochs, probs, "swa")
+    if distributed.is_main():
+        save_best(run, run.swa.module, row, "swa")
+        save_state(run, t.epochs - 1, p, None, done=True)
+        write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
+    distributed.barrier()
+    say(
+        f"fold {run.fold}: SWA of the last {run.swa.count} epochs, BatchNorm recomputed: "
+        f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} (kept)"
+    )
 
 
 def say(text: str) -> None:
@@ -502,10 +684,10 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     next_epoch = resume.epoch + 1 if resume else 0
     if resume:
         say(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
-    loss_fn = make_loss(cfg)
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
         if next_epoch < start + phase.epochs:
-            run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val, loss_fn)
+            run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val)
+    finish_swa(run, valid_dl, y_val)
     finish(run)
 
 
@@ -552,9 +734,8 @@ def start_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
 def train_phases_before(run: FoldRun, p: int) -> None:
     """Train the fold's phases before phase `p`, so `run` holds what phase p would start from."""
     valid_dl, y_val = valid_loader(run.cfg, run.folds, run.fold, run.classes, run.final_dc, run.device, run.source)
-    loss_fn = make_loss(run.cfg)
     for q in range(p):
-        run_phase(run, q, run.cfg.train.phase_starts[q], None, valid_dl, y_val, loss_fn)
+        run_phase(run, q, run.cfg.train.phase_starts[q], None, valid_dl, y_val)
 
 
 def phase_loader(run: FoldRun, p: int, batch: int | None = None):
