@@ -52,14 +52,19 @@ def smallest(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def average_buffers(model: torch.nn.Module) -> None:
-    """Every process's floating-point buffers (BatchNorm statistics) replaced by their mean."""
+def pool_bn_stats(model: torch.nn.Module) -> None:
+    """BatchNorm statistics each process measured on its share of the images, replaced by those
+    of all the images: the mean of the means, and the mean of (variance + mean^2) less the pooled
+    mean^2 (so the spread between the shares counts, not only the spread within each)."""
     if not dist.is_initialized():
         return
-    for b in model.buffers():
-        if b.is_floating_point():
-            dist.all_reduce(b)
-            b /= world_size()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            square = m.running_var + m.running_mean**2
+            for t in (m.running_mean, square):
+                dist.all_reduce(t)
+                t /= world_size()
+            m.running_var.copy_(square - m.running_mean**2)
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -101,3 +101,22 @@ def test_shards_make_up_the_one_process_batches(monkeypatch):
     # a batch of 4 in one process is the batches of 2 at the same position in both
     for j in range(2):
         assert sorted(shards[0][2 * j : 2 * j + 2] + shards[1][2 * j : 2 * j + 2]) == sorted(order[4 * j : 4 * j + 4])
+
+
+def _pool_worker(rank: int, init: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2")
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    bn = torch.nn.BatchNorm1d(1, momentum=None).train()
+    bn(torch.tensor([[0.0], [2.0]]) if rank == 0 else torch.tensor([[10.0], [12.0]]))  # mean 1 or 11, var 2
+    distributed.pool_bn_stats(bn)
+    torch.save({"mean": bn.running_mean, "var": bn.running_var}, f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_pooled_batchnorm_statistics_count_the_spread_between_processes(tmp_path):
+    out = str(tmp_path / "stats")
+    torch.multiprocessing.spawn(_pool_worker, args=(f"file://{tmp_path / 'init'}", out), nprocs=2)
+    for rank in (0, 1):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        # mean of the means; mean of (var + mean^2) less mean^2: (3 + 123) / 2 - 36, not the shares' 2
+        assert got["mean"].item() == pytest.approx(6.0) and got["var"].item() == pytest.approx(27.0)

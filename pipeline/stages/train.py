@@ -640,7 +640,7 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
     loader = phase_loader(run, p)
     loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.epochs)
     run.swa.recompute_bn(engine.to_input(x, run.device, run.cfg.runtime, run.final_dc) for x, _ in loader)
-    distributed.average_buffers(run.swa.module)  # each process saw its share of the images
+    distributed.pool_bn_stats(run.swa.module)  # each process saw its share of the images
     probs = validate(run, valid_dl, None, run.swa.module)
     row = dict(
         epoch=t.epochs,
