@@ -2,9 +2,11 @@
 softmax(log p / T) (per label sigmoid(logit p / T) for a multi-label task).
 
 Label smoothing, mixup and averaged weights leave probabilities under-confident; a log-loss metric
-pays for it. T > 0 never changes the predicted class (nor a label's side of 0.5), so accuracy,
-AUC and the rest are untouched. The OOF score after calibration is honest: each fold's rows are
-scaled by the temperature fitted on the other folds' rows; the test rows by the one fitted on all.
+pays for it. T > 0 never changes the predicted class (nor a label's side of 0.5), so accuracy and
+F1 are untouched; a ranking metric (AUC) can move a little, as each fold's rows get their own
+temperature. The OOF score after calibration is honest: each fold's rows are scaled by the
+temperature fitted on the other folds' rows; the test rows by the one fitted on all (the fold
+models' mean is scaled at the temperature their OOF asked for).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from .metrics import log_loss
+from .metrics import better, log_loss, score
 
 EPS = 1e-7
 
@@ -59,11 +61,17 @@ def cross_fitted(
 
 
 def calibrate(
-    y: np.ndarray, oof: np.ndarray, test: np.ndarray, folds: np.ndarray, multilabel: bool = False
+    y: np.ndarray,
+    oof: np.ndarray,
+    test: np.ndarray,
+    folds: np.ndarray,
+    multilabel: bool = False,
+    metric: str = "log_loss",
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(calibrated OOF, calibrated test, a report): the OOF cross-fitted, the test at the
     temperature fitted on the whole OOF; the report has both temperatures and the log-losses.
-    When the cross-fitted OOF log-loss is no better, nothing is scaled (applied: false)."""
+    Nothing is scaled (applied: false) unless the cross-fitted OOF log-loss is lower and the
+    competition's `metric` on the OOF is no worse."""
     oof_cal, per_fold = cross_fitted(y, oof, folds, multilabel)
     t = fit_temperature(y, oof, multilabel)
     before, after = log_loss(y, oof), log_loss(y, oof_cal)
@@ -72,7 +80,7 @@ def calibrate(
         "fold_temperatures": per_fold,
         "oof_log_loss_before": before,
         "oof_log_loss_after": after,
-        "applied": after < before,
+        "applied": after < before and not better(metric, score(metric, y, oof), score(metric, y, oof_cal)),
     }
     if not report["applied"]:
         return oof, test, report

@@ -286,6 +286,8 @@ class Train(_Section):
             raise ValueError(f"swa.epochs ({self.swa.epochs}) must not exceed the phases' {self.epochs} epochs")
         if isinstance(self.class_weights, list) and min(self.class_weights, default=0) <= 0:
             raise ValueError("class_weights must be positive")
+        if self.class_weights == "balanced" and self.sampling != "none":
+            raise ValueError(f"class_weights: balanced with sampling: {self.sampling} would balance the classes twice")
         return self
 
     def mixes(self, p: int, epoch: int) -> bool:

@@ -52,6 +52,13 @@ def smallest(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Process 0's buffers (BatchNorm statistics) in every process."""
+    if dist.is_initialized():
+        for b in model.buffers():
+            dist.broadcast(b, 0)
+
+
 def pool_bn_stats(model: torch.nn.Module) -> None:
     """BatchNorm statistics each process measured on its share of the images, replaced by those
     of all the images: the mean of the means, and the mean of (variance + mean^2) less the pooled

@@ -155,8 +155,10 @@ def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, m
 def fits(model: torch.nn.Module, size: int, batch: int, device: torch.device, rt: Runtime, budget: float) -> bool:
     """Whether a training step at this batch and image size fits: a forward and backward pass that
     runs out of memory, or peaks above `budget` of the GPU's memory (room left for the optimizer's
-    state and the loader's batches), does not."""
+    state and the loader's batches), does not. The probe's noise images leave no trace in the
+    model's BatchNorm statistics."""
     model.train()
+    buffers = [b.clone() for b in model.buffers()]
     try:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -172,6 +174,10 @@ def fits(model: torch.nn.Module, size: int, batch: int, device: torch.device, rt
         return False
     finally:
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers):
+                b.copy_(saved)
+        del buffers
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -75,8 +75,10 @@ def make_loss(cfg: Config, labels: np.ndarray | None = None, n_classes: int = 0)
     `labels`: the training rows' class indices, for class_weights: balanced."""
     t = cfg.train
     weight = class_weights(cfg, labels, n_classes) if n_classes else None
-    if t.loss == "focal":
-        return FocalLoss(t.focal_gamma, t.label_smoothing, cfg.data.multilabel, weight)
+    if t.loss == "focal" or weight is not None:
+        # weighted cross-entropy is focal at gamma 0, normalised by the targets' weight for class
+        # indices and probability rows alike (torch's divides the two differently)
+        return FocalLoss(t.focal_gamma if t.loss == "focal" else 0.0, t.label_smoothing, cfg.data.multilabel, weight)
     if cfg.data.multilabel:
         return SmoothBCE(t.label_smoothing)
     return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=t.label_smoothing)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
+from pydantic import BaseModel
 
 from .config import Config
 from .io import write_text
@@ -54,11 +55,30 @@ def flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def switched_on(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """'on' for each optional section that is set (train.ema: {} switches EMA on at its defaults,
+    which a dump without defaults would show as nothing at all)."""
+    out = {}
+    for name, field in type(model).model_fields.items():
+        value, key = getattr(model, name), prefix + name
+        if isinstance(value, BaseModel):
+            if type(None) in get_args(field.annotation):
+                out[key] = "on"
+            out.update(switched_on(value, key + "."))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    out.update(switched_on(item, f"{key}.{i}."))
+    return out
+
+
 def settings(cfg: Config, stage: str, exclude_defaults: bool = False) -> dict[str, Any]:
-    """The values a stage reads, flattened; with exclude_defaults, only those set away from the default."""
+    """The values a stage reads, flattened; with exclude_defaults, only those set away from the
+    default. An optional section reads 'on' when set (its keys follow) and null when not."""
     doc = cfg.model_dump(mode="json", exclude_defaults=exclude_defaults)
     reads = STAGE_READS[stage]
     flat = flatten({k: doc[k] for k in reads if k in doc})
+    flat.update({k: v for k, v in switched_on(cfg).items() if k.split(".")[0] in reads})
     drop = tuple(r[1:] for r in reads if r.startswith("-"))
     return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
 

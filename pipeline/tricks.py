@@ -78,6 +78,11 @@ class WeightSwa:
         statistics of the averaged epochs' weights do not belong to their average."""
         update_bn(batches, self.module)
 
+    def take_buffers(self, model: torch.nn.Module) -> None:
+        """The model's BatchNorm statistics as they are (a last phase that holds them frozen)."""
+        for mine, theirs in zip(self.module.buffers(), unwrap_model(model).buffers()):
+            mine.copy_(theirs)
+
     def state_dict(self) -> dict:
         return self.avg.state_dict()
 
@@ -133,12 +138,14 @@ def stem_weight(model: torch.nn.Module) -> torch.nn.Parameter:
 def perturbed(tensor: torch.Tensor, epsilon: float, per_sample: bool):
     """FGM: move `tensor` by epsilon along its normalised gradient (per image when `per_sample`,
     else over the whole tensor) for the adversarial pass inside, then put back its exact values.
-    Yields whether it moved: not without a finite gradient (a frozen stem, an fp16 overflow)."""
+    Yields whether there is a pass to make: not for a tensor without a gradient (a frozen stem, the
+    same in every DDP process). A non-finite gradient (an fp16 overflow, whose step the scaler
+    skips) moves nothing but still makes the pass, so every process runs the same collectives."""
     g = tensor.grad
-    if g is None or not torch.isfinite(g).all():
+    if g is None:
         yield False
         return
-    g = g.float()
+    g = torch.nan_to_num(g.float(), nan=0.0, posinf=0.0, neginf=0.0)
     norm = g.flatten(1).norm(dim=1).view(-1, *[1] * (g.ndim - 1)) if per_sample else g.norm()
     backup = tensor.detach().clone()
     with torch.no_grad():

@@ -81,3 +81,9 @@ def test_multilabel_refuses_what_needs_one_label(tmp_path):
                 train={"sampling": "oversample"},
             )
         )
+
+
+def test_balanced_class_weights_with_a_balancing_sampler_are_refused(tmp_path, comp):
+    path = make_config(tmp_path, comp, train={"class_weights": "balanced", "sampling": "oversample"})
+    with pytest.raises(PipelineError, match="balance the classes twice"):
+        load_config(path)

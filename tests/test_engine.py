@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import timm
 import torch
 from helpers import CPU, make_config
 
@@ -98,3 +99,10 @@ def test_batch_size_auto_finds_what_fits_under_a_memory_limit(tmp_path, comp, mo
 def test_batch_size_auto_needs_the_reference_batch(tmp_path, comp):
     with pytest.raises(PipelineError, match="batch_size: auto needs lr_ref_batch"):
         load_config(make_config(tmp_path, comp, train={"batch_size": "auto"}))
+
+
+def test_probing_a_batch_leaves_the_batchnorm_statistics_alone():
+    model = timm.create_model("test_efficientnet", num_classes=2)
+    before = [b.clone() for b in model.buffers()]
+    assert engine.fits(model, 32, 4, CPU, Runtime(channels_last=False), 0.85)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))

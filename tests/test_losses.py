@@ -53,3 +53,15 @@ def test_balanced_class_weights_come_from_the_training_rows(tmp_path):
     assert torch.equal(make_loss(listed, None, 2).weight, torch.tensor([1.0, 3.0]))
     with pytest.raises(PipelineError, match="train.class_weights: 2 weights for 3 classes"):
         make_loss(listed, None, 3)
+
+
+def test_class_weights_scale_the_loss_alike_for_indices_and_probability_rows(tmp_path):
+    from helpers import make_competition, make_config
+
+    from pipeline.config_files import load_config
+
+    cfg = load_config(make_config(tmp_path, make_competition(tmp_path / "c"), train={"class_weights": [1.0, 3.0]}))
+    loss, logits = make_loss(cfg, None, 2), torch.randn(6, 2)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    rows = torch.nn.functional.one_hot(labels, 2).float()  # what mixup makes of an unmixed batch
+    assert loss(logits, labels).item() == pytest.approx(loss(logits, rows).item(), rel=1e-6)

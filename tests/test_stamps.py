@@ -102,3 +102,12 @@ def test_matches_ignores_keys_the_schema_dropped():
         "t.p.1.lr": 2,
         "t.f": ["h"],
     }
+
+
+def test_switching_a_trick_on_at_its_defaults_or_off_is_a_change(tmp_path, comp):
+    path = make_config(tmp_path, comp)
+    plain, ema = load_config(path), load_config(path, ["train.ema={}"])
+    assert not stamps.matches(ema, "train", stamps.settings(plain, "train"))  # on: nothing but {} set
+    assert not stamps.matches(plain, "train", stamps.settings(ema, "train"))  # and off again
+    older = {k: v for k, v in stamps.settings(plain, "train").items() if not k.startswith(("train.ema", "train.swa"))}
+    assert stamps.matches(plain, "train", older)  # a stamp from before the switch existed still holds

@@ -243,3 +243,24 @@ def test_a_fold_trains_with_every_trick_at_once(tmp_path, comp):
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert np.isfinite(hist.train_loss.iloc[:-1]).all() and np.isfinite(hist.valid_loss).all()
     assert (cfg.run_dir / "fold0" / "oof.csv").is_file()
+
+
+def test_fgm_makes_its_pass_on_an_overflowed_gradient_without_moving():
+    w = torch.nn.Parameter(torch.ones(3))
+    w.grad = torch.tensor([float("inf"), 1.0, 0.0])
+    with tricks.perturbed(w, 0.5, False) as moved:
+        assert moved  # every DDP process makes the same passes
+        assert torch.allclose(w.detach(), torch.tensor([1.0, 1.5, 1.0]))  # only the finite direction
+    assert torch.equal(w.detach(), torch.ones(3))
+    w.grad = None
+    with tricks.perturbed(w, 0.5, False) as moved:
+        assert not moved
+
+
+def test_swa_keeps_the_statistics_of_a_last_phase_that_holds_batchnorm(tmp_path, comp):
+    phases = [{"epochs": 3, "lr": 3e-3, "freeze_bn": True}]
+    cfg, folds = _setup(tmp_path, comp, phases=phases, swa={"epochs": 2})
+    train.train_fold(cfg, folds, 0)
+    best = torch.load(cfg.run_dir / "fold0" / "best.pt", weights_only=False)["state_dict"]
+    last = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(best[k], last[k]) for k in best if "running_" in k)

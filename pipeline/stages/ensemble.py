@@ -136,7 +136,7 @@ def main(
     cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
     report = None
     if calibrate.wanted(calibrate_setting, metric):
-        oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, d.multilabel)
+        oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, d.multilabel, metric)
         print(calibrate.describe(report))
         cv[f"ensemble: {method}"] = score(metric, y, oof_probs)
     thresholds = label_thresholds(y, oof_probs, classes) if d.multilabel else None

@@ -71,7 +71,9 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
     if not calibrate.wanted(cfg.infer.calibrate, cfg.metric):
         run.calibration.unlink(missing_ok=True)  # a stale report would describe other probabilities
         return oof_probs, test_probs
-    oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, cfg.data.multilabel)
+    oof_probs, test_probs, report = calibrate.calibrate(
+        y, oof_probs, test_probs, folds, cfg.data.multilabel, cfg.metric
+    )
     write_text(run.calibration, json.dumps(report, indent=1) + "\n")
     print(calibrate.describe(report))
     return oof_probs, test_probs

@@ -391,7 +391,7 @@ def load_state(run: FoldRun) -> Resume | None:
         state["kept"] = state.get("best")
     else:
         same = state.get("data") == run.made_with["data"] and matches(run.cfg, "train", state.get("settings"))
-    if not same:
+    if not same or any(avg is not None and name not in state for name, avg in (("ema", run.ema), ("swa", run.swa))):
         return None
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -526,6 +526,8 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
         run.swa.update(run.model)
     trained = time.time()
     probs = validate(run, ph.valid_dl, ph.pooled)
+    if run.ema:  # each DDP process's EMA averaged its own BatchNorm statistics: take process 0's
+        distributed.broadcast_buffers(run.ema.module)
     ema_probs = validate(run, ph.valid_dl, ph.ema_pooled, run.ema.module) if run.ema else None
     validated = time.time()
     row = dict(
@@ -586,7 +588,10 @@ def phase_batch(run: FoldRun, p: int) -> int:
     cap = max(1, len(run.folds[run.folds["fold"] != run.fold]) // 8 // world)
     optim.set_frozen(run.model, t.phases[p].frozen)
     # probed on the bare model (no DDP all-reduce: processes may try different batches), then agreed
-    per = engine.largest_batch(lambda b: engine.fits(run.model, size, b, run.device, run.cfg.runtime, 0.85), cap)
+    twice = 2 if t.rdrop else 1  # R-Drop stacks each batch twice into one forward
+    per = engine.largest_batch(
+        lambda b: engine.fits(run.model, size, b * twice, run.device, run.cfg.runtime, 0.85), cap
+    )
     per = distributed.smallest(per, run.device)
     if per == 0:
         raise PipelineError(f"train.batch_size: auto: not one {size} px image fits in GPU memory")
@@ -631,16 +636,21 @@ def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, val
 
 def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
     """With train.swa the fold keeps the average: its BatchNorm statistics recomputed on the last
-    phase's training images (augmented, as torch's recipe does), then validated and saved as
-    best.pt, with a history row of its own (epoch = the number of epochs)."""
+    phase's training images (augmented, as torch's recipe does; when that phase holds BatchNorm
+    frozen, its statistics are kept instead), then validated and saved as best.pt, with a history
+    row of its own (epoch = the number of epochs)."""
     t = run.cfg.train
     if run.swa is None or run.kept.weights == "swa":
         return
     p = len(t.phases) - 1
-    loader = phase_loader(run, p)
-    loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.epochs)
-    run.swa.recompute_bn(engine.to_input(x, run.device, run.cfg.runtime, run.final_dc) for x, _ in loader)
-    distributed.pool_bn_stats(run.swa.module)  # each process saw its share of the images
+    batch = next(r["batch_size"] for r in reversed(run.history) if r["phase"] == p)  # no new search
+    loader = phase_loader(run, p, batch)
+    if t.phases[p].bn_eval:
+        run.swa.take_buffers(run.model)
+    else:
+        loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.epochs)
+        run.swa.recompute_bn(engine.to_input(x, run.device, run.cfg.runtime, run.final_dc) for x, _ in loader)
+        distributed.pool_bn_stats(run.swa.module)  # each process saw its share of the images
     probs = validate(run, valid_dl, None, run.swa.module)
     row = dict(
         epoch=t.epochs,
