@@ -71,7 +71,10 @@ def scores(config: str, name: str) -> dict:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    def cell(column: str, v) -> str:
+        return f"{v:.1f}" if column == "minutes" else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(c, v) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
 
