@@ -1,6 +1,8 @@
 """pipeline/io.py: tables read with errors naming the file and line, images checked to exist,
 and writes that leave a complete file or none."""
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -35,3 +37,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
         raise RuntimeError("killed mid-write")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
     assert not io.write_text_if_changed(path, "old\n") and io.write_text_if_changed(path, "new\n")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_take_the_umask_not_the_temp_files_privacy(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        io.write_text(tmp_path / "submission.csv", "id,label\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "submission.csv").stat().st_mode & 0o777 == mode
