@@ -104,11 +104,18 @@ endif
 endif
 
 FOLDS := $(if $(N_FOLDS),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
+# Each target names every file a later stage reads, so deleting one (best.pt, oof.csv, ...) makes
+# its stage rerun; a damaged one (make_bridge.damaged: a torn checkpoint, an unreadable CSV) is
+# forced through BROKEN. A pattern rule's targets, and those of `&:`, are made by one recipe run.
+fold_out = $(RUN)/fold$(1)/oof.csv $(RUN)/fold$(1)/best.pt
+INFER_OUT = $(RUN)/test.csv $(RUN)/oof.csv $(foreach k,$(FOLDS),$(RUN)/test_fold$(k).csv)
+$(foreach b,$(BROKEN),$(eval $(b): FORCE))
+
 ifeq ($(ENSEMBLE),)
 folds: $(FOLDS_FILE)
-train: $(foreach k,$(or $(FOLD),$(FOLDS)),$(RUN)/fold$(k)/oof.csv)
+train: $(foreach k,$(or $(FOLD),$(FOLDS)),$(call fold_out,$(k)))
 lr-find: $(RUN)/lr_find.csv
-infer: $(RUN)/test.csv
+infer: $(INFER_OUT)
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
 ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
@@ -129,22 +136,22 @@ TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_
 $(FOLDS_FILE): $(TRAIN_CSV)
 	$(PIPELINE) folds $(ARGS)
 
-$(RUN)/fold%/oof.csv: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)
+$(RUN)/fold%/oof.csv $(RUN)/fold%/best.pt: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)
 	$(TRAIN) $(ARGS) --fold $*
 
 $(RUN)/lr_find.csv: $(FOLDS_FILE) $(STAMP_lr_find) $(TRAINS_ON)
 	$(PIPELINE) lr_find $(ARGS)
 
-$(RUN)/test.csv: $(foreach k,$(FOLDS),$(RUN)/fold$(k)/oof.csv) $(STAMP_infer)
+$(INFER_OUT) &: $(foreach k,$(FOLDS),$(call fold_out,$(k))) $(STAMP_infer)
 	$(PIPELINE) infer $(ARGS)
 
-$(RUN)/hard_negatives.csv: $(RUN)/test.csv $(STAMP_mine)
+$(RUN)/hard_negatives.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_mine)
 	$(PIPELINE) mine $(ARGS)
 
-$(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(STAMP_pseudo)
+$(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_pseudo)
 	$(PIPELINE) pseudo $(ARGS)
 
-$(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv),$(RUN)/test.csv) $(SAMPLE_SUB)
+$(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv $(r)/oof.csv),$(INFER_OUT)) $(SAMPLE_SUB)
 	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
 
 $(ENS_OUT): $(MEMBERS) $(ENS_FILES)

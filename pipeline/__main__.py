@@ -12,6 +12,7 @@ Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo} CONFIG [key=va
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -56,22 +57,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run_stage(args: argparse.Namespace) -> None:
-    """Load the config, record it beside the run's outputs with the stage's stamp, run the stage."""
+    """Load the config; take the experiment's lock (lock.py); record the config, the stage's stamp
+    and its provenance beside the run's outputs; run the stage."""
     from .config_files import load_config, to_yaml
     from .io import write_text_if_changed
+    from .lock import die_with_parent, held
+    from .provenance import record
     from .runs import RunDir
-    from .stamps import STAGE_READS, write_stamp
+    from .stamps import STAGE_READS, stamp_path, write_stamp
 
+    die_with_parent()
     cfg = load_config(args.config, args.overrides)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 alone writes
-        if args.command in STAGE_READS:
-            write_stamp(cfg, args.command)  # before any output, so every output is newer than it
-        write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
-    stage = importlib.import_module(f".stages.{args.command}", __package__)
-    if args.command == "train":
-        stage.main(cfg, args.fold)
-    else:
-        stage.main(cfg)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone writes
+    locked = main_process and args.command in STAGE_READS
+    digest = stamp_path(cfg, args.command).stem if locked else ""
+    fold = getattr(args, "fold", None)
+    with held(cfg.run_dir, args.command, fold, digest) if locked else contextlib.nullcontext():
+        if main_process:
+            if args.command in STAGE_READS:
+                write_stamp(cfg, args.command)  # before any output, so every output is newer than it
+                record(cfg, args.command)
+            write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
+        stage = importlib.import_module(f".stages.{args.command}", __package__)
+        if args.command == "train":
+            stage.main(cfg, args.fold)
+        else:
+            stage.main(cfg)
 
 
 def run(args: argparse.Namespace) -> None:

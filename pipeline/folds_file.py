@@ -58,7 +58,10 @@ def load_folds(cfg: Config) -> pd.DataFrame:
     df["fold"] = df["fold"].astype(int)
     train = read_table(d.path(d.train_csv), [d.id_col, d.label_col], id_col=d.id_col)
     if not df[[d.id_col, d.label_col]].equals(train[[d.id_col, d.label_col]]):
-        raise PipelineError(f"{path}: ids or labels differ from {d.path(d.train_csv)}; delete it and run make folds")
+        raise PipelineError(
+            f"{path}: ids or labels differ from {d.path(d.train_csv)}; run make folds (rows keep their folds, "
+            "new rows are placed)"
+        )
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
     return df
 

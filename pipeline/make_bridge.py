@@ -1,6 +1,6 @@
 """What the Makefile needs from a config, as `NAME=value` words: the paths of the stage targets,
-the stamp each stage's target depends on (stamps.py), and the other experiments whose outputs
-come first.
+the stamp each stage's target depends on (stamps.py), the other experiments whose outputs come
+first, and the artifacts that exist but are damaged (BROKEN: Make remakes them).
 
 Usage: python -m pipeline make-vars CONFIG [key=value ...]
        python -m pipeline make-vars --ensemble ensembles/x.yaml
@@ -10,8 +10,11 @@ Must not import torch: Make runs this at parse time.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from .config import Config
 from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream, read_chain
@@ -43,11 +46,43 @@ def make_vars(cfg: Config, path: str) -> str:
         ("SAMPLE_SUB", d.path(d.sample_submission)),
     ]
     pairs += [(f"STAMP_{stage}", stamp_path(cfg, stage)) for stage in STAGE_READS]
+    pairs += [("BROKEN+", f) for f in artifacts(cfg) if damaged(f)]
     for key, (_, target) in UPSTREAM.items():
         up = load_upstream(cfg, key)
         if up is not None:
             pairs += [("TRAINS_ON+", up.file), ("OTHER+", f"{up.file}|{target}|{getattr(cfg.train, key)}")]
     return _words(pairs, path)
+
+
+def artifacts(cfg: Config) -> list[Path]:
+    """Every file of this experiment that a later stage reads."""
+    run = RunDir(cfg.run_dir)
+    files = [cfg.folds_file, run.test, run.oof, run.hard_negatives, run.pseudo_labels]
+    for k in range(cfg.folds.n_folds):
+        files += [run.fold_oof(k), run.best(k), run.test_fold(k)]
+    return files
+
+
+def damaged(path: Path) -> bool:
+    """Whether an artifact exists but cannot be what its stage wrote: a checkpoint whose zip
+    directory is unreadable, a CSV that does not parse or whose last row lacks values. Cheap
+    enough to run on every make; a missing file is Make's own business."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".pt":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return not any(n.endswith("/data.pkl") for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return True
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        return True
+    if df.columns.empty:
+        return True
+    # a file cut short ends in a row with fewer values than a whole one
+    return not df.empty and (df.iloc[-1] == "").sum() > (df.iloc[0] == "").sum()
 
 
 def ensemble_vars(path: str) -> str:

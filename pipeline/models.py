@@ -165,7 +165,10 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the trained model from the checkpoint alone (backbone, classes, data config)."""
     if not path.is_file():
         raise PipelineError(f"{path}: checkpoint not found (run make train)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for a damaged file
+        raise PipelineError(f"{path}: damaged checkpoint ({type(e).__name__}); run make train to retrain it") from None
     mcfg = ckpt["config"]["model"]
     model = timm.create_model(mcfg["backbone"], **timm_kwargs(mcfg, len(ckpt["classes"])))
     model.load_state_dict(ckpt["state_dict"])
@@ -180,6 +183,7 @@ class FoldModel:
     model: torch.nn.Module
     classes: list[str]
     data_config: DataConfig
+    made_with: dict | None = None  # the train settings and rows digest (None: an older release's)
 
     @property
     def fixed_size(self) -> bool:
@@ -191,5 +195,9 @@ def load_fold_model(run: RunDir, fold: int, device: torch.device, rt: Runtime) -
     """Fold `fold`'s best.pt, rebuilt and placed on the device."""
     model, ckpt = load_checkpoint(run.best(fold))
     return FoldModel(
-        fold, engine.prepare(model, device, rt), ckpt["classes"], DataConfig.from_timm(ckpt["data_config"])
+        fold,
+        engine.prepare(model, device, rt),
+        ckpt["classes"],
+        DataConfig.from_timm(ckpt["data_config"]),
+        ckpt.get("made_with"),
     )

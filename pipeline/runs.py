@@ -4,6 +4,8 @@ The stages write these files, later stages and other experiments read them, and 
 name them (through make_bridge.py), so every path is spelled here once. Paths only: no I/O.
 
     runs/<name>/config.yaml            the resolved config of the last stage run
+    runs/<name>/provenance.json        per stage: versions, git commit, input digests (provenance.py)
+    runs/<name>/locks/<host>-<pid>.json   the stage processes writing here now (lock.py)
     runs/<name>/stamps/<stage>-<digest>.yaml   the settings a stage's outputs were made with
     runs/<name>/fold<k>/               last.pt, best.pt, history.csv, curves.png, oof.csv (train)
     runs/<name>/test_fold<k>.csv, test.csv, oof.csv, tta.csv                          (infer)
@@ -55,6 +57,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
 
     @property
     def test(self) -> Path:

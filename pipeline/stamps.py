@@ -90,6 +90,21 @@ def same_settings(old: dict, now: dict, set_keys: set[str]) -> bool:
     return all(old[k] == v if k in old else k not in set_keys for k, v in now.items())
 
 
+# Where the files are, not what they hold: a run copied to another machine or folder still matches.
+LOCATIONS = ("data.root", "folds.dir")
+
+
+def differences(cfg: Config, stage: str, old: dict) -> list[str]:
+    """The keys other than LOCATIONS whose values in `old` are not what `cfg` reads now, as
+    'key: old -> now'."""
+    now, set_keys = settings(cfg, stage), set(settings(cfg, stage, True))
+    return [
+        f"{k}: {old.get(k, '(default)')} -> {v}"
+        for k, v in now.items()
+        if k not in LOCATIONS and ((k in old and old[k] != v) or (k not in old and k in set_keys))
+    ]
+
+
 def matches(cfg: Config, stage: str, old: dict | None) -> bool:
     """Whether outputs made with the settings `old` (a stamp's, or last.pt's) are what `cfg` would make now."""
     return old is not None and same_settings(old, settings(cfg, stage), set(settings(cfg, stage, True)))

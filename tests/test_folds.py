@@ -83,3 +83,38 @@ def test_multilabel_folds_spread_every_label(multilabel):
     y = encode(folds.tags, COLOURS, " ")
     for k in (0, 1):
         assert (y[folds.fold.to_numpy() == k].sum(0) > 0).all()
+
+
+def test_edited_train_csv_keeps_every_row_in_its_fold(tmp_path, capsys):
+    """Rows added, removed and relabelled in train.csv after the split: the rest keep their folds,
+    new rows go where their class is scarcest, and the stage says what changed."""
+    comp = make_competition(tmp_path / "c", n_train=40)
+    cfg = load_config(make_config(tmp_path, comp, folds={"n_folds": 4, "dir": str(tmp_path / "folds")}))
+    before = folds_mod.main(cfg).set_index("image_id")["fold"]
+    train = pd.read_csv(comp / "train.csv")
+    train = train.drop(index=[3, 4])
+    train.loc[5, "label"] = "bees" if train.loc[5, "label"] == "ants" else "ants"
+    new = pd.DataFrame({"image_id": [f"new{i}" for i in range(8)], "label": ["ants"] * 6 + ["bees"] * 2})
+    pd.concat([train, new]).to_csv(comp / "train.csv", index=False)
+    capsys.readouterr()
+    after = folds_mod.main(cfg)
+    out = capsys.readouterr().out
+    assert "8 rows added, 2 removed, 1 relabelled" in out and "delete" in out
+    kept = after.set_index("image_id")["fold"]
+    old_ids = [i for i in before.index if i in kept.index]
+    assert (kept[old_ids] == before[old_ids]).all() and len(old_ids) == 38
+    assert load_folds(cfg)["image_id"].tolist() == pd.read_csv(comp / "train.csv")["image_id"].tolist()
+    counts = pd.crosstab(after["fold"], after["label"])
+    assert counts.max().max() - counts.min().min() <= 2  # the new rows evened the classes out
+    assert "up to date" in (folds_mod.main(cfg), capsys.readouterr().out)[1]
+
+
+def test_edited_grouped_train_csv_puts_a_new_row_with_its_group(tmp_path):
+    comp = make_competition(tmp_path / "g", n_train=40, groups=True)
+    cfg = load_config(make_config(tmp_path, comp, data={"root": str(comp), "group_col": "group"}))
+    before = folds_mod.main(cfg)
+    train = pd.read_csv(comp / "train.csv")
+    extra = pd.DataFrame({"image_id": ["late"], "label": ["bees"], "group": [train.group.iloc[7]]})
+    pd.concat([train, extra]).to_csv(comp / "train.csv", index=False)
+    after = folds_mod.main(cfg).set_index("image_id")
+    assert after.loc["late", "fold"] == before.set_index("image_id").loc[train.image_id.iloc[7], "fold"]

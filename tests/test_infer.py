@@ -70,6 +70,16 @@ def test_infer_refuses_folds_the_models_were_not_trained_on(inferable):
         infer.main(cfg)
 
 
+def test_infer_refuses_a_checkpoint_of_other_train_settings(inferable):
+    """Another run of the experiment (a SET override) left its models: infer names the key."""
+    tmp, comp = inferable
+    train = {"phases": [{"epochs": 2, "lr": 3e-3}], "batch_size": 8, "seed": 5}
+    other = load_config(make_config(tmp, comp, train=train))
+    with pytest.raises(PipelineError, match=r"fold0/best.pt: trained with other settings than this .*\(train.seed: "):
+        infer.main(other)
+    infer.main(_with_tta(inferable))  # the config the models were trained with
+
+
 def test_multilabel_infer_gives_per_label_probabilities(multilabel):
     _, _, cfg = multilabel
     oof = pd.read_csv(cfg.run_dir / "oof.csv")

@@ -42,13 +42,23 @@ def rarest_label(labels: pd.Series, sep: str) -> pd.Series:
     return pd.Series([min(r, key=lambda t: (freq[t], t)) for r in rows], index=labels.index)
 
 
+def read_train(cfg: Config) -> pd.DataFrame:
+    """train.csv's id, label (and group) columns, checked."""
+    d = cfg.data
+    cols = [d.id_col, d.label_col] + ([d.group_col] if d.group_col else [])
+    return read_table(d.path(d.train_csv), cols, id_col=d.id_col)[cols]
+
+
+def strata(cfg: Config, df: pd.DataFrame) -> pd.Series:
+    d = cfg.data
+    return df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
+
+
 def make_folds(cfg: Config) -> pd.DataFrame:
     d = cfg.data
     csv = d.path(d.train_csv)
-    cols = [d.id_col, d.label_col] + ([d.group_col] if d.group_col else [])
-    df = read_table(csv, cols, id_col=d.id_col)[cols]
-    strata = df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
-    counts = strata.value_counts()
+    df = read_train(cfg)
+    counts = strata(cfg, df).value_counts()
     if counts.min() < cfg.folds.n_folds:
         raise PipelineError(
             f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, fewer than folds.n_folds={cfg.folds.n_folds}"
@@ -56,30 +66,88 @@ def make_folds(cfg: Config) -> pd.DataFrame:
     if d.group_col and df[d.group_col].nunique() < cfg.folds.n_folds:
         raise PipelineError(f"{csv}: column '{d.group_col}' has fewer groups than folds.n_folds")
     groups = df[d.group_col].to_numpy() if d.group_col else None
-    df["fold"] = assign_folds(strata, groups, cfg.folds.n_folds, cfg.folds.seed)
+    df["fold"] = assign_folds(strata(cfg, df), groups, cfg.folds.n_folds, cfg.folds.seed)
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
     return df
 
 
+def place_new_rows(old: pd.DataFrame, new: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """train.csv's rows now, each in its old fold when it had one; a new row goes to its group's
+    fold, else to the fold with the fewest rows of its stratum (then the fewest rows): runs
+    trained on the old folds keep their validation sets except for the rows that came or went."""
+    d, n = cfg.data, cfg.folds.n_folds
+    df = new.copy()
+    df["fold"] = df[d.id_col].map(old.set_index(d.id_col)["fold"]).fillna(-1).astype(int)
+    key = strata(cfg, df)
+    counts = pd.crosstab(key[df["fold"] >= 0], df.loc[df["fold"] >= 0, "fold"]).reindex(columns=range(n), fill_value=0)
+    sizes = np.bincount(df.loc[df["fold"] >= 0, "fold"], minlength=n)
+    group_fold = dict(zip(df.loc[df["fold"] >= 0, d.group_col], df.loc[df["fold"] >= 0, "fold"])) if d.group_col else {}
+    for i in np.flatnonzero(df["fold"].to_numpy() < 0):
+        s = key.iloc[i]
+        per = counts.loc[s].to_numpy() if s in counts.index else np.zeros(n, int)
+        k = group_fold.get(df[d.group_col].iloc[i]) if d.group_col else None
+        k = k if k is not None else int(min(range(n), key=lambda f: (per[f], sizes[f], f)))
+        df.iloc[i, df.columns.get_loc("fold")] = k
+        if s not in counts.index:
+            counts.loc[s] = 0
+        counts.loc[s, k] += 1
+        sizes[k] += 1
+        if d.group_col:
+            group_fold[df[d.group_col].iloc[i]] = k
+    check_folds(df, d.id_col, n, d.group_col)
+    return df
+
+
+def edits(old: pd.DataFrame, new: pd.DataFrame, cfg: Config) -> str:
+    """What changed in train.csv since the folds file was made, in words."""
+    d = cfg.data
+    before, now = old.set_index(d.id_col)[d.label_col], new.set_index(d.id_col)[d.label_col]
+    added, removed = now.index.difference(before.index), before.index.difference(now.index)
+    both = now.index.intersection(before.index)
+    relabelled = int((before[both] != now[both]).sum())
+    return f"{len(added)} rows added, {len(removed)} removed, {relabelled} relabelled"
+
+
+def updated(cfg: Config) -> tuple[pd.DataFrame, str] | None:
+    """The folds file brought up to an edited train.csv (rows keep their folds), with what changed;
+    None when there is no readable folds file made with these settings to keep."""
+    try:
+        old = read_table(cfg.folds_file, [cfg.data.id_col, cfg.data.label_col, "fold"], id_col=cfg.data.id_col)
+        old["fold"] = old["fold"].astype(int)
+    except (PipelineError, ValueError):
+        return None
+    return place_new_rows(old, read_train(cfg), cfg), edits(old, read_train(cfg), cfg)
+
+
 def main(cfg: Config) -> pd.DataFrame:
+    """Write the folds file once; when train.csv is edited later, keep each row in its fold and
+    place only the new rows (delete the folds file to re-split on purpose)."""
     path, spec_path = cfg.folds_file, cfg.folds_file.with_suffix(".json")
     if spec_path.is_file() and json.loads(spec_path.read_text()) != fold_spec(cfg):
         load_folds(cfg)  # raises, naming what differs: other runs may depend on these folds
-    df = make_folds(cfg)
-    if path.is_file() and spec_path.is_file() and _same_rows(cfg, df):
+    if path.is_file() and spec_path.is_file() and _same_rows(cfg):
         print(f"{path}: up to date")
         path.touch()  # so Make sees it newer than train.csv
-        return df
+        return load_folds(cfg)
+    kept = updated(cfg) if path.is_file() and spec_path.is_file() else None
+    df = kept[0] if kept else make_folds(cfg)
     write_csv(path, df)
     write_text(spec_path, json.dumps(fold_spec(cfg), indent=1) + "\n")
+    if kept:
+        print(
+            f"{path}: {cfg.data.train_csv} changed ({kept[1]}): every other row keeps its fold and new "
+            "rows were placed by class; every fold's training rows changed, so every run retrains. To "
+            f"re-split from scratch instead, delete {path} and run make folds."
+        )
     table = pd.crosstab(df["fold"], df[cfg.data.label_col])
     print(f"{path}: {len(df)} rows in {cfg.folds.n_folds} folds; class counts per fold:")
     print(table.to_string())
     return df
 
 
-def _same_rows(cfg: Config, df: pd.DataFrame) -> bool:
+def _same_rows(cfg: Config) -> bool:
     try:
-        return load_folds(cfg).equals(df)
+        load_folds(cfg)
+        return True
     except PipelineError:
         return False

@@ -32,6 +32,7 @@ from ..labels import encode, prob_frame
 from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
 from ..models import load_fold_model
 from ..runs import RunDir
+from ..stamps import differences
 
 
 def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
@@ -41,6 +42,19 @@ def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     trained = read_table(path, [d.id_col], id_col=d.id_col)[d.id_col]
     if sorted(trained) != sorted(folds.loc[folds["fold"] == fold, d.id_col]):
         raise PipelineError(f"{path}: fold {fold} was trained on other folds than {cfg.folds_file} (run make train)")
+
+
+def check_made_with(cfg: Config, run: RunDir, fm) -> None:
+    """Refuse a checkpoint trained with other train settings than this config's (another run of the
+    experiment with a SET override, say): a submission must not mix models of two configs."""
+    if fm.made_with is None:
+        return  # written by a release before checkpoints recorded it
+    diff = differences(cfg, "train", fm.made_with["settings"])
+    if diff:
+        raise PipelineError(
+            f"{run.best(fm.fold)}: trained with other settings than this config ({diff[0]}"
+            f"{f' and {len(diff) - 1} more' if len(diff) > 1 else ''}); run make train"
+        )
 
 
 def tta_table(
@@ -91,6 +105,7 @@ def main(cfg: Config) -> pd.DataFrame:
     for k in range(cfg.folds.n_folds):
         check_trained_on(cfg, folds, k)
         fm = load_fold_model(run, k, device, cfg.runtime)
+        check_made_with(cfg, run, fm)
         if classes is not None and fm.classes != classes:
             raise PipelineError(f"{run.best(k)}: classes {fm.classes} differ from fold 0's")
         classes, views = fm.classes, tta.fold_views(fm, t)

@@ -237,11 +237,25 @@ def train_one_epoch(
                 tr.ema.update(model)
         total += loss.detach().float() * len(y)
         seen += len(y)
+        if (i + 1) % FINITE_EVERY == 0 and not torch.isfinite(total):  # a sync, so not every step
+            raise PipelineError(f"training loss is not finite at step {i + 1}: {DIVERGED}")
         t0 = time.perf_counter()
     mean = total.item() / max(seen, 1)
     if not np.isfinite(mean):
-        raise PipelineError("training loss is not finite: lower the phase's lr (make lr-find)")
+        raise PipelineError(f"training loss is not finite: {DIVERGED}")
     return mean, waited
+
+
+FINITE_EVERY = 20  # steps between checks that the loss is still finite
+DIVERGED = "lower the phase's lr (make lr-find); best.pt and last.pt keep the last good epoch"
+
+
+def check_finite(probs: np.ndarray, epoch: int, weights: str) -> np.ndarray:
+    """Stop with one line when an epoch's update made the weights predict NaN (a one-step epoch
+    can: its loss was taken before the update), before any metric or checkpoint sees them."""
+    if not np.isfinite(probs).all():
+        raise PipelineError(f"epoch {epoch}: the {weights} weights predict non-finite probabilities: {DIVERGED}")
+    return probs
 
 
 # ----------------------------------------------------------------------------- a fold
@@ -481,6 +495,7 @@ def save_best(run: FoldRun, model: torch.nn.Module, row: dict, weights: str) -> 
         epoch=row["epoch"],
         weights=weights,
         valid=row,
+        made_with=run.made_with,  # what infer checks against its config (stamps.differences)
     )
 
 
@@ -525,10 +540,11 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     if run.swa is not None and epoch >= t.epochs - t.swa.epochs:
         run.swa.update(run.model)
     trained = time.time()
-    probs = validate(run, ph.valid_dl, ph.pooled)
+    probs = check_finite(validate(run, ph.valid_dl, ph.pooled), epoch, "trained")
     if run.ema:  # each DDP process's EMA averaged its own BatchNorm statistics: take process 0's
         distributed.broadcast_buffers(run.ema.module)
     ema_probs = validate(run, ph.valid_dl, ph.ema_pooled, run.ema.module) if run.ema else None
+    ema_probs = None if ema_probs is None else check_finite(ema_probs, epoch, "EMA")
     validated = time.time()
     row = dict(
         epoch=epoch,
@@ -685,8 +701,11 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
     if resume is not None and resume.done and oof_path.is_file():
-        say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
-        return
+        if kept_model_ok(run):
+            say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
+            return
+        say(f"fold {fold}: {run.paths.best(fold)} is missing or damaged; training the fold again")
+        run, resume = build(cfg, folds, fold), None
     if distributed.is_main():
         oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
     valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device, run.source)
@@ -698,6 +717,17 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
             run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val)
     finish_swa(run, valid_dl, y_val)
     finish(run)
+
+
+def kept_model_ok(run: FoldRun) -> bool:
+    """Whether best.pt loads and was made with these settings: a finished fold is skipped only
+    then, so a deleted or damaged best.pt is rebuilt by the next make train."""
+    try:
+        ckpt = torch.load(run.paths.best(run.fold), map_location="cpu", weights_only=True)
+    except Exception:  # missing, or damaged in any of the ways torch.load reports
+        return False
+    made = ckpt.get("made_with") if isinstance(ckpt, dict) else {}
+    return made is None or matches(run.cfg, "train", (made or {}).get("settings"))
 
 
 def finish(run: FoldRun) -> None:
