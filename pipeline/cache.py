@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .config import Config
 from .data import DataConfig, read_image, resize_short
 from .io import image_paths, read_table
+from .submission import read_sample
 
 
 def stored_short(cfg: Config, final: DataConfig) -> int:
@@ -46,7 +47,7 @@ def competition_images(cfg: Config) -> list[Path]:
     d = cfg.data
     train, sample = d.path(d.train_csv), d.path(d.sample_submission)
     return image_paths(d.root, d.train_images, read_table(train, [d.id_col])[d.id_col], train) + image_paths(
-        d.root, d.test_images, read_table(sample, [d.id_col])[d.id_col], sample
+        d.root, d.test_images, read_sample(d)[d.sample_id], sample
     )
 
 

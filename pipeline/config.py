@@ -35,7 +35,14 @@ class Data(_Section):
     sample_submission: str = Field(
         "sample_submission.csv", description="test ids and the exact submission layout, relative to root"
     )
-    id_col: str = Field("image_id", description="the id column of train_csv and sample_submission")
+    id_col: str = Field(
+        "image_id", description="the id column of train_csv, of the run's prediction files, and of sample_submission"
+    )
+    sample_id_col: str | None = Field(
+        None,
+        description="the id column of sample_submission and of the submission, where the sample names it "
+        "differently; null: id_col (the run's prediction files keep id_col either way)",
+    )
     label_col: str = Field("label", description="the label column of train_csv")
     group_col: str | None = Field(None, description="rows sharing a value stay in one fold (StratifiedGroupKFold)")
     train_images: str = Field("train/{id}.jpg", description="training image path under root; {id} is the row's id")
@@ -51,6 +58,12 @@ class Data(_Section):
         "several labels joined by label_sep (a sigmoid per label)",
     )
     label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
+    submission_classes: Literal["auto", "labels", "codes"] = Field(
+        "auto",
+        description="how a one-column sample_submission wants the class: auto reads it off the sample; "
+        "labels: the class as train_csv spells it; codes: its index in sorted order (numeric order when "
+        "every class is an integer)",
+    )
 
     @property
     def multilabel(self) -> bool:
@@ -60,6 +73,11 @@ class Data(_Section):
     def sep(self) -> str | None:
         """The separator of several labels in one cell (multi-label), else None."""
         return self.label_sep if self.multilabel else None
+
+    @property
+    def sample_id(self) -> str:
+        """The id column of sample_submission (and of the submission)."""
+        return self.sample_id_col or self.id_col
 
     @property
     def competition(self) -> str:

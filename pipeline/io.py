@@ -24,6 +24,12 @@ def read_table(path: str | Path, columns: list[str], id_col: str | None = None) 
         raise PipelineError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    return check_table(df, path, columns, id_col)
+
+
+def check_table(df: pd.DataFrame, path: str | Path, columns: list[str], id_col: str | None = None) -> pd.DataFrame:
+    """read_table's checks on a table already read: the named columns present and non-empty,
+    id_col unique, at least one row."""
     for col in columns:
         if col not in df.columns:
             raise PipelineError(f"{path}: no column '{col}' (columns: {', '.join(df.columns)})")

@@ -17,7 +17,7 @@ def class_list(labels: pd.Series, d: Data) -> list[str]:
     """The classes in sorted order (the column order of every probability table); for a
     multi-label task, every label that occurs."""
     classes = sorted({t for r in split_labels(labels, d.label_sep) for t in r} if d.multilabel else labels.unique())
-    clash = {d.id_col, d.label_col, "fold"} & set(classes)
+    clash = {d.id_col, d.sample_id, d.label_col, "fold"} & set(classes)
     if clash:
         raise PipelineError(
             f"{d.train_csv}: class name '{clash.pop()}' clashes with a column name of the prediction files"

@@ -24,12 +24,16 @@ from .config import Config
 from .io import write_text
 from .runs import RunDir
 
+# The data keys only the test side reads (the sample, its id column, the submission's class form):
+# training never depends on them. infer does (it writes the run's config.yaml, which ensemble reads).
+TEST_SIDE = ("-data.sample_submission", "-data.sample_id_col", "-data.submission_classes", "-data.test_images")
+
 # The config values each stage's outputs depend on: sections (or keys), less those after a "-".
 # runtime is in none of them: the device, workers or precision never make an output stale, nor
 # does inference's batch size (tests/test_tta.py: the views do not depend on batching).
 STAGE_READS = {
-    "train": ("data", "model", "train", "folds", "-data.sample_submission", "-data.test_images"),
-    "lr_find": ("data", "model", "train", "folds", "lr_find", "-data.sample_submission", "-data.test_images"),
+    "train": ("data", "model", "train", "folds", *TEST_SIDE),
+    "lr_find": ("data", "model", "train", "folds", "lr_find", *TEST_SIDE),
     "infer": ("data", "model", "folds", "infer", "metric", "-infer.batch_size"),
     "mine": ("data", "infer", "mine", "-infer.batch_size"),
     "pseudo": ("data", "infer", "pseudo", "-infer.batch_size"),

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .config import Data
 from .errors import PipelineError
+from .io import check_table, read_table
 
 
 def _numbers(values: pd.Series) -> np.ndarray | None:
@@ -14,17 +16,85 @@ def _numbers(values: pd.Series) -> np.ndarray | None:
     return None if v.isna().any() else v.to_numpy()
 
 
+def _integers(values) -> np.ndarray | None:
+    """The values as integers ('3' and '3.0' are 3), or None when any is not a whole number."""
+    v = _numbers(pd.Series(list(values), dtype=object))
+    return None if v is None or not np.isfinite(v).all() or (v != np.round(v)).any() else v.astype(np.int64)
+
+
+def code_order(classes: list[str]) -> list[str]:
+    """The classes in the order a code counts: numeric when every class is an integer (the class
+    list is sorted as text, which puts '10' before '2'), else the class list's own order."""
+    ints = _integers(classes)
+    return list(classes) if ints is None else [classes[i] for i in np.argsort(ints, kind="stable")]
+
+
+def check_id_first(cols: list[str], id_col: str, sample_path) -> None:
+    if cols[0] != id_col:
+        raise PipelineError(
+            f"{sample_path}: first column is '{cols[0]}', expected the id column '{id_col}' "
+            "(set data.sample_id_col if the sample names it differently)"
+        )
+
+
+def read_sample(d: Data) -> pd.DataFrame:
+    """sample_submission.csv as strings, its first column the id column (data.sample_id_col, else
+    data.id_col) with unique ids: checked as it is read, so that infer refuses a sample the
+    submission could not follow before it predicts anything."""
+    path = d.path(d.sample_submission)
+    sample = read_table(path, [])
+    check_id_first(list(sample.columns), d.sample_id, path)
+    return check_table(sample, path, [d.sample_id], d.sample_id)
+
+
+def class_form(values: pd.Series, classes: list[str], col: str, sample_path) -> str:
+    """How a one-column sample writes the class, read off its values (data.submission_classes:
+    auto): labels if they are classes, or text, or numbers codes cannot be; codes if the classes
+    are names and the values integers in 0..K-1. Integers in 0..K-1 that are not all classes,
+    with integer classes (1..5 and a sample of 0s), could be codes or a placeholder: refused,
+    since either guess writes a silently wrong submission half the time."""
+    k, shown = len(classes), ", ".join(sorted(set(map(str, values)))[:3])
+    if set(map(str, values)) <= set(classes) or _numbers(values) is None:
+        return "labels"
+    ints, class_ints = _integers(values), _integers(classes)
+    if class_ints is not None and ints is not None and set(ints) <= set(class_ints):
+        return "labels"  # '3.0' for the class '3'
+    as_codes = ints is not None and ints.min() >= 0 and ints.max() < k
+    if class_ints is None and as_codes:
+        return "codes"
+    if class_ints is not None and not as_codes:
+        return "labels"  # not codes, so the numbers stand for the (integer) classes
+    order = code_order(classes)
+    what = (
+        f"integers in 0..{k - 1} ({shown}) that are not all classes ({order[0]}..{order[-1]}): class codes "
+        "or a placeholder?"
+        if as_codes
+        else f"numbers ({shown}) that are neither classes nor codes 0..{k - 1}:"
+    )
+    raise PipelineError(
+        f"{sample_path}: '{col}' holds {what} set data.submission_classes to labels (the class as "
+        "train.csv spells it) or codes (its index in sorted order)"
+    )
+
+
 def layout(
-    sample: pd.DataFrame, classes: list[str], id_col: str, negative: str | None, sample_path, multilabel: bool = False
+    sample: pd.DataFrame,
+    classes: list[str],
+    id_col: str,
+    negative: str | None,
+    sample_path,
+    multilabel: bool = False,
+    classes_as: str = "auto",
 ) -> tuple[str, str | None]:
     """How sample_submission.csv wants the predictions: (kind, the class a binary column is for).
-    labels: a class name per row; codes: the class's index (the sample holds integers that are not
-    class names); probs: one probability column per class; binary: one column, the probability of
-    a class (the column's name if it is a class, else the class that is not data.negative_class,
-    else the second in sorted order), chosen when the sample holds fractions."""
+    labels: a class name per row; codes: the class's index in code_order; probs: one probability
+    column per class; binary: one column, the probability of a class (the column's name if it is
+    a class, else the class that is not data.negative_class, else the second in sorted order),
+    chosen when the sample holds fractions; multilabels: the labels at or above their thresholds.
+    A one-column sample's class form is classes_as (data.submission_classes), or read off it
+    (class_form) when that is auto."""
     cols = list(sample.columns)
-    if cols[0] != id_col:
-        raise PipelineError(f"{sample_path}: first column is '{cols[0]}', expected the id column '{id_col}'")
+    check_id_first(cols, id_col, sample_path)
     if len(cols) > 2 or (len(cols) == 2 and len(classes) == 2 and cols[1] in classes):
         if sorted(cols[1:]) == sorted(classes):
             return "probs", None
@@ -38,14 +108,13 @@ def layout(
         raise PipelineError(f"{sample_path}: columns {cols}: no prediction column")
     if multilabel:
         return "multilabels", None
+    if classes_as != "auto":
+        return classes_as, None
     nums = _numbers(sample[cols[1]])
-    values = set(sample[cols[1]].astype(str))
     if nums is not None and len(classes) == 2 and (nums != np.round(nums)).any():
         positive = next((c for c in classes if c != negative), classes[1]) if negative else classes[1]
         return "binary", positive
-    if nums is not None and not values <= set(classes):
-        return "codes", None
-    return "labels", None
+    return class_form(sample[cols[1]], classes, cols[1], sample_path), None
 
 
 def build_submission(
@@ -57,15 +126,17 @@ def build_submission(
     negative: str | None = None,
     thresholds=None,
     sep: str = " ",
+    classes_as: str = "auto",
 ) -> pd.DataFrame:
-    """The submission in the sample's layout, ids in the sample's order. With thresholds (a
-    multi-label task), a label column gets every label at or above its threshold, joined by sep."""
+    """The submission in the sample's layout, ids in the sample's order (id_col: the sample's id
+    column, which test's must be named as). With thresholds (a multi-label task), a label column
+    gets every label at or above its threshold, joined by sep. classes_as: layout's."""
+    kind, cls = layout(sample, classes, id_col, negative, sample_path, thresholds is not None, classes_as)
     probs = test.set_index(id_col)
     missing = [i for i in sample[id_col] if i not in probs.index]
     if missing:
         raise PipelineError(f"{sample_path}: no prediction for id '{missing[0]}' ({len(missing)} missing)")
     probs = probs.loc[sample[id_col], classes]
-    kind, cls = layout(sample, classes, id_col, negative, sample_path, thresholds is not None)
     ids = sample[[id_col]].reset_index(drop=True)
     col = sample.columns[-1]
     if kind == "multilabels":
@@ -75,8 +146,11 @@ def build_submission(
         return pd.concat([ids, probs[list(sample.columns[1:])].reset_index(drop=True)], axis=1)
     if kind == "binary":
         return ids.assign(**{col: probs[cls].to_numpy()})
-    top = probs.to_numpy().argmax(1)
-    return ids.assign(**{col: top if kind == "codes" else np.asarray(classes, dtype=object)[top]})
+    top = np.asarray(classes, dtype=object)[probs.to_numpy().argmax(1)]
+    if kind == "codes":
+        code = {c: i for i, c in enumerate(code_order(classes))}
+        return ids.assign(**{col: [code[c] for c in top]})
+    return ids.assign(**{col: top})
 
 
 def check_submission(
@@ -87,8 +161,10 @@ def check_submission(
     sample_path,
     negative: str | None = None,
     sep: str | None = None,
+    classes_as: str = "auto",
 ) -> None:
-    """Refuse a submission the competition would reject: columns, ids and order, NaN, values."""
+    """Refuse a submission the competition would reject: columns, ids and order, NaN, values (in
+    the layout build_submission chose: the same classes_as)."""
     if list(sub.columns) != list(sample.columns):
         raise PipelineError(
             f"submission columns {list(sub.columns)} differ from {sample_path}'s {list(sample.columns)}"
@@ -105,7 +181,7 @@ def check_submission(
     if nan.any():
         row, col = np.argwhere(nan)[0]
         raise PipelineError(f"submission line {row + 2}: '{sub.columns[col]}' is empty (NaN)")
-    kind, _ = layout(sample, classes, id_col, negative, sample_path, sep is not None)
+    kind, _ = layout(sample, classes, id_col, negative, sample_path, sep is not None, classes_as)
     values = sub.drop(columns=[id_col])
     if kind == "multilabels":
         bad = ~values.map(lambda v: all(t in classes for t in str(v if v == v else "").split(sep) if t)).to_numpy()
@@ -114,7 +190,7 @@ def check_submission(
     elif kind == "codes":
         bad = ~values.isin(list(range(len(classes))) + [str(i) for i in range(len(classes))]).to_numpy()
     else:
-        bad = ~values.isin(classes).to_numpy()
+        bad = ~values.astype(str).isin(classes).to_numpy()  # integer classes read back from a CSV are ints
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise PipelineError(

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import COLOURS, fake_run, probs
+from helpers import COLOURS, fake_run, make_competition, probs
 
 from pipeline.config_files import to_yaml
 from pipeline.errors import PipelineError
 from pipeline.stages import ensemble
+from pipeline.upstream import read_predictions
 
 
 def test_mean_of_members_gives_labels_in_sample_order(tmp_path, comp):
@@ -124,3 +125,37 @@ def test_ensemble_writes_one_probability_column_per_label(multilabel, tmp_path):
     test = pd.read_csv(cfg.run_dir / "test.csv").set_index("image_id")
     assert list(sub.columns) == ["image_id", "red", "green", "blue"]
     assert np.allclose(sub[["red", "green", "blue"]], test.loc[sample.image_id, ["red", "green", "blue"]])
+
+
+def _integer_run(tmp_path, classes):
+    """A faked run on a competition whose classes are integers; test row i's likeliest class is
+    classes[i % K]."""
+    comp = make_competition(tmp_path / "comp", classes=tuple(classes))
+    k, eye = len(classes), np.eye(len(classes)) * 0.9 + 0.1 / len(classes)
+    run = fake_run(tmp_path, comp, "ints", eye[np.arange(10) % k], eye[np.arange(32) % k], classes)
+    return comp, run, [classes[i % k] for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "classes", [[str(i) for i in range(1, 6)], [str(i) for i in range(10)], sorted(str(i) for i in range(11))]
+)
+def test_integer_classes_reach_the_submission_as_themselves(tmp_path, classes):
+    _, run, top = _integer_run(tmp_path, classes)  # the sample holds the first class: labels
+    ensemble.main([run], out_dir=tmp_path / "subs")
+    assert pd.read_csv(tmp_path / "subs" / "ints.csv").label.tolist() == [int(t) for t in top]
+
+
+def test_integer_classes_and_a_sample_of_zeros_wait_for_data_submission_classes(tmp_path):
+    comp, run, top = _integer_run(tmp_path, [str(i) for i in range(1, 6)])
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    sample.assign(label=0).to_csv(comp / "sample_submission.csv", index=False)
+    with pytest.raises(PipelineError, match="sample_submission.csv: 'label' holds integers in 0..4 .*data.submission"):
+        ensemble.main([run], out_dir=tmp_path / "subs")
+    assert not (tmp_path / "subs").exists()
+    for form, want in (("codes", [int(t) - 1 for t in top]), ("labels", [int(t) for t in top])):
+        cfg = read_predictions(run).cfg
+        (run / "config.yaml").write_text(
+            to_yaml(cfg.model_copy(update={"data": cfg.data.model_copy(update={"submission_classes": form})}))
+        )
+        ensemble.main([run], out_dir=tmp_path / "subs")
+        assert pd.read_csv(tmp_path / "subs" / "ints.csv").label.tolist() == want

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from helpers import COLOURS, make_config
 
-from pipeline.config_files import load_config
+from pipeline.config_files import load_config, to_yaml
 from pipeline.errors import PipelineError
-from pipeline.stages import infer
+from pipeline.io import write_text
+from pipeline.runs import RunDir
+from pipeline.stages import ensemble, infer
 
 
 @pytest.fixture
@@ -88,3 +90,24 @@ def test_multilabel_infer_gives_per_label_probabilities(multilabel):
     assert ((p >= 0) & (p <= 1)).all() and not np.allclose(p.sum(1), 1)  # sigmoids, not a softmax
     table = pd.read_csv(cfg.run_dir / "tta.csv")
     assert "cv_f1_macro" in table.columns and table.views.tolist() == ["none", "+hflip", "all"]
+
+
+def test_a_sample_naming_the_id_column_otherwise_reaches_the_submission(inferable):
+    tmp, comp = inferable
+    sample = pd.read_csv(comp / "sample_submission.csv").rename(columns={"image_id": "id"})
+    sample.to_csv(comp / "sample_id.csv", index=False)  # a file of its own: the fixture's stays
+    data, tta = {"root": str(comp), "sample_submission": "sample_id.csv"}, {"batch_size": 16, "tta": {"flips": []}}
+    with pytest.raises(
+        PipelineError,
+        match=r"sample_id.csv: first column is 'id', expected the id column 'image_id' \(set data.sample_id_col",
+    ):
+        infer.main(load_config(make_config(tmp, comp, data=data, infer=tta)))  # before any model is loaded
+    cfg = load_config(make_config(tmp, comp, data={**data, "sample_id_col": "id"}, infer=tta))
+    infer.main(cfg)
+    test = pd.read_csv(cfg.run_dir / "test.csv")
+    assert list(test.columns) == ["image_id", "ants", "bees"] and test.image_id.tolist() == sample.id.tolist()
+    write_text(RunDir(cfg.run_dir).config, to_yaml(cfg))
+    sub = ensemble.main([cfg.run_dir], out_dir=tmp / "subs")
+    written = pd.read_csv(tmp / "subs" / "tiny.csv")
+    assert list(written.columns) == ["id", "label"] and written.id.tolist() == sample.id.tolist()
+    assert written.label.tolist() == np.where(test.ants > test.bees, "ants", "bees").tolist() == sub.label.tolist()

@@ -31,3 +31,8 @@ def test_a_class_named_like_a_column_is_refused():
 def test_probability_table_columns():
     df = prob_frame(["x", "y"], ["a", "b"], np.array([[0.2, 0.8], [1.0, 0.0]]), "image_id", fold=[0, 1])
     assert list(df.columns) == ["image_id", "fold", "a", "b"] and df.b.tolist() == [0.8, 0.0]
+
+
+def test_a_class_named_like_the_samples_id_column_is_refused():
+    with pytest.raises(PipelineError, match="class name 'id' clashes with a column name"):
+        class_list(pd.Series(["id", "a"]), Data(root="x", sample_id_col="id"))

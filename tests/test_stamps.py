@@ -111,3 +111,12 @@ def test_switching_a_trick_on_at_its_defaults_or_off_is_a_change(tmp_path, comp)
     assert not stamps.matches(plain, "train", stamps.settings(ema, "train"))  # and off again
     older = {k: v for k, v in stamps.settings(plain, "train").items() if not k.startswith(("train.ema", "train.swa"))}
     assert stamps.matches(plain, "train", older)  # a stamp from before the switch existed still holds
+
+
+def test_the_test_side_keys_never_retrain(tmp_path, comp):
+    cfg = _cfg(tmp_path, comp)
+    train, lr_find, infer = (stamps.write_stamp(cfg, s) for s in ("train", "lr_find", "infer"))
+    for key in ("data.sample_id_col=id", "data.submission_classes=codes"):
+        assert stamps.stamp_path(_cfg(tmp_path, comp, key), "train") == train
+        assert stamps.stamp_path(_cfg(tmp_path, comp, key), "lr_find") == lr_find
+        assert stamps.stamp_path(_cfg(tmp_path, comp, key), "infer") != infer  # infer reads the sample

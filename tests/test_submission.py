@@ -99,3 +99,89 @@ def test_multilabel_label_lists_at_their_thresholds():
     check_submission(sub, sample, ["a", "b"], "image_id", "s.csv", sep=" ")
     with pytest.raises(PipelineError, match="'tags' = 'a c' is not a valid label list"):
         check_submission(sub.assign(tags=["a c", "a"]), sample, ["a", "b"], "image_id", "s.csv", sep=" ")
+
+
+def _likeliest(classes, ids, top):
+    """A probability table whose likeliest class of each id is `top`'s."""
+    p = np.full((len(ids), len(classes)), 0.01)
+    p[np.arange(len(ids)), [classes.index(t) for t in top]] = 1.0
+    return pd.concat([pd.DataFrame({"image_id": ids}), pd.DataFrame(p, columns=classes)], axis=1)
+
+
+INTS_1_5 = [str(i) for i in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    "classes, filler, top",
+    [
+        (INTS_1_5, 1, ["3", "5", "1"]),  # as codes, 3 would be 2
+        ([str(i) for i in range(10)], 0, ["3", "9", "0"]),
+        (sorted(str(i) for i in range(11)), 0, ["2", "10", "9"]),  # sorted as text: '2' is the 4th class
+        (INTS_1_5, 9, ["3", "5", "1"]),  # a placeholder that is neither a class nor a code
+    ],
+)
+def test_integer_classes_are_written_as_themselves(tmp_path, classes, filler, top):
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "label": [str(filler)] * 3})  # read_table reads strings
+    sub = build_submission(sample, _likeliest(classes, ["x", "y", "z"], top), classes, "image_id", "s.csv")
+    check_submission(sub, sample, classes, "image_id", "s.csv")
+    sub.to_csv(tmp_path / "s.csv", index=False)
+    back = pd.read_csv(tmp_path / "s.csv")
+    assert back.label.tolist() == [int(t) for t in top]
+    check_submission(back, sample, classes, "image_id", "s.csv")
+
+
+def test_integer_classes_and_a_sample_of_codes_range_are_refused_until_the_key_decides():
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "label": ["0"] * 3})
+    test = _likeliest(INTS_1_5, ["x", "y", "z"], ["3", "5", "1"])
+    message = (
+        r"s.csv: 'label' holds integers in 0..4 \(0\) that are not all classes \(1..5\): .*data.submission_classes"
+    )
+    with pytest.raises(PipelineError, match=message):
+        build_submission(sample, test, INTS_1_5, "image_id", "s.csv")
+    with pytest.raises(PipelineError, match=message):
+        check_submission(sample, sample, INTS_1_5, "image_id", "s.csv")
+    for form, want in (("labels", ["3", "5", "1"]), ("codes", [2, 4, 0])):
+        sub = build_submission(sample, test, INTS_1_5, "image_id", "s.csv", classes_as=form)
+        assert sub.label.tolist() == want
+        check_submission(sub, sample, INTS_1_5, "image_id", "s.csv", classes_as=form)
+    with pytest.raises(PipelineError, match="'label' = '5' is not a valid code"):
+        check_submission(sample.assign(label=[5] * 3), sample, INTS_1_5, "image_id", "s.csv", classes_as="codes")
+    with pytest.raises(PipelineError, match="'label' = '0' is not a valid label"):
+        check_submission(sample, sample, INTS_1_5, "image_id", "s.csv", classes_as="labels")
+
+
+def test_codes_of_integer_classes_count_in_numeric_order():
+    classes = sorted(str(i) for i in range(11))  # '0', '1', '10', '2', ...
+    sample = pd.DataFrame({"image_id": ["x", "y"], "label": ["0"] * 2})
+    sub = build_submission(
+        sample, _likeliest(classes, ["x", "y"], ["2", "10"]), classes, "image_id", "s.csv", classes_as="codes"
+    )
+    assert sub.label.tolist() == [2, 10]
+
+
+def test_forced_labels_and_codes_with_class_names():
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "label": ["0"] * 3})  # auto: codes
+    assert build_submission(sample, TEST, CLASSES, "image_id", "s.csv").label.tolist() == [0, 1, 0]
+    sub = build_submission(sample, TEST, CLASSES, "image_id", "s.csv", classes_as="labels")
+    assert sub.label.tolist() == ["ants", "bees", "ants"]
+    check_submission(sub, sample, CLASSES, "image_id", "s.csv", classes_as="labels")
+    with pytest.raises(PipelineError, match="'label' = 'ants' is not a valid code"):
+        check_submission(sub, sample, CLASSES, "image_id", "s.csv")
+
+
+def test_numbers_that_are_neither_names_nor_codes_are_refused():
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "label": ["7"] * 3})
+    with pytest.raises(PipelineError, match=r"holds numbers \(7\) that are neither classes nor codes 0..1: set data"):
+        build_submission(sample, TEST, CLASSES, "image_id", "s.csv")
+
+
+def test_a_sample_naming_its_id_column_otherwise_suggests_the_key(sample):
+    with pytest.raises(
+        PipelineError,
+        match=r"s.csv: first column is 'id', expected the id column 'image_id' \(set data.sample_id_col if",
+    ):
+        build_submission(sample.rename(columns={"image_id": "id"}), TEST, CLASSES, "image_id", "s.csv")
+    sub = build_submission(
+        sample.rename(columns={"image_id": "id"}), TEST.rename(columns={"image_id": "id"}), CLASSES, "id", "s.csv"
+    )
+    assert list(sub.columns) == ["id", "label"] and sub.label.tolist() == ["ants", "bees", "ants"]

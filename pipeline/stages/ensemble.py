@@ -27,10 +27,10 @@ from sklearn.metrics import f1_score
 from .. import blend, calibrate
 from ..config_files import load_ensemble
 from ..errors import PipelineError
-from ..io import read_table, write_csv, write_text
+from ..io import write_csv, write_text
 from ..labels import encode
 from ..metrics import per_fold, score, tune_thresholds
-from ..submission import build_submission, check_submission
+from ..submission import build_submission, check_submission, read_sample
 from ..upstream import Predictions, read_predictions
 
 
@@ -100,13 +100,16 @@ def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, classes: list[str]) -
 
 
 def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
-    """The submission in the sample's layout, checked against the sample, then written."""
+    """The submission in the sample's layout, checked against the sample, then written; the ids
+    under the sample's id column (data.sample_id_col), the run's files keeping data.id_col."""
     d, classes = first.cfg.data, first.classes
     sample_path = d.path(d.sample_submission)
-    sample = read_table(sample_path, [d.id_col], id_col=d.id_col)
-    test = pd.concat([first.test[[d.id_col]].reset_index(drop=True), pd.DataFrame(test_probs, columns=classes)], axis=1)
-    sub = build_submission(sample, test, classes, d.id_col, sample_path, d.negative_class, thresholds, d.label_sep)
-    check_submission(sub, sample, classes, d.id_col, sample_path, d.negative_class, d.sep)
+    sample, sid, form = read_sample(d), d.sample_id, d.submission_classes
+    test = pd.concat(
+        [pd.DataFrame({sid: first.test[d.id_col].to_numpy()}), pd.DataFrame(test_probs, columns=classes)], axis=1
+    )
+    sub = build_submission(sample, test, classes, sid, sample_path, d.negative_class, thresholds, d.label_sep, form)
+    check_submission(sub, sample, classes, sid, sample_path, d.negative_class, d.sep, form)
     write_csv(path, sub)
     return sub
 

@@ -33,6 +33,7 @@ from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
 from ..models import load_fold_model
 from ..runs import RunDir
 from ..stamps import differences
+from ..submission import read_sample
 
 
 def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
@@ -96,7 +97,7 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
 def main(cfg: Config) -> pd.DataFrame:
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
     sample_csv = d.path(d.sample_submission)
-    ids = read_table(sample_csv, [d.id_col], id_col=d.id_col)[d.id_col]
+    ids = read_sample(d)[d.sample_id]  # written under d.id_col: every run's files name ids alike
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
     folds = load_folds(cfg)
     device = engine.pick_device(cfg.runtime)
