@@ -411,6 +411,11 @@ class Runtime(_Section):
     )
     cache: bool = Field(True, description="decode each image once into runtime.cache_dir (false: decode every epoch)")
     cache_dir: str = Field("cache", description="where decoded images are kept, shared by experiments")
+    check_images: bool = Field(
+        True,
+        description="before train and infer, decode every train and test image once (those unchanged since "
+        "they last passed are skipped: cache_dir/checked.json); a bad one stops the stage before its first epoch",
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader worker processes; null: none on a CPU, cores - 1 (up to 8) per GPU"
     )

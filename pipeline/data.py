@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import distributed
 from .config import Data
@@ -23,17 +24,73 @@ cv2.setNumThreads(0)  # torch owns the cores; cv2's own pool only oversubscribes
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 image. OpenCV first (fast); PIL for what it cannot decode (GIF, some PNG)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is not None:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: image not found")
+    """An upright RGB uint8 (H, W, 3) image, decoded whole: a truncated or corrupt file is refused,
+    never trained on (OpenCV's libjpeg fills a cut JPEG's missing rows with grey and only warns,
+    without the file's name). A JPEG or PNG whose end marker is in place goes to OpenCV (fast, the
+    common case); anything else goes to PIL, which raises where the data ends early: other formats,
+    and JPEG or PNG files whose end is missing (or followed by more than padding). The format is
+    read from the bytes, never the suffix (a PNG named .jpg is a PNG)."""
+    data = read_bytes(path)
+    if ends_whole(data):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation
+        if img is not None:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return pil_decode(path, data)
+
+
+def read_bytes(path: str | Path) -> bytes:
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for a bad file; all mean the same to the user
-        raise PipelineError(f"{path}: cannot read image ({type(e).__name__})") from None
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: image not found") from None
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read image ({e.strerror})") from None
+    if not data:
+        raise PipelineError(f"{path}: image is empty (0 bytes)")
+    return data
+
+
+JPEG_START, JPEG_END, JPEG_SCAN = b"\xff\xd8\xff", b"\xff\xd9", b"\xff\xda"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"  # IEND: the last chunk, with its CRC
+PADDING = 1024  # bytes an end marker may sit before the file's end (cameras and tools pad, append)
+
+
+def ends_whole(data: bytes) -> bool:
+    """Whether a JPEG's end of image (after its last scan's start) or a PNG's IEND chunk is within
+    PADDING bytes of the end: a look at the tail, not a decode. False sends the file to PIL, which
+    decides; a JPEG cut after its EXIF thumbnail ends with the thumbnail's end marker, but then a
+    scan's start follows it or the main image has no scan at all (no decoder returns pixels)."""
+    tail = max(0, len(data) - PADDING)
+    if data.startswith(JPEG_START):
+        end = data.rfind(JPEG_END, tail)
+        return end >= 0 and data.find(JPEG_SCAN, end) < 0
+    if data.startswith(PNG_START):
+        return data.find(PNG_END, tail) >= 0
+    return False
+
+
+def pil_decode(path: str | Path, data: bytes) -> np.ndarray:
+    """PIL's decode of the whole file (it raises on data that ends early, as ImageFile's default
+    LOAD_TRUNCATED_IMAGES = False has it), turned upright by its EXIF orientation as OpenCV does."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return pil_rgb(ImageOps.exif_transpose(im))
+    except UnidentifiedImageError:
+        raise PipelineError(f"{path}: cannot read image (not an image file, or a format PIL does not know)") from None
+    except Image.DecompressionBombError as e:
+        raise PipelineError(f"{path}: cannot read image ({e})") from None
+    except Exception:  # PIL raises many types for a file that ends early or holds bad data
+        raise PipelineError(f"{path}: image is truncated or corrupt") from None
+
+
+def pil_rgb(im: Image.Image) -> np.ndarray:
+    """RGB uint8. 16- and 32-bit greyscale is scaled down by 256 as OpenCV does (PIL's convert
+    clips it at 255: almost white); alpha is dropped, as OpenCV's IMREAD_COLOR drops it."""
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        grey = np.clip(np.rint(np.asarray(im, dtype=np.float32) / 256), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}

@@ -7,6 +7,7 @@ back), and says which rows a fold trains on.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -83,9 +84,14 @@ def unused_negatives(cfg: Config, folds: pd.DataFrame, fold: int) -> pd.DataFram
     return rows[~rows.index.isin(training_rows(cfg, folds, fold).index)]
 
 
+def train_image_paths(cfg: Config, rows: pd.DataFrame) -> list[Path]:
+    """Image paths (each checked to exist) of some rows of the folds file, a missing one named by
+    its line in train.csv: load_folds checks that the folds file holds train.csv's rows in
+    train.csv's order, and keeps its index, so a row's line there is index + 2 whichever fold it is in."""
+    d = cfg.data
+    return image_paths(d.root, d.train_images, rows[d.id_col], d.path(d.train_csv), rows.index + 2)
+
+
 def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> Images:
     """Image paths (each checked to exist) and class indices of some rows of the folds file."""
-    d = cfg.data
-    return Images(
-        image_paths(d.root, d.train_images, rows[d.id_col], cfg.folds_file), encode(rows[d.label_col], classes, d.sep)
-    )
+    return Images(train_image_paths(cfg, rows), encode(rows[cfg.data.label_col], classes, cfg.data.sep))

@@ -45,10 +45,12 @@ def check_table(df: pd.DataFrame, path: str | Path, columns: list[str], id_col: 
     return df
 
 
-def image_paths(root: str | Path, pattern: str, ids, table: str | Path) -> list[Path]:
-    """Paths of the images named by `pattern` ({id} replaced), each checked to exist."""
+def image_paths(root: str | Path, pattern: str, ids, table: str | Path, lines=None) -> list[Path]:
+    """Paths of the images named by `pattern` ({id} replaced), each checked to exist. `lines`: each
+    id's line in `table`; by default the ids are the table's rows in order (line = position + 2), so
+    a caller passing some of its rows passes their lines too (a DataFrame's `index + 2`)."""
     paths = [Path(root) / pattern.format(id=i) for i in ids]
-    for line, p in enumerate(paths, start=2):
+    for line, p in zip(range(2, len(paths) + 2) if lines is None else lines, paths):
         if not p.is_file():
             raise PipelineError(f"{p}: image not found ({table} line {line})")
     return paths

@@ -18,6 +18,7 @@ from .config import Config
 from .config_files import UPSTREAM, load_config, load_upstream
 from .data import Images
 from .errors import PipelineError
+from .folds_file import train_image_paths
 from .io import image_paths, read_table
 from .runs import RunDir
 
@@ -44,14 +45,12 @@ def hard_negative_rows(cfg: Config, folds: pd.DataFrame, fold: int) -> list[Path
         return []
     rows = read_table(path, HARD_NEGATIVE_COLUMNS)
     d = cfg.data
-    valid = {
-        str(p) for p in image_paths(d.root, d.train_images, folds.loc[folds["fold"] == fold, d.id_col], cfg.folds_file)
-    }
+    valid = {str(p) for p in train_image_paths(cfg, folds[folds["fold"] == fold])}
     mine = rows[rows["fold"].astype(int) == fold]
     for line, rel in zip(mine.index + 2, mine["path"]):
         if str(Path(d.root) / rel) in valid:
             raise PipelineError(f"{path} line {line}: {Path(d.root) / rel} is in fold {fold}'s validation set")
-    return image_paths(d.root, "{id}", mine["path"], path)
+    return image_paths(d.root, "{id}", mine["path"], path, mine.index + 2)
 
 
 def pseudo_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> Images:
@@ -62,9 +61,9 @@ def pseudo_rows(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str])
         return Images([], np.zeros((0, len(classes))))
     rows = read_table(path, ["path", "fold"] + classes)
     d = cfg.data
-    labelled = {str(q) for q in image_paths(d.root, d.train_images, folds[d.id_col], cfg.folds_file)}
+    labelled = {str(q) for q in train_image_paths(cfg, folds)}
     mine = rows[rows["fold"].astype(int) == fold]
-    paths = image_paths(d.root, "{id}", mine["path"], path)
+    paths = image_paths(d.root, "{id}", mine["path"], path, mine.index + 2)
     for line, q in zip(mine.index + 2, paths):
         if str(q) in labelled:
             raise PipelineError(

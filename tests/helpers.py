@@ -197,3 +197,10 @@ def make(*args, check=True) -> subprocess.CompletedProcess:
     if check and res.returncode != 0:
         raise AssertionError(res.stdout + res.stderr)
     return res
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut a file to `keep` of its bytes, as an interrupted download or copy leaves it."""
+    whole = path.read_bytes()
+    path.write_bytes(whole[: int(len(whole) * keep)])
+    return path

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import CPU, neg_competition, neg_config
+from helpers import CPU, neg_competition, neg_config, truncate
 from PIL import Image
 
 from pipeline import data, engine
@@ -12,27 +12,100 @@ from pipeline.data import DataConfig
 from pipeline.errors import PipelineError
 
 
-def test_reads_gif_named_jpg(tmp_path):
-    path = tmp_path / "really_a_gif.jpg"
-    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(path, format="GIF")
+@pytest.fixture(params=["opencv", "pil"])
+def decoder(request, monkeypatch):
+    """Each decoding test twice: as files are read (OpenCV for a whole JPEG or PNG), and through
+    PIL alone (what a file OpenCV cannot decode, or whose end marker is missing, goes to)."""
+    if request.param == "pil":
+        monkeypatch.setattr(data.cv2, "imdecode", lambda *a, **k: None)
+    return request.param
+
+
+def _noise(h, w, c=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c) if c else (h, w), dtype=np.uint8)
+
+
+def _read(path) -> np.ndarray:
     img = data.read_image(path)
-    assert img.shape == (20, 30, 3) and img.dtype == np.uint8
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    return img
 
 
-def test_falls_back_to_pil_when_opencv_cannot_decode(tmp_path, monkeypatch):
-    path = tmp_path / "x.png"
-    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(path)
-    monkeypatch.setattr(data.cv2, "imread", lambda *a, **k: None)
-    assert data.read_image(path).shape == (8, 9, 3)
+def test_greyscale_rgba_and_palette_pngs_load_as_rgb(tmp_path, decoder):
+    grey, rgba = _noise(20, 30, 0), _noise(20, 30, 4)
+    Image.fromarray(grey).save(tmp_path / "l.png")
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    pal = Image.fromarray(_noise(20, 30)).quantize(16)
+    pal.save(tmp_path / "p.png")
+    assert np.array_equal(_read(tmp_path / "l.png"), np.repeat(grey[..., None], 3, axis=2))
+    assert np.array_equal(_read(tmp_path / "rgba.png"), rgba[..., :3])  # alpha dropped, not blended
+    assert np.array_equal(_read(tmp_path / "p.png"), np.asarray(pal.convert("RGB")))
 
 
-def test_unreadable_and_missing_images_are_named(tmp_path):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes(b"not an image at all")
-    with pytest.raises(PipelineError, match="broken.jpg: cannot read image"):
-        data.read_image(bad)
-    with pytest.raises(PipelineError, match="gone.jpg: image not found"):
-        data.read_image(tmp_path / "gone.jpg")
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path, decoder):
+    """Not clipped at 255 (PIL's convert of I;16 would make the image almost white)."""
+    grey = np.random.default_rng(0).integers(0, 65536, (20, 30)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "i16.png")
+    assert Image.open(tmp_path / "i16.png").mode == "I;16"
+    rgb = np.random.default_rng(1).integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    assert data.cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1])  # OpenCV writes BGR
+    for path, want in (("i16.png", np.repeat(grey[..., None], 3, axis=2)), ("rgb16.png", rgb)):
+        got = _read(tmp_path / path).astype(int)
+        assert np.abs(got - want / 256).max() <= 1, path  # rounded or truncated: within one level
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path, decoder):
+    """Orientation 6: the stored pixels are turned 90 degrees clockwise to display; a red band
+    along the stored top is then down the right side."""
+    stored = np.full((40, 60, 3), 30, np.uint8)
+    stored[:10, :, 0] = 230
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    img = _read(tmp_path / "rot.jpg")
+    assert img.shape == (60, 40, 3)
+    assert img[:, -8:, 0].mean() > 200 and img[:, :28, 0].mean() < 60
+
+
+def test_the_format_is_read_from_the_bytes_not_the_suffix(tmp_path, decoder):
+    rgb = _noise(20, 30)
+    Image.fromarray(rgb).save(tmp_path / "really_a_png.jpg", format="PNG")
+    assert np.array_equal(_read(tmp_path / "really_a_png.jpg"), rgb)
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "really_a_gif.jpg", format="GIF")
+    assert np.array_equal(_read(tmp_path / "really_a_gif.jpg"), np.full((20, 30, 3), 200, np.uint8))
+
+
+def test_bytes_after_a_jpegs_end_are_allowed(tmp_path, decoder):
+    """Padding, or more (a camera's trailer) that sends the file to PIL, which stops at the end."""
+    path = tmp_path / "x.jpg"
+    Image.fromarray(_noise(32, 32)).save(path, quality=90)
+    want = _read(path)
+    whole = path.read_bytes()
+    for extra in (b"\0" * 100, b"\xff\xda trailer" * 1000):
+        path.write_bytes(whole + extra)
+        assert np.array_equal(_read(path), want)
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("gone.jpg", None, "image not found"),
+        ("empty.jpg", lambda p: p.write_bytes(b""), r"image is empty \(0 bytes\)"),
+        ("half.jpg", lambda p: truncate(p, 0.5), "image is truncated or corrupt"),
+        ("no_end.jpg", lambda p: p.write_bytes(p.read_bytes()[:-2]), "image is truncated or corrupt"),
+        ("half.png", lambda p: truncate(p, 0.5), "image is truncated or corrupt"),
+        ("text.jpg", lambda p: p.write_text("id,label\nx,ants\n"), r"cannot read image \(not an image file"),
+    ],
+)
+def test_missing_empty_truncated_and_non_images_are_refused(tmp_path, decoder, name, make, message):
+    """A JPEG cut in half that OpenCV's imread decodes comes back with a grey bottom half (and a
+    warning naming no file); here it is an error naming the file."""
+    path = tmp_path / name
+    if make is not None:
+        Image.fromarray(_noise(64, 64)).save(path, format="PNG" if name.endswith(".png") else "JPEG")
+        make(path)
+    with pytest.raises(PipelineError, match=rf"^{path}: {message}"):
+        data.read_image(path)
 
 
 def test_data_config_round_trips_timms_dict():

@@ -2,11 +2,11 @@
 
 import pandas as pd
 import pytest
-from helpers import make_config
+from helpers import CLASSES, make_config
 
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
-from pipeline.folds_file import check_folds, load_folds, training_rows, unused_negatives
+from pipeline.folds_file import check_folds, fold_images, load_folds, training_rows, unused_negatives
 from pipeline.stages import folds as folds_stage
 
 
@@ -52,3 +52,15 @@ def test_load_folds_refuses_another_split_and_a_missing_file(tmp_path, comp):
     other = load_config(make_config(tmp_path, comp, folds={"n_folds": 3, "dir": str(tmp_path / "folds")}))
     with pytest.raises(PipelineError, match="n_folds': 3"):
         load_folds(other)
+
+
+def test_a_missing_image_is_named_by_its_line_in_train_csv(tmp_path, comp):
+    """Not by its position within the fold's rows, nor in the folds file's name."""
+    cfg = load_config(make_config(tmp_path, comp))
+    folds_stage.main(cfg)
+    rows = load_folds(cfg).query("fold == 1")
+    image_id, line = rows.image_id.iloc[3], rows.index[3] + 2
+    assert line != 3 + 2 and pd.read_csv(comp / "train.csv").image_id[line - 2] == image_id
+    (comp / "train" / f"{image_id}.jpg").unlink()
+    with pytest.raises(PipelineError, match=rf"{image_id}\.jpg: image not found \(.*/comp/train\.csv line {line}\)$"):
+        fold_images(cfg, rows, CLASSES)

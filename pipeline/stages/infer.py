@@ -26,11 +26,12 @@ from .. import calibrate, engine, tta
 from ..cache import run_cache
 from ..config import Config
 from ..errors import PipelineError
-from ..folds_file import load_folds
+from ..folds_file import load_folds, train_image_paths
 from ..io import image_paths, read_table, write_csv, write_text
 from ..labels import encode, prob_frame
 from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
 from ..models import load_fold_model
+from ..preflight import check_competition
 from ..runs import RunDir
 from ..stamps import differences
 from ..submission import read_sample
@@ -96,10 +97,11 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
 
 def main(cfg: Config) -> pd.DataFrame:
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
+    folds = load_folds(cfg)
+    check_competition(cfg, folds)  # every test and validation image, before any model is loaded
     sample_csv = d.path(d.sample_submission)
     ids = read_sample(d)[d.sample_id]  # written under d.id_col: every run's files name ids alike
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
-    folds = load_folds(cfg)
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     fold_probs, classes, oof_views, source = [], None, None, None
@@ -112,7 +114,7 @@ def main(cfg: Config) -> pd.DataFrame:
         classes, views = fm.classes, tta.fold_views(fm, t)
         source = source or run_cache(cfg, fm.data_config)
         rows = np.flatnonzero(folds["fold"].to_numpy() == k)
-        valid_paths = image_paths(d.root, d.train_images, folds[d.id_col].iloc[rows], cfg.folds_file)
+        valid_paths = train_image_paths(cfg, folds.iloc[rows])
         both = tta.predict_views(
             fm.model,
             test_paths + valid_paths,

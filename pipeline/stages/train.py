@@ -51,6 +51,7 @@ from ..labels import class_list, prob_frame
 from ..losses import make_loss, rdrop_loss
 from ..metrics import accuracy, log_loss
 from ..models import create_model, data_config, save_checkpoint
+from ..preflight import check_competition
 from ..runs import RunDir
 from ..stamps import matches, settings
 from ..upstream import extra_rows
@@ -758,6 +759,7 @@ def main(cfg: Config, fold: int | None = None) -> None:
     folds = load_folds(cfg)
     if fold is not None and not 0 <= fold < cfg.folds.n_folds:
         raise PipelineError(f"--fold {fold}: the folds file has folds 0..{cfg.folds.n_folds - 1}")
+    check_competition(cfg, folds)  # every train and test image, before the first epoch
     for k in range(cfg.folds.n_folds) if fold is None else [fold]:
         train_fold(cfg, folds, k)
 
