@@ -118,7 +118,7 @@ def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int) -> No
         with open(tmp / "pixels.u8", "wb") as out, ThreadPoolExecutor(workers) as pool:
             images = pool.map(lambda p: resize(image=read_image(p))["image"], files["path"])
             desc = f"decode cache {folder.name[: folder.name.rindex('-')]}"
-            for i, img in enumerate(tqdm(images, total=len(files), desc=desc, unit="img", mininterval=2)):
+            for i, img in enumerate(tqdm(images, total=len(files), desc=desc, unit="img", mininterval=2, disable=None)):
                 out.write(np.ascontiguousarray(img).tobytes())
                 index[i] = offset, img.shape[0], img.shape[1]
                 offset += img.size

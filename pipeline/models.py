@@ -3,6 +3,7 @@ trained model rebuilt from its checkpoint alone."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,7 @@ from .runs import RunDir
 
 def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
     """The backbone named in the config with a new `num_classes` head and its pretrained weights."""
-    if not timm.is_model(mcfg.backbone):
-        raise PipelineError(f"model.backbone: '{mcfg.backbone}' is not a timm model name")
+    check_model(mcfg)
     model = _create(mcfg, num_classes)
     if mcfg.head_init == "kaiming":
         for m in model.get_classifier().modules():
@@ -30,6 +30,19 @@ def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
                 torch.nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
                 torch.nn.init.zeros_(m.bias)
     return model
+
+
+def check_model(m: Model) -> None:
+    """The backbone is a timm name (else the closest names are suggested) and a weights file named
+    by model.pretrained exists (preflight's check before training; create_model loads it)."""
+    if not timm.is_model(m.backbone):
+        close = difflib.get_close_matches(m.backbone, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
+        raise PipelineError(f"model.backbone: '{m.backbone}' is not a timm model name{hint}")
+    if m.pretrained not in ("none", "hub") and not m.pretrained.startswith("hub:"):
+        path = weights_path(m.pretrained)
+        if not path.is_file():
+            raise PipelineError(f"model.pretrained: {path}: weights file not found")
 
 
 def _create(mcfg: Model, num_classes: int) -> torch.nn.Module:

@@ -23,22 +23,36 @@ from . import distributed
 from .config import Config
 from .data import read_image
 from .errors import PipelineError
-from .io import read_table, write_text
+from .io import write_text
+from .labels import class_list
+from .models import check_model
+from .submission import layout, read_sample
 
 CHECKED = "checked.json"
 RULES = 1  # bump when read_image refuses more than before: images passed under older rules are checked again
 
 
-def check_competition(cfg: Config, folds: pd.DataFrame) -> None:
-    """The check before train or infer: every training image of the folds file (named by its
-    train.csv line: the folds file keeps train.csv's rows and order, folds_file.load_folds) and
-    every test image of the sample submission. By process 0 alone under DDP: the others go on to
-    join the process group, which waits for it (and torchrun stops them if it fails)."""
-    if not cfg.runtime.check_images or not distributed.is_main():
+def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> None:
+    """The check before train or infer: the sample submission (its id column, unique ids, and a
+    layout the submission can follow); with `model` (training) the backbone and its weights file;
+    then every training image of the folds file (named by its train.csv line: the folds file
+    keeps train.csv's rows and order, folds_file.load_folds) and every test image of the sample
+    submission. By process 0 alone under DDP: the others go on to join the process group, which
+    waits for it (and torchrun stops them if it fails)."""
+    if not distributed.is_main():
         return
     d = cfg.data
+    sample = read_sample(d)
+    layout(
+        sample, class_list(folds[d.label_col], d), d.sample_id, d.negative_class, d.path(d.sample_submission),
+        d.multilabel, d.submission_classes,
+    )  # fmt: skip
+    if model:
+        check_model(cfg.model)
+    if not cfg.runtime.check_images:
+        return
     train_csv, sample_csv = d.path(d.train_csv), d.path(d.sample_submission)
-    test_ids = read_table(sample_csv, [d.id_col], id_col=d.id_col)[d.id_col]
+    test_ids = sample[d.sample_id]
     paths = [d.path(d.train_images.format(id=i)) for i in folds[d.id_col]]
     paths += [d.path(d.test_images.format(id=i)) for i in test_ids]
     where = [f"{train_csv} line {i + 2}" for i in folds.index]

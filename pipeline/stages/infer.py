@@ -98,7 +98,7 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
 def main(cfg: Config) -> pd.DataFrame:
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
     folds = load_folds(cfg)
-    check_competition(cfg, folds)  # every test and validation image, before any model is loaded
+    check_competition(cfg, folds, model=False)  # the sample, every image: before any model is loaded
     sample_csv = d.path(d.sample_submission)
     ids = read_sample(d)[d.sample_id]  # written under d.id_col: every run's files name ids alike
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
@@ -130,9 +130,10 @@ def main(cfg: Config) -> pd.DataFrame:
             oof_views = np.zeros((len(views), len(folds), len(classes)))
         oof_views[:, rows] = both[:, len(test_paths) :]
         probs = tta.merge(both[:, : len(test_paths)], t.merge, d.multilabel)
-        write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
         fold_probs.append(probs)
         print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
+    for k, probs in enumerate(fold_probs):  # after every fold's model loaded: no half-updated set of files
+        write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
     y = encode(folds[d.label_col], classes, d.sep)
     neg = classes.index(d.negative_class) if d.negative_class in classes and not d.multilabel else None
     table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
