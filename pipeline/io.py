@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,6 +55,30 @@ def image_paths(root: str | Path, pattern: str, ids, table: str | Path, lines=No
         if not p.is_file():
             raise PipelineError(f"{p}: image not found ({table} line {line})")
     return paths
+
+
+def damaged(path: Path) -> bool:
+    """Whether an artifact exists but cannot be what its stage wrote: a checkpoint whose zip
+    directory is unreadable, a CSV that does not end its last line (every writer here does) or
+    does not parse. Cheap enough for every make (make_bridge); a missing file is Make's own
+    business."""
+    if not path.is_file():
+        return False
+    if path.suffix == ".pt":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return not any(n.endswith("/data.pkl") for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                return True
+        pd.read_csv(path, dtype=str, keep_default_na=False, nrows=5)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+        return True
+    return False
 
 
 # ----------------------------------------------------------------------------- writing

@@ -112,6 +112,8 @@ def die_with_parent() -> None:
     """Under Make, end this process when Make dies (Linux's parent-death signal), and turn SIGTERM
     and SIGHUP into SystemExit so the lock and any temp file are cleaned up on the way out.
     A stage started by hand keeps running when its shell closes (nohup works as usual)."""
+    global _OWNER
+    _OWNER = os.getpid()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _exit_on)
@@ -128,5 +130,12 @@ def die_with_parent() -> None:
         raise SystemExit(143)
 
 
+_OWNER: int | None = None  # the stage's own process: forked DataLoader workers inherit the handler
+
+
 def _exit_on(signum, _frame) -> None:
+    if os.getpid() != _OWNER:  # a worker told to stop by its loader dies as it always did, quietly
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise SystemExit(128 + signum)

@@ -10,15 +10,13 @@ Must not import torch: Make runs this at parse time.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from .config import Config
 from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream, read_chain
 from .errors import PipelineError
+from .io import damaged
 from .runs import RunDir
 from .stamps import STAGE_READS, stamp_path
 
@@ -61,28 +59,6 @@ def artifacts(cfg: Config) -> list[Path]:
     for k in range(cfg.folds.n_folds):
         files += [run.fold_oof(k), run.best(k), run.test_fold(k)]
     return files
-
-
-def damaged(path: Path) -> bool:
-    """Whether an artifact exists but cannot be what its stage wrote: a checkpoint whose zip
-    directory is unreadable, a CSV that does not parse or whose last row lacks values. Cheap
-    enough to run on every make; a missing file is Make's own business."""
-    if not path.is_file():
-        return False
-    if path.suffix == ".pt":
-        try:
-            with zipfile.ZipFile(path) as z:
-                return not any(n.endswith("/data.pkl") for n in z.namelist())
-        except (zipfile.BadZipFile, OSError):
-            return True
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
-        return True
-    if df.columns.empty:
-        return True
-    # a file cut short ends in a row with fewer values than a whole one
-    return not df.empty and (df.iloc[-1] == "").sum() > (df.iloc[0] == "").sum()
 
 
 def ensemble_vars(path: str) -> str:

@@ -110,3 +110,21 @@ def test_killing_make_ends_its_stage_and_the_next_make_resumes(tmp_path, comp):
     done = torch.load(run / "fold0" / "last.pt", weights_only=True)["epoch"]
     out = make("train", f"CONFIG={config}", "FOLD=0").stdout
     assert f"resuming after epoch {done}" in out and (run / "fold0" / "oof.csv").is_file()
+
+
+def test_a_forked_child_dies_of_sigterm_as_before(tmp_path):
+    """DataLoader workers inherit the stage's handler; SIGTERM from their loader must still end
+    them by the signal (torch reads an exit code as a worker crash), not by SystemExit."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from pipeline import lock\n"
+        "lock.die_with_parent()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(30); os._exit(0)\n"
+        "time.sleep(0.5); os.kill(pid, signal.SIGTERM)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.WIFSIGNALED(status), os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", str(int(signal.SIGTERM))]

@@ -243,3 +243,42 @@ def test_launch_prefixes_every_stage_command(tmp_path, comp):
     assert [s[0] for s in stages] == ["pipeline"] * 5
     assert [s[1] for s in stages] == ["folds", "train", "train", "infer", "ensemble"]
     assert (tmp_path / "subs" / "tiny.csv").is_file()
+
+
+def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(tmp_path, comp):
+    """Delete or damage best.pt, a fold's oof.csv, oof.csv, test.csv or the folds file: a plain
+    `make ensemble` rebuilds it, and only what depends on it. With runtime.deterministic the
+    rebuilt files are bit-identical to the first ones (a retrained fold included), through Make."""
+    config = make_config(tmp_path, comp, runtime={"cache_dir": str(tmp_path / "cache"), "deterministic": True})
+    common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
+    run, folds_csv = tmp_path / "runs" / "tiny", tmp_path / "folds" / "comp.csv"
+    make("ensemble", *common)
+    files = [folds_csv, run / "fold0" / "oof.csv", run / "oof.csv", run / "test.csv", tmp_path / "subs" / "tiny.csv"]
+    first = {f: f.read_bytes() for f in files}
+    weights = torch.load(run / "fold1" / "best.pt", weights_only=True)["state_dict"]
+
+    def rebuilt(spoils, expect_in_out: list[str], not_in_out: str):
+        for spoil, path in spoils:
+            spoil(path)
+        out = make("ensemble", *common).stdout
+        assert all(e in out for e in expect_in_out) and not_in_out not in out, out
+        assert all(f.read_bytes() == b for f, b in first.items())
+        assert make("-q", "ensemble", *common, check=False).returncode == 0  # nothing stale after
+
+    def cut(p):  # in the middle of a line, as a full disk or a careless copy leaves a file
+        data = p.read_bytes()[: p.stat().st_size // 2]
+        p.write_bytes(data.rstrip(b"\n")[:-1])
+
+    def rm(p):
+        p.unlink()
+
+    best, oof0 = run / "fold1" / "best.pt", run / "fold0" / "oof.csv"
+    rebuilt([(rm, best), (rm, oof0)], [f"fold 1: {best} is missing", "fold 0: resuming after epoch 1"], "fold 0: "
+            f"{run / 'fold0' / 'best.pt'} is missing")  # fmt: skip
+    after = torch.load(best, weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], after[k]) for k in weights)  # retrained bit for bit
+    rebuilt(
+        [(cut, best), (cut, oof0), (cut, run / "test.csv")], ["fold 1: ", "damaged", "pipeline infer"], "--fold 0: "
+    )
+    rebuilt([(rm, run / "oof.csv"), (rm, run / "test.csv"), (rm, run / "test_fold1.csv")], ["pipeline infer"], "train")
+    rebuilt([(rm, folds_csv)], ["pipeline folds", "already trained"], "training the fold again")

@@ -46,7 +46,7 @@ from ..data import (
 )
 from ..errors import PipelineError
 from ..folds_file import fold_images, load_folds, training_rows
-from ..io import atomic_path, write_csv
+from ..io import atomic_path, damaged, write_csv
 from ..labels import class_list, prob_frame
 from ..losses import make_loss, rdrop_loss
 from ..metrics import accuracy, log_loss
@@ -701,9 +701,12 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     run = build(cfg, folds, fold)
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
-    if resume is not None and resume.done and oof_path.is_file():
+    if resume is not None and resume.done and readable_csv(oof_path):
         if kept_model_ok(run):
             say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
+            if distributed.is_main():  # Make reran this for a newer input (the folds file remade
+                for f in (run.paths.best(fold), oof_path):  # the same): up to date now, as it
+                    f.touch()  # would be had it trained
             return
         say(f"fold {fold}: {run.paths.best(fold)} is missing or damaged; training the fold again")
         run, resume = build(cfg, folds, fold), None
@@ -718,6 +721,11 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
             run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val)
     finish_swa(run, valid_dl, y_val)
     finish(run)
+
+
+def readable_csv(path) -> bool:
+    """Whether a fold's oof.csv is there and whole; a damaged one is rewritten from last.pt."""
+    return path.is_file() and not damaged(path)
 
 
 def kept_model_ok(run: FoldRun) -> bool:
