@@ -273,7 +273,7 @@ def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(tmp_path, 
         p.unlink()
 
     best, oof0 = run / "fold1" / "best.pt", run / "fold0" / "oof.csv"
-    rebuilt([(rm, best), (rm, oof0), (rm, run / "oof.csv"), (rm, run / "test_fold1.csv")],
+    rebuilt([(rm, best), (rm, oof0), (rm, run / "oof.csv"), (rm, run / "test.csv"), (rm, run / "test_fold1.csv")],
             [f"fold 1: {best} is missing", "fold 0: resuming after epoch 1", "pipeline infer"],
             f"fold 0: {run / 'fold0' / 'best.pt'} is missing")  # fmt: skip
     after = torch.load(best, weights_only=True)["state_dict"]
