@@ -264,3 +264,25 @@ def test_a_fold_trains_with_focal_loss_and_clipping(tmp_path, comp):
     train.train_fold(cfg, folds, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert len(hist) == 2 and np.isfinite(hist.train_loss).all()
+
+
+def test_a_finished_fold_rebuilds_what_is_lost_and_skips_otherwise(tmp_path, comp, capsys):
+    """best.pt gone (with its oof.csv): the fold trains again; only oof.csv gone: rewritten from
+    last.pt with the same probabilities; both there: skipped."""
+    cfg = load_config(make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}], "batch_size": 8}))
+    folds_stage.main(cfg)
+    folds = load_folds(cfg)
+    train.train_fold(cfg, folds, 0)
+    fold = cfg.run_dir / "fold0"
+    oof = (fold / "oof.csv").read_text()
+    (fold / "oof.csv").unlink()
+    capsys.readouterr()
+    train.train_fold(cfg, folds, 0)
+    assert (fold / "oof.csv").read_text() == oof and "training the fold again" not in capsys.readouterr().out
+    (fold / "best.pt").unlink()
+    (fold / "oof.csv").unlink()
+    train.train_fold(cfg, folds, 0)
+    assert "best.pt is missing or damaged; training the fold again" in capsys.readouterr().out
+    assert (fold / "best.pt").is_file() and (fold / "oof.csv").read_text() == oof
+    train.train_fold(cfg, folds, 0)
+    assert "already trained" in capsys.readouterr().out

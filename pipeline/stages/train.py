@@ -701,15 +701,16 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
     run = build(cfg, folds, fold)
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
-    if resume is not None and resume.done and readable_csv(oof_path):
-        if kept_model_ok(run):
+    if resume is not None and resume.done:
+        if not kept_model_ok(run):  # the kept epoch's weights are not in last.pt: train again
+            say(f"fold {fold}: {run.paths.best(fold)} is missing or damaged; training the fold again")
+            run, resume = build(cfg, folds, fold), None
+        elif readable_csv(oof_path):  # else oof.csv is rewritten from last.pt below
             say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
             if distributed.is_main():  # Make reran this for a newer input (the folds file remade
                 for f in (run.paths.best(fold), oof_path):  # the same): up to date now, as it
                     f.touch()  # would be had it trained
             return
-        say(f"fold {fold}: {run.paths.best(fold)} is missing or damaged; training the fold again")
-        run, resume = build(cfg, folds, fold), None
     if distributed.is_main():
         oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
     valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device, run.source)
