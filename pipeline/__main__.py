@@ -58,10 +58,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def run_stage(args: argparse.Namespace) -> None:
     """Load the config; take the experiment's lock (lock.py); record the config, the stage's stamp
-    and its provenance beside the run's outputs; run the stage."""
+    and its provenance beside the run's outputs; run the stage, its output kept in
+    runs/<name>/logs/<stage>.log (progress.py)."""
     from .config_files import load_config, to_yaml
     from .io import write_text_if_changed
     from .lock import die_with_parent, held
+    from .progress import logged
     from .provenance import record
     from .runs import RunDir
     from .stamps import STAGE_READS, stamp_path, write_stamp
@@ -78,11 +80,13 @@ def run_stage(args: argparse.Namespace) -> None:
                 write_stamp(cfg, args.command)  # before any output, so every output is newer than it
                 record(cfg, args.command)
             write_text_if_changed(RunDir(cfg.run_dir).config, to_yaml(cfg))
-        stage = importlib.import_module(f".stages.{args.command}", __package__)
-        if args.command == "train":
-            stage.main(cfg, args.fold)
-        else:
-            stage.main(cfg)
+        log = logged(RunDir(cfg.run_dir).log(args.command), " ".join(sys.argv)) if main_process else None
+        with log or contextlib.nullcontext():
+            stage = importlib.import_module(f".stages.{args.command}", __package__)
+            if args.command == "train":
+                stage.main(cfg, args.fold)
+            else:
+                stage.main(cfg)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from . import progress
 from .config import Runtime
 from .errors import PipelineError
 
@@ -142,7 +143,7 @@ def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, m
     """Probabilities, (N, C), in the loader's order."""
     model.eval()
     out = []
-    for x, _ in loader:
+    for x, _ in progress.bar(loader, len(loader), "validate"):
         with autocast(device, rt):
             logits = model(to_input(x, device, rt))
         out.append(activate(logits, multilabel).cpu())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .errors import PipelineError
 from .io import write_text
 from .labels import class_list
 from .models import check_model
+from .progress import on_terminal
 from .submission import layout, read_sample
 
 CHECKED = "checked.json"
@@ -106,11 +106,6 @@ def file_stamp(path: str) -> list[int] | None:
     except OSError:
         return None
     return [s.st_size, s.st_mtime_ns]
-
-
-def on_terminal() -> bool:
-    """A progress bar only for a person watching: never in a log file, CI or a captured test."""
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def read_checked(path: Path) -> dict[str, list[int]]:

@@ -14,7 +14,7 @@ import albumentations as A
 import numpy as np
 import torch
 
-from . import engine
+from . import engine, progress
 from .cache import run_cache
 from .config import Config, Tta
 from .data import DataConfig, ImageDataset, make_loader, normalize, resize_short
@@ -144,7 +144,8 @@ def predict_views(
         ds = CropsDataset(paths, dc, size, crops, source)
         per_batch = max(1, batch_size // (len(crops) * len(flips)))
         dl = make_loader(ds, per_batch, False, engine.loader_options(rt, device))
-        probs = torch.cat([forward_views(model, x, flips, device, rt, multilabel) for x, _ in dl])  # (N, V_s, K)
+        batches = progress.bar(dl, len(dl), f"predict {size} px x {len(crops) * len(flips)} views")
+        probs = torch.cat([forward_views(model, x, flips, device, rt, multilabel) for x, _ in batches])  # (N, V_s, K)
         names = [(c, f) for c in crops for f in flips]
         want = [names.index((v.crop, v.flip)) for v in views if v.size == size]
         out.append(probs[:, want].numpy())

@@ -73,7 +73,7 @@ def outputs(root: Path) -> dict[str, bytes]:
 
 def expect_error(case: Case, argv: list[str], capsys, *fragments: str) -> str:
     """Run; exit 2, one line, every fragment in it; nothing a stage wrote has changed (the run's
-    config.yaml, stamps and provenance aside, which record the attempt), no temp file left."""
+    config.yaml, stamps, provenance and logs aside, which record the attempt), no temp file left."""
     before = outputs(case.tmp)
     capsys.readouterr()
     assert main(argv) == 2
@@ -84,7 +84,7 @@ def expect_error(case: Case, argv: list[str], capsys, *fragments: str) -> str:
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     after = outputs(case.tmp)
-    record = ("config.yaml", "stamps/", "provenance.json")
+    record = ("config.yaml", "stamps/", "provenance.json", "logs/")
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     assert {k for k in changed if not any(r in k for r in record)} == set(), changed
     assert not [p for p in case.tmp.rglob("*.tmp")], "a temp file was left behind"

@@ -31,7 +31,7 @@ import timm
 import torch
 import yaml
 
-from .. import distributed, engine, optim, tricks
+from .. import distributed, engine, optim, progress, tricks
 from ..cache import run_cache
 from ..config import Config, Fgm, Phase
 from ..data import (
@@ -207,6 +207,7 @@ def train_one_epoch(
     dc=None,
     clip=None,
     step_tricks: StepTricks | None = None,
+    desc: str = "train",
 ) -> tuple[float, float]:
     """One pass over the training images; one optimizer update per `accum` batches. Under DDP the
     batches between updates skip the gradient all-reduce (no_sync). Returns the mean loss and the
@@ -219,7 +220,8 @@ def train_one_epoch(
         optim.freeze_bn(model)
     total, seen, waited = torch.zeros((), device=device), 0, 0.0  # loss summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
-    batches, t0 = iter(loader), time.perf_counter()
+    shown = progress.bar(loader, len(loader), desc) if distributed.is_main() else loader  # a terminal only
+    batches, t0 = iter(shown), time.perf_counter()
     for i, (x, y) in enumerate(batches):
         waited += time.perf_counter() - t0
         x, y = engine.to_input(x, device, rt, dc), y.to(device, non_blocking=True)
@@ -240,6 +242,8 @@ def train_one_epoch(
         seen += len(y)
         if (i + 1) % FINITE_EVERY == 0 and not torch.isfinite(total):  # a sync, so not every step
             raise PipelineError(f"training loss is not finite at step {i + 1}: {DIVERGED}")
+        if shown is not loader and i % 10 == 0:  # live values on the bar: a sync, so not every step
+            progress.show(shown, loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
         t0 = time.perf_counter()
     mean = total.item() / max(seen, 1)
     if not np.isfinite(mean):
@@ -537,6 +541,7 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
         run.final_dc,
         t.clip_grad_norm,
         step_tricks(run, ph.p, epoch),
+        f"fold {run.fold} epoch {epoch}",
     )
     if run.swa is not None and epoch >= t.epochs - t.swa.epochs:
         run.swa.update(run.model)

@@ -1,0 +1,61 @@
+"""pipeline/progress.py: bars on a terminal only, and each stage's output kept in its log."""
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+from helpers import ROOT, make_config
+
+from pipeline.__main__ import main
+
+
+def run_on_terminal(argv: list[str]) -> tuple[int, str]:
+    """A command with stdout and stderr on a pseudo-terminal, as a person at a shell runs it."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    proc = subprocess.Popen(argv, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+
+def test_bars_on_a_terminal_and_none_in_a_pipe(tmp_path, comp):
+    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 2, "lr": 1e-3}], "batch_size": 4})
+    assert main(["folds", str(config)]) == 0
+    code, shown = run_on_terminal([sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"])
+    assert code == 0
+    assert "fold 0 epoch 1" in shown and ("batch/s" in shown or "s/batch" in shown)  # tqdm's rate
+    assert "loss=" in shown and "lr=" in shown  # live values on the training bar
+    assert "validate" in shown
+    argv = [sys.executable, "-m", "pipeline", "train", str(config), "--fold", "1"]
+    piped = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert piped.returncode == 0 and "fold 1 epoch 1 (phase 0" in piped.stdout  # the summary line stays
+    assert "batch/s" not in piped.stderr + piped.stdout and "s/batch" not in piped.stderr + piped.stdout
+    assert "\r" not in piped.stderr + piped.stdout
+
+
+def test_each_stage_appends_its_output_and_its_error_to_a_log(tmp_path, comp, capsys):
+    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}], "batch_size": 8})
+    assert main(["folds", str(config)]) == 0
+    assert main(["train", str(config), "--fold", "0"]) == 0
+    log = tmp_path / "runs" / "tiny" / "logs" / "train.log"
+    text = log.read_text()
+    assert text.startswith("--- ") and "fold 0 epoch 0 (phase 0" in text
+    assert main(["train", str(config), "train.phases.0.lr=1e9", "train.optimizer=sgd", "--fold", "1"]) == 2
+    text = log.read_text()
+    last = text.rstrip().splitlines()[-1]
+    assert text.count("--- ") == 2 and last.startswith("error: ") and "not finite" in last
+    assert last in capsys.readouterr().err
