@@ -32,7 +32,7 @@ GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; trai
 TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
-STAGES := folds train infer lr-find mine pseudo ensemble sanity
+STAGES := folds train infer lr-find mine pseudo ensemble sanity report
 .PHONY: help setup demo hard-negatives-demo test bench bench-scaling bench-ablation clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
@@ -87,6 +87,7 @@ mine:      ## hard negatives for another experiment to train on
 pseudo:    ## pseudo-labels for another experiment to train on
 ensemble:  ## the submission: one experiment, ENSEMBLE=file, or RUNS="..." NAME=...
 sanity:    ## can the model overfit one batch? fails saying so if not; writes nothing
+report:    ## runs/<name>/report.html: one self-contained page (CV, curves, errors, config)
 
 # The config's paths, read once: RUN, FOLDS_FILE, N_FOLDS, STAMP_<stage>, and TRAINS_ON/OTHER for
 # other experiments' outputs (pipeline/make_bridge.py prints them as NAME=value words).
@@ -118,6 +119,7 @@ lr-find: $(RUN)/lr_find.csv
 infer: $(INFER_OUT)
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
+report: $(RUN)/report.html
 ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
 sanity: $(FOLDS_FILE)
 	$(PIPELINE) sanity $(ARGS)
@@ -150,6 +152,9 @@ $(RUN)/hard_negatives.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_mine)
 
 $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_pseudo)
 	$(PIPELINE) pseudo $(ARGS)
+
+$(RUN)/report.html: $(INFER_OUT) $(wildcard $(RUN)/lr_find.csv $(RUN)/hard_negatives.csv $(RUN)/pseudo_labels.csv)
+	$(PIPELINE) report $(ARGS)
 
 $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv $(r)/oof.csv),$(INFER_OUT)) $(SAMPLE_SUB)
 	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)

@@ -65,3 +65,29 @@ def plot_lr_find(lrs, smoothed, suggestions: dict[str, float], path: Path, title
     ax.legend(fontsize=8)
     ax.set_title(title)
     _save(fig, path)
+
+
+def png_bytes(fig) -> bytes:
+    """A figure as PNG bytes, for a page that embeds its images (the run report)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(cm, classes: list[str], title: str) -> bytes:
+    """A confusion matrix (rows: true class, columns: predicted), counts written in the cells."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * n, 1 + 0.5 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return png_bytes(fig)

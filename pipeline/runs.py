@@ -7,6 +7,7 @@ name them (through make_bridge.py), so every path is spelled here once. Paths on
     runs/<name>/provenance.json        per stage: versions, git commit, input digests (provenance.py)
     runs/<name>/locks/<host>-<pid>.json   the stage processes writing here now (lock.py)
     runs/<name>/logs/<stage>.log       each stage's printed output, appended run after run
+    runs/<name>/report.html                                                         (report)
     runs/<name>/stamps/<stage>-<digest>.yaml   the settings a stage's outputs were made with
     runs/<name>/fold<k>/               last.pt, best.pt, history.csv, curves.png, oof.csv (train)
     runs/<name>/test_fold<k>.csv, test.csv, oof.csv, tta.csv                          (infer)
@@ -61,6 +62,10 @@ class RunDir:
 
     def log(self, stage: str) -> Path:
         return self.root / "logs" / f"{stage}.log"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
 
     @property
     def provenance(self) -> Path:

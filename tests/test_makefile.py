@@ -49,6 +49,8 @@ def test_chain_through_make(tmp_path, comp):
     assert set(sub.label) <= {"ants", "bees"}
     assert "CV accuracy" in out
     assert (run / "config.yaml").is_file()
+    assert "report.html" in make("report", *common).stdout and (run / "report.html").is_file()
+    assert "pipeline report" not in make("report", *common).stdout  # up to date
 
     # targets are real files: nothing is stale now; an infer-only change reruns infer, not training
     assert make("-q", "ensemble", *common, check=False).returncode == 0
