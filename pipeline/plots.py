@@ -86,7 +86,8 @@ def confusion_png(cm, classes: list[str], title: str) -> bytes:
     ax.set_yticks(range(n), classes, fontsize=8)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="black")
+            dark = cm[i, j] > cm.max() / 2  # white on the dark cells
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
