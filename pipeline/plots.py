@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
@@ -90,5 +91,20 @@ def confusion_png(cm, classes: list[str], title: str) -> bytes:
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return png_bytes(fig)
+
+
+def correlation_png(corr, names: list[str], title: str) -> bytes:
+    """A correlation matrix with its values written in the cells."""
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * n, 1.2 + 0.6 * n))
+    ax.imshow(corr, cmap="viridis", vmin=min(0.0, float(np.nanmin(corr))), vmax=1)
+    ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    for i in range(n):
+        for j in range(n):
+            value = "n/a" if np.isnan(corr[i, j]) else f"{corr[i, j]:.3f}"
+            ax.text(j, i, value, ha="center", va="center", fontsize=7, color="white")
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)

@@ -3,6 +3,9 @@ Kaggle's, configs for them, experiments run or faked, and Make run from the proj
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +207,20 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     whole = path.read_bytes()
     path.write_bytes(whole[: int(len(whole) * keep)])
     return path
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def embedded_images(page: str) -> list[Image.Image]:
+    """Each <img> of the page, decoded: a src that is not an inline PNG fails (the page must open
+    offline), as does one that does not decode or is empty."""
+    srcs = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    images = []
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.load()
+        assert img.width > 0 and img.height > 0
+        images.append(img)
+    return images

@@ -2,13 +2,14 @@
 submission in the sample's layout; members that cannot be combined are refused."""
 
 import json
+import re
 import shutil
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import COLOURS, fake_run, make_competition, probs
+from helpers import COLOURS, embedded_images, fake_run, make_competition, probs
 
 from pipeline.config_files import to_yaml
 from pipeline.errors import PipelineError
@@ -82,6 +83,12 @@ def test_spec_file_table_and_json(tmp_path, comp, capsys):
     assert meta["cv"]["ensemble: fit"] >= meta["cv"]["ensemble: mean"]
     assert meta["cv"]["ensemble: fit"] >= max(meta["cv"]["a"], meta["cv"]["b"])
     assert (tmp_path / "subs" / "ab.csv").is_file()
+    page = (tmp_path / "subs" / "ab.html").read_text()  # the ensemble report: members, weights, correlation
+    (corr,) = embedded_images(page)
+    assert np.asarray(corr.convert("L")).std() > 1
+    rows = re.findall(r"<tr>\s*<td>(\w+)</td>\s*<td>[\w_]+</td>\s*<td>([\d.]+)</td>", page)
+    assert [r[0] for r in rows] == ["a", "b"]  # the members table, with each member's weight
+    assert [float(r[1]) for r in rows] == pytest.approx(meta["weights"], abs=1e-4)
 
 
 def test_members_on_other_folds_are_refused(tmp_path, comp):

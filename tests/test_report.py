@@ -1,30 +1,11 @@
 """pipeline/stages/report.py: one self-contained page, every image embedded and drawable."""
 
-import base64
-import io
-import re
-
 import numpy as np
 import pandas as pd
-from helpers import make_config, run_chain
-from PIL import Image
+from helpers import embedded_images, make_config, run_chain
 
 from pipeline.config_files import load_config
 from pipeline.stages import report
-
-
-def embedded_images(page: str) -> list[Image.Image]:
-    """Each <img> of the page, decoded: a src that is not an inline PNG fails (the page must open
-    offline), as does one that does not decode or is empty."""
-    srcs = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    images = []
-    for src in srcs:
-        assert src.startswith("data:image/png;base64,"), src[:60]
-        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-        img.load()
-        assert img.width > 0 and img.height > 0
-        images.append(img)
-    return images
 
 
 def test_report_of_a_tiny_run(tmp_path, comp):

@@ -12,7 +12,8 @@ computed on the OOF predictions by the rule that makes the test prediction (pipe
 for a log-loss metric only the methods whose output is a probability (mean, fit), and the blend is
 then temperature-scaled on its OOF (calibrate: auto; pipeline/calibrate.py).
 It writes the chosen method's submission, in the layout of sample_submission.csv and checked
-against it (pipeline/submission.py), and a JSON with the members, method, weights and CV.
+against it (pipeline/submission.py), a JSON with the members, method, weights and CV, and an HTML
+page of the same with the correlation of the members' OOF predictions (ensemble_page).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .. import blend, calibrate
+from .. import blend, calibrate, pages
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_csv, write_text
@@ -163,8 +164,32 @@ def main(
         )
         + "\n",
     )
+    write_text(path.with_suffix(".html"), ensemble_page(name, members, table, method, w, classes))
     print(f"{name}: {method} of {len(members)}: CV {metric} {cv[f'ensemble: {method}']:.4f} -> {path}")
     return sub
+
+
+def ensemble_page(name: str, members: list, cv: pd.DataFrame, method: str, w, classes: list[str]) -> str:
+    """submissions/<name>.html: the CV of each member and method per fold, the members' weights,
+    and how alike the members' OOF predictions are (the correlation of their probabilities: the
+    lower, the more an ensemble can gain)."""
+    from ..plots import correlation_png  # matplotlib only when a page is written
+
+    names = [m.cfg.name for m in members]
+    flat = np.stack([m.oof[classes].to_numpy(dtype=float).ravel() for m in members])
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant member has no correlation: n/a
+        corr = np.corrcoef(flat) if len(members) > 1 else np.ones((1, 1))
+    weights = pd.DataFrame(
+        {"member": names, "backbone": [m.cfg.model.backbone for m in members], "weight": w if w is not None else np.nan}
+    )
+    parts = [
+        f"<h1>{pages.esc(name)}</h1><p>{pages.esc(method)} of {len(members)} members</p>",
+        "<h2>CV per fold</h2>" + pages.table(cv),
+        f"<h2>Members and weights ({pages.esc(method)})</h2>" + pages.table(weights),
+        "<h2>Correlation of the members' OOF probabilities</h2>"
+        + pages.img_tag(correlation_png(corr, names, "OOF correlation"), "correlation"),
+    ]
+    return pages.page(name, parts)
 
 
 def run_cli(args) -> None:

@@ -12,7 +12,6 @@ hard-negative and pseudo-label tables when those stages ran, and the resolved co
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from .. import pages
 from ..config import Config
 from ..config_files import to_yaml
 from ..data import read_image
@@ -32,15 +32,6 @@ from ..runs import RunDir
 from ..upstream import read_predictions
 
 WRONG = 12  # thumbnails of the most confidently wrong OOF images
-
-
-def img_tag(png: bytes, alt: str, width: int | None = None) -> str:
-    size = f' width="{width}"' if width else ""
-    return f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-
-
-def table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0, classes="t")
 
 
 def thumbnail(path, size: int = 112) -> bytes:
@@ -68,11 +59,11 @@ def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.nda
             f"({probs[i, y[i]]:.2f})<br>predicted {html.escape(classes[pred[i]])} ({probs[i, pred[i]]:.2f})"
         )
         png = thumbnail(d.path(d.train_images.format(id=row[d.id_col])))
-        cells.append(f"<figure>{img_tag(png, str(row[d.id_col]))}<figcaption>{caption}</figcaption></figure>")
+        cells.append(f"<figure>{pages.img_tag(png, str(row[d.id_col]))}<figcaption>{caption}</figcaption></figure>")
     return (
         "<h2>Errors (OOF)</h2>"
-        + img_tag(confusion_png(cm, classes, "OOF confusion matrix"), "confusion matrix")
-        + table(per_class)
+        + pages.img_tag(confusion_png(cm, classes, "OOF confusion matrix"), "confusion matrix")
+        + pages.table(per_class)
         + f"<h3>The {len(cells)} most confidently wrong</h3><div class='grid'>{''.join(cells) or 'none'}</div>"
     )
 
@@ -81,13 +72,13 @@ def optional_tables(run: RunDir) -> str:
     """The TTA table, calibration, hard negatives and pseudo-labels, for those that exist."""
     out = []
     if run.tta.is_file():
-        out.append("<h2>TTA</h2>" + table(pd.read_csv(run.tta)))
+        out.append("<h2>TTA</h2>" + pages.table(pd.read_csv(run.tta)))
     if run.calibration.is_file():
         out.append(f"<h2>Calibration</h2><pre>{html.escape(run.calibration.read_text())}</pre>")
     for title, path in (("Hard negatives", run.hard_negatives), ("Pseudo-labels", run.pseudo_labels)):
         if path.is_file():
             df = pd.read_csv(path)
-            out.append(f"<h2>{title} ({len(df)} rows)</h2>" + table(df.head(30)))
+            out.append(f"<h2>{title} ({len(df)} rows)</h2>" + pages.table(df.head(30)))
     return "".join(out)
 
 
@@ -95,16 +86,11 @@ def curves_section(cfg: Config, run: RunDir) -> str:
     out = ["<h2>Training curves</h2>"]
     for k in range(cfg.folds.n_folds):
         if run.curves(k).is_file():
-            out.append(img_tag(run.curves(k).read_bytes(), f"fold {k} curves"))
+            out.append(pages.img_tag(run.curves(k).read_bytes(), f"fold {k} curves"))
     lr_png = run.lr_find.with_suffix(".png")
     if lr_png.is_file():
-        out.append("<h2>LR range test</h2>" + img_tag(lr_png.read_bytes(), "LR range test"))
+        out.append("<h2>LR range test</h2>" + pages.img_tag(lr_png.read_bytes(), "LR range test"))
     return "".join(out)
-
-
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table.t{border-collapse:collapse;margin:.5em 0}
-.t td,.t th{border:1px solid #ccc;padding:2px 8px;text-align:right}.grid{display:flex;flex-wrap:wrap;gap:8px}
-figure{margin:0;font-size:11px;width:120px}pre{background:#f6f6f6;padding:1em;font-size:11px;overflow:auto}"""
 
 
 def main(cfg: Config) -> str:
@@ -117,7 +103,7 @@ def main(cfg: Config) -> str:
     parts = [
         f"<h1>{html.escape(cfg.name)}</h1><p>{html.escape(cfg.model.backbone)}, {cfg.folds.n_folds} folds, "
         f"{len(oof)} training images, {len(pred.test)} test images</p>",
-        f"<h2>CV ({html.escape(cfg.metric)})</h2>" + table(pd.DataFrame([cv])),
+        f"<h2>CV ({html.escape(cfg.metric)})</h2>" + pages.table(pd.DataFrame([cv])),
         optional_tables(run),
         curves_section(cfg, run),
         "" if d.multilabel else errors_section(cfg, oof, classes, y),
@@ -127,8 +113,7 @@ def main(cfg: Config) -> str:
         parts.append(
             f"<h2>Provenance</h2><pre>{html.escape(json.dumps(json.loads(run.provenance.read_text()), indent=1))}</pre>"
         )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}</title>"
-    page += f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    page = pages.page(cfg.name, parts)
     write_text(run.report, page)
     print(f"{run.report}: {len(page) // 1024} KiB, {page.count('<img ')} images")
     return page
