@@ -32,15 +32,15 @@ CHECKED = "checked.json"
 RULES = 1  # bump when read_image refuses more than before: images passed under older rules are checked again
 
 
-def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> None:
+def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> pd.DataFrame | None:
     """The check before train or infer: the sample submission (its id column, unique ids, and a
     layout the submission can follow); with `model` (training) the backbone and its weights file;
     then every training image of the folds file (named by its train.csv line: the folds file
     keeps train.csv's rows and order, folds_file.load_folds) and every test image of the sample
     submission. By process 0 alone under DDP: the others go on to join the process group, which
-    waits for it (and torchrun stops them if it fails)."""
+    waits for it (and torchrun stops them if it fails). Returns the sample (None on the others)."""
     if not distributed.is_main():
-        return
+        return None
     d = cfg.data
     sample = read_sample(d)
     layout(
@@ -50,7 +50,7 @@ def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> N
     if model:
         check_model(cfg.model)
     if not cfg.runtime.check_images:
-        return
+        return sample
     train_csv, sample_csv = d.path(d.train_csv), d.path(d.sample_submission)
     test_ids = sample[d.sample_id]
     paths = [d.path(d.train_images.format(id=i)) for i in folds[d.id_col]]
@@ -58,6 +58,7 @@ def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> N
     where = [f"{train_csv} line {i + 2}" for i in folds.index]
     where += [f"{sample_csv} line {n}" for n in range(2, len(test_ids) + 2)]
     check_images(paths, where, Path(cfg.runtime.cache_dir))
+    return sample
 
 
 def check_images(

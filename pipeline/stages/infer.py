@@ -34,7 +34,6 @@ from ..models import load_fold_model
 from ..preflight import check_competition
 from ..runs import RunDir
 from ..stamps import differences
-from ..submission import read_sample
 
 
 def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
@@ -98,9 +97,9 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
 def main(cfg: Config) -> pd.DataFrame:
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
     folds = load_folds(cfg)
-    check_competition(cfg, folds, model=False)  # the sample, every image: before any model is loaded
+    sample = check_competition(cfg, folds, model=False)  # the sample, every image: before any model loads
     sample_csv = d.path(d.sample_submission)
-    ids = read_sample(d)[d.sample_id]  # written under d.id_col: every run's files name ids alike
+    ids = sample[d.sample_id]  # written under d.id_col: every run's files name ids alike
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)

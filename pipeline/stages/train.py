@@ -741,8 +741,10 @@ def kept_model_ok(run: FoldRun) -> bool:
         ckpt = torch.load(run.paths.best(run.fold), map_location="cpu", weights_only=True)
     except Exception:  # missing, or damaged in any of the ways torch.load reports
         return False
-    made = ckpt.get("made_with") if isinstance(ckpt, dict) else {}
-    return made is None or matches(run.cfg, "train", (made or {}).get("settings"))
+    if not isinstance(ckpt, dict):
+        return False
+    made = ckpt.get("made_with")  # None: an older release's checkpoint, which recorded no settings
+    return made is None or matches(run.cfg, "train", made["settings"])
 
 
 def finish(run: FoldRun) -> None:
