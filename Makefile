@@ -30,9 +30,12 @@ NAME ?=## ensemble with RUNS: submissions/<NAME>.csv
 SUBMISSIONS ?= submissions## ensemble: where the submission goes
 GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; train.batch_size is split)
 TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
+TARGET ?= configs/bundle-target.txt## bundle: the packages the image that predicts has, one a line; the rest are packed
+BUNDLES ?= bundles## bundle: where bundles go
+BUNDLE_PIP ?=## bundle: pip download options for another Python, e.g. "--python-version 3.10 --platform manylinux2014_x86_64"
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
-STAGES := folds train infer lr-find mine pseudo ensemble sanity report
+STAGES := folds train infer lr-find mine pseudo ensemble sanity report bundle
 .PHONY: help setup demo hard-negatives-demo test bench bench-scaling bench-ablation clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
@@ -75,8 +78,8 @@ bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-f
 	$(PY) bench/ablation.py configs/digits-10.yaml --out bench/ablation-digits-10.md
 	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
 
-clean:  ## delete every run, submission, folds file and the decode cache
-	rm -rf runs cache submissions/*.csv submissions/*.json folds/*.csv folds/*.json
+clean:  ## delete every run, submission, bundle, folds file and the decode cache
+	rm -rf runs cache bundles submissions/*.csv submissions/*.json submissions/*.html folds/*.csv folds/*.json
 
 # ----------------------------------------------------------------------------- the stages
 folds:     ## folds/<competition>.csv, once per competition
@@ -88,6 +91,7 @@ pseudo:    ## pseudo-labels for another experiment to train on
 ensemble:  ## the submission: one experiment, ENSEMBLE=file, or RUNS="..." NAME=...
 sanity:    ## can the model overfit one batch? fails saying so if not; writes nothing
 report:    ## runs/<name>/report.html: one self-contained page (CV, curves, errors, config)
+bundle:    ## bundles/<name>/: checkpoints, wheels and predict.py, for a notebook with no internet
 
 # The config's paths, read once: RUN, FOLDS_FILE, N_FOLDS, STAMP_<stage>, and TRAINS_ON/OTHER for
 # other experiments' outputs (pipeline/make_bridge.py prints them as NAME=value words).
@@ -98,8 +102,8 @@ $(error $(or $(VARS),could not run $(PY) (run make setup first?)))
 endif
 $(foreach v,$(VARS),$(eval $(v)))
 ifneq ($(ENSEMBLE),)
-ifneq ($(filter-out ensemble,$(MAKECMDGOALS)),)
-$(error ENSEMBLE= names an ensemble file: only `make ensemble` takes it)
+ifneq ($(filter-out ensemble bundle,$(MAKECMDGOALS)),)
+$(error ENSEMBLE= names an ensemble file: only `make ensemble` and `make bundle` take it)
 endif
 endif
 endif
@@ -121,10 +125,12 @@ mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
 report: $(RUN)/report.html
 ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
+bundle: $(BUNDLES)/$(or $(NAME),$(EXP))/bundle.json
 sanity: $(FOLDS_FILE)
 	$(PIPELINE) sanity $(ARGS)
 else
 ensemble: $(ENS_OUT)
+bundle: $(BUNDLES)/$(ENS_NAME)/bundle.json
 endif
 
 # How a stage runs: through LAUNCH when given (the launcher places it); otherwise here, with a
@@ -161,6 +167,16 @@ $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv 
 
 $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 	$(PIPELINE) ensemble --spec $(ENSEMBLE)
+
+# A bundle packs what made the submission: it is made again whenever the submission is.
+BUNDLE_ARGS = --out-dir $(BUNDLES) --target $(TARGET) $(if $(BUNDLE_PIP),--pip-args "$(BUNDLE_PIP)")
+ifeq ($(ENSEMBLE),)
+$(BUNDLES)/$(or $(NAME),$(EXP))/bundle.json: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv $(TARGET)
+	$(PIPELINE) bundle $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) $(BUNDLE_ARGS)
+else
+$(BUNDLES)/$(ENS_NAME)/bundle.json: $(ENS_OUT) $(TARGET)
+	$(PIPELINE) bundle --spec $(ENSEMBLE) $(BUNDLE_ARGS)
+endif
 
 # A stage writes its stamp when it starts. A stamp that does not exist yet has no recipe: Make
 # takes it as just changed, so the stage that depends on it reruns.

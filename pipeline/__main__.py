@@ -4,6 +4,8 @@ imports the stages (pipeline/stages/); each is imported only when it runs.
 Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo,report} CONFIG [key=value ...] [--fold K]
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
        python -m pipeline ensemble --spec ensembles/x.yaml
+       python -m pipeline bundle RUN_OR_CONFIG [...] | --spec ensembles/x.yaml [--target FILE]
+       python -m pipeline predict BUNDLE COMPETITION_DIR [--out submission.csv] [key=value ...]
        python -m pipeline config CONFIG [key=value ...]    # the resolved config
        python -m pipeline config --explain                 # every key, its default and meaning
        python -m pipeline make-vars CONFIG [key=value ...] | --ensemble FILE   # for the Makefile
@@ -32,19 +34,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("overrides", nargs="*", metavar="key=value")
         if stage == "train":
             p.add_argument("--fold", type=int, default=None, help="train only this fold")
-    p = sub.add_parser("ensemble")
-    p.add_argument("runs", nargs="*", help="experiment folders (runs/<name>) or their configs")
-    p.add_argument("--spec", default=None, help="an ensemble YAML file (members, method, weights)")
-    p.add_argument(
-        "--calibrate",
-        default="auto",
-        choices=["auto", "on", "off"],
-        help="temperature scaling (auto: log-loss)",
-    )
-    p.add_argument("--name", default=None, help="submissions/<name>.csv")
-    p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
-    p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")
-    p.add_argument("--out-dir", default="submissions")
+    for command, out_dir in (("ensemble", "submissions"), ("bundle", "bundles")):
+        p = sub.add_parser(command)
+        p.add_argument("runs", nargs="*", help="experiment folders (runs/<name>) or their configs")
+        p.add_argument("--spec", default=None, help="an ensemble YAML file (members, method, weights)")
+        p.add_argument(
+            "--calibrate",
+            default="auto",
+            choices=["auto", "on", "off"],
+            help="temperature scaling (auto: log-loss)",
+        )
+        p.add_argument("--name", default=None, help=f"{out_dir}/<name>")
+        p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
+        p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")
+        p.add_argument("--out-dir", default=out_dir)
+    p.add_argument("--target", default="configs/bundle-target.txt", help="the packages the target image has")
+    p.add_argument("--pip-args", default=None, help="options for pip download (--python-version, --platform)")
+    p = sub.add_parser("predict", help="a bundle's submission for a competition folder (its predict.py runs this)")
+    p.add_argument("bundle")
+    p.add_argument("competition", help="the folder holding sample_submission.csv and the test images")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--work", default=None, help="keep the work files (decode cache, predictions) here")
     p = sub.add_parser("config", help="print the resolved config, or with --explain every key")
     p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -89,6 +100,34 @@ def run_stage(args: argparse.Namespace) -> None:
                 stage.main(cfg)
 
 
+def run_predict(args: argparse.Namespace) -> None:
+    """A bundle's submission (its predict.py runs this, offline): each member's test predictions
+    as make infer makes them, its OOF as the bundle holds it (infer test_only), then the bundle's
+    ensemble rule, as make ensemble applies it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .bundles import BundleDir, unpack
+    from .io import atomic_path
+    from .stages import ensemble, infer
+
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bundle-work-"))
+    try:
+        spec, cfgs = unpack(BundleDir(Path(args.bundle)), Path(args.competition), work, args.overrides)
+        for cfg in cfgs:
+            infer.main(cfg, test_only=True)
+        subs = work / "submission"
+        rule = [spec[k] for k in ("name", "method", "weights", "metric", "calibrate")]
+        ensemble.main([c.run_dir for c in cfgs], rule[0], subs, *rule[1:])
+        with atomic_path(args.out) as tmp:
+            shutil.copyfile(subs / f"{spec['name']}.csv", tmp)
+        print(f"{args.out}: written")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> None:
     if args.command in STAGES:
         run_stage(args)
@@ -96,6 +135,12 @@ def run(args: argparse.Namespace) -> None:
         from .stages import ensemble
 
         ensemble.run_cli(args)
+    elif args.command == "bundle":
+        from .stages import bundle
+
+        bundle.run_cli(args)
+    elif args.command == "predict":
+        run_predict(args)
     elif args.command == "config":
         from .config import Config, Ensemble
         from .config_files import explain, load_config, to_yaml

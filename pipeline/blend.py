@@ -13,6 +13,7 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from .config import Method
+from .errors import PipelineError
 from .metrics import better, log_loss, score
 
 METHODS = get_args(Method)  # the names an ensemble file may give (config.Ensemble.method)
@@ -25,6 +26,17 @@ def methods_for(metric: str, multilabel: bool) -> tuple[str, ...]:
     """The methods whose output the metric can score: no ranks or votes for a log-loss."""
     methods = MULTILABEL_METHODS if multilabel else METHODS
     return tuple(m for m in methods if metric not in PROBABILITY_METRICS or m in PROBABILITY_METHODS)
+
+
+def parse_weights(text: str, n_members: int) -> list[float]:
+    """--weights 0.7,0.3: one non-negative weight per member, not all zero."""
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise PipelineError(f"--weights {text}: expected numbers like 0.7,0.3") from None
+    if len(weights) != n_members or min(weights) < 0 or sum(weights) <= 0:
+        raise PipelineError(f"--weights: one non-negative weight per member ({n_members})")
+    return weights
 
 
 def weighted_mean(stack: np.ndarray, weights=None) -> np.ndarray:

@@ -143,9 +143,11 @@ def open_cache(paths: list[Path], dc: DataConfig, root: str | Path, workers: int
     return DecodedImages(folder, dc)
 
 
-def run_cache(cfg: Config, final: DataConfig) -> DecodedImages | None:
-    """The competition's cache at the run's largest size; None under runtime.cache: false."""
+def run_cache(cfg: Config, final: DataConfig, paths: list[Path] | None = None) -> DecodedImages | None:
+    """The competition's cache at the run's largest size (of `paths` alone when given: the test
+    images of a bundle's prediction, with no training images at hand); None under runtime.cache:
+    false. An image is stored alike in any cache, so predictions do not depend on which."""
     if not cfg.runtime.cache:
         return None
     dc = DataConfig(stored_short(cfg, final), final.mean, final.std, final.interpolation, crop_pct=1.0)
-    return open_cache(competition_images(cfg), dc, cfg.runtime.cache_dir)
+    return open_cache(competition_images(cfg) if paths is None else paths, dc, cfg.runtime.cache_dir)

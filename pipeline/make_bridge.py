@@ -66,7 +66,7 @@ def ensemble_vars(path: str) -> str:
     and each member's test.csv (with the config that makes it, when the member is a config
     rather than a run folder)."""
     spec = load_ensemble(path)
-    pairs: list[tuple[str, Any]] = [("ENS_OUT", Path(spec.out_dir) / f"{spec.name}.csv")]
+    pairs: list[tuple[str, Any]] = [("ENS_OUT", Path(spec.out_dir) / f"{spec.name}.csv"), ("ENS_NAME", spec.name)]
     pairs += [("ENS_FILES+", f) for f in dict.fromkeys([path, *read_chain(Path(path))[1].values()])]
     for member in dict.fromkeys(spec.members):  # a member named twice gets one rule
         if Path(member).is_file():

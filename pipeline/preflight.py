@@ -32,19 +32,24 @@ CHECKED = "checked.json"
 RULES = 1  # bump when read_image refuses more than before: images passed under older rules are checked again
 
 
-def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> pd.DataFrame | None:
+def check_competition(
+    cfg: Config, folds: pd.DataFrame | None, model: bool = True, classes: list[str] | None = None
+) -> pd.DataFrame | None:
     """The check before train or infer: the sample submission (its id column, unique ids, and a
     layout the submission can follow); with `model` (training) the backbone and its weights file;
     then every training image of the folds file (named by its train.csv line: the folds file
     keeps train.csv's rows and order, folds_file.load_folds) and every test image of the sample
     submission. By process 0 alone under DDP: the others go on to join the process group, which
-    waits for it (and torchrun stops them if it fails). Returns the sample (None on the others)."""
+    waits for it (and torchrun stops them if it fails). Returns the sample (None on the others).
+    folds None: the test side alone (a bundle's prediction, which has no training images), for
+    the trained models' `classes`."""
     if not distributed.is_main():
         return None
     d = cfg.data
     sample = read_sample(d)
+    classes = classes if folds is None else class_list(folds[d.label_col], d)
     layout(
-        sample, class_list(folds[d.label_col], d), d.sample_id, d.negative_class, d.path(d.sample_submission),
+        sample, classes, d.sample_id, d.negative_class, d.path(d.sample_submission),
         d.multilabel, d.submission_classes,
     )  # fmt: skip
     if model:
@@ -53,9 +58,10 @@ def check_competition(cfg: Config, folds: pd.DataFrame, model: bool = True) -> p
         return sample
     train_csv, sample_csv = d.path(d.train_csv), d.path(d.sample_submission)
     test_ids = sample[d.sample_id]
-    paths = [d.path(d.train_images.format(id=i)) for i in folds[d.id_col]]
+    train = folds if folds is not None else pd.DataFrame({d.id_col: []})
+    paths = [d.path(d.train_images.format(id=i)) for i in train[d.id_col]]
     paths += [d.path(d.test_images.format(id=i)) for i in test_ids]
-    where = [f"{train_csv} line {i + 2}" for i in folds.index]
+    where = [f"{train_csv} line {i + 2}" for i in train.index]
     where += [f"{sample_csv} line {n}" for n in range(2, len(test_ids) + 2)]
     check_images(paths, where, Path(cfg.runtime.cache_dir))
     return sample

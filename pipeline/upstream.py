@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Config
-from .config_files import UPSTREAM, load_config, load_upstream
+from .config_files import UPSTREAM, load_config, load_upstream, validate
 from .data import Images
 from .errors import PipelineError
 from .folds_file import train_image_paths
@@ -100,9 +100,10 @@ class Predictions:
 
 
 def read_predictions(member: str | Path) -> Predictions:
-    """A member named by its config, or by its run folder (which holds the config it ran with)."""
+    """A member named by its config, or by its run folder (which holds the config it ran with; the
+    training files it names need not be at hand, as on the machine a bundle predicts on)."""
     member = Path(member)
-    cfg = load_config(member) if member.is_file() else load_config(RunDir(member).config)
+    cfg = load_config(member) if member.is_file() else validate(Config, RunDir(member).config)
     run = RunDir(cfg.run_dir if member.is_file() else member)
     d = cfg.data
     if not run.test.is_file():

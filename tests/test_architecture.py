@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import ROOT
 
 PKG = ROOT / "pipeline"
-STAGES = {"folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble", "report"}
+STAGES = {"folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble", "report", "bundle"}
 
 
 def _name(path: Path) -> str:

@@ -87,7 +87,7 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
     spec = tmp_path / "e.yaml"
     spec.write_text(f"name: e\nmembers: [{config}]\n")
     res = make("train", f"ENSEMBLE={spec}", check=False)
-    assert res.returncode != 0 and "ENSEMBLE= names an ensemble file: only `make ensemble` takes it" in res.stderr
+    assert res.returncode != 0 and "only `make ensemble` and `make bundle` take it" in res.stderr
 
 
 def test_make_train_resumes_after_a_kill(tmp_path, comp):

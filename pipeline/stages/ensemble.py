@@ -204,12 +204,5 @@ def run_cli(args) -> None:
         raise PipelineError("ensemble: name at least one experiment (or --spec FILE)")
     if args.method not in blend.METHODS:
         raise PipelineError(f"ensemble --method {args.method}: expected one of {', '.join(blend.METHODS)}")
-    weights = None
-    if args.weights:
-        try:
-            weights = [float(w) for w in args.weights.split(",")]
-        except ValueError:
-            raise PipelineError(f"ensemble --weights {args.weights}: expected numbers like 0.7,0.3") from None
-        if len(weights) != len(args.runs) or min(weights) < 0 or sum(weights) <= 0:
-            raise PipelineError(f"ensemble --weights: one non-negative weight per member ({len(args.runs)})")
+    weights = blend.parse_weights(args.weights, len(args.runs)) if args.weights else None
     main(args.runs, args.name, args.out_dir, args.method, weights, calibrate_setting=args.calibrate)

@@ -18,6 +18,7 @@ Models are rebuilt from their checkpoints alone.
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -94,10 +95,38 @@ def calibrated(cfg: Config, run: RunDir, y, oof_probs, test_probs, folds: np.nda
     return oof_probs, test_probs
 
 
-def main(cfg: Config) -> pd.DataFrame:
+def fold_model(cfg: Config, run: RunDir, k: int, device, classes: list[str] | None):
+    """Fold k's kept model, checked to be this config's and to predict the classes of fold 0."""
+    fm = load_fold_model(run, k, device, cfg.runtime)
+    check_made_with(cfg, run, fm)
+    if classes is not None and fm.classes != classes:
+        raise PipelineError(f"{run.best(k)}: classes {fm.classes} differ from fold 0's")
+    return fm
+
+
+def saved_classes(cfg: Config, run: RunDir) -> list[str]:
+    """The classes of the run's oof.csv (id, fold and label columns, then one per class)."""
+    d = cfg.data
+    columns = read_table(run.oof, [d.id_col, "fold", d.label_col], id_col=d.id_col).columns
+    return [c for c in columns if c not in (d.id_col, "fold", d.label_col)]
+
+
+def saved_calibration(cfg: Config, run: RunDir, test_probs: np.ndarray) -> np.ndarray:
+    """The test probabilities at the temperature infer fitted on the OOF (calibration.json), as
+    the full run scales them; as they are when it fitted none or did not apply it."""
+    if not run.calibration.is_file():
+        return test_probs
+    report = json.loads(run.calibration.read_text())
+    return calibrate.scaled(test_probs, report["temperature"], cfg.data.multilabel) if report["applied"] else test_probs
+
+
+def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
+    """test_only: the test images alone, the OOF (oof.csv, calibration.json) taken as made: what
+    an offline bundle runs on a code competition's hidden test set (python -m pipeline predict)."""
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
-    folds = load_folds(cfg)
-    sample = check_competition(cfg, folds, model=False)  # the sample, every image: before any model loads
+    folds = None if test_only else load_folds(cfg)
+    # the sample, every image: before any model loads
+    sample = check_competition(cfg, folds, model=False, classes=saved_classes(cfg, run) if test_only else None)
     sample_csv = d.path(d.sample_submission)
     ids = sample[d.sample_id]  # written under d.id_col: every run's files name ids alike
     test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
@@ -105,40 +134,44 @@ def main(cfg: Config) -> pd.DataFrame:
     engine.setup(cfg.runtime, device)
     fold_probs, classes, oof_views, source = [], None, None, None
     for k in range(cfg.folds.n_folds):
-        check_trained_on(cfg, folds, k)
-        fm = load_fold_model(run, k, device, cfg.runtime)
-        check_made_with(cfg, run, fm)
-        if classes is not None and fm.classes != classes:
-            raise PipelineError(f"{run.best(k)}: classes {fm.classes} differ from fold 0's")
+        if not test_only:
+            check_trained_on(cfg, folds, k)
+        fm = fold_model(cfg, run, k, device, classes)
         classes, views = fm.classes, tta.fold_views(fm, t)
-        source = source or run_cache(cfg, fm.data_config)
-        rows = np.flatnonzero(folds["fold"].to_numpy() == k)
-        valid_paths = train_image_paths(cfg, folds.iloc[rows])
-        both = tta.predict_views(
-            fm.model,
-            test_paths + valid_paths,
-            fm.data_config,
-            views,
-            cfg.infer.batch_size,
-            device,
-            cfg.runtime,
-            d.multilabel,
-            source,
-        )
-        if oof_views is None:
-            oof_views = np.zeros((len(views), len(folds), len(classes)))
-        oof_views[:, rows] = both[:, len(test_paths) :]
-        probs = tta.merge(both[:, : len(test_paths)], t.merge, d.multilabel)
-        fold_probs.append(probs)
-        print(f"fold {k}: predicted {len(ids)} test and {len(rows)} validation images, {len(views)} views each")
+        source = source or run_cache(cfg, fm.data_config, test_paths if test_only else None)
+        predict = partial(
+            tta.predict_views, fm.model, dc=fm.data_config, views=views, batch_size=cfg.infer.batch_size,
+            device=device, rt=cfg.runtime, multilabel=d.multilabel, source=source,
+        )  # fmt: skip
+        # the test images in batches of their own, as a bundle's test-only run batches them: the same sums
+        fold_probs.append(tta.merge(predict(test_paths), t.merge, d.multilabel))
+        if not test_only:
+            rows = np.flatnonzero(folds["fold"].to_numpy() == k)
+            oof_views = np.zeros((len(views), len(folds), len(classes))) if oof_views is None else oof_views
+            oof_views[:, rows] = predict(train_image_paths(cfg, folds.iloc[rows]))
+        print(f"fold {k}: predicted {len(ids)} test images" + ("" if test_only else " and its validation images"))
     for k, probs in enumerate(fold_probs):  # after every fold's model loaded: no half-updated set of files
         write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
+    test_probs = np.mean(fold_probs, axis=0)
+    if test_only:
+        test_probs = saved_calibration(cfg, run, test_probs)
+    else:
+        test_probs = oof_outputs(cfg, run, folds, classes, views, oof_views, test_probs)
+    test = prob_frame(ids, classes, test_probs, d.id_col)
+    write_csv(run.test, test)  # Make's target: written last
+    return test
+
+
+def oof_outputs(cfg: Config, run: RunDir, folds, classes, views, oof_views, test_probs) -> np.ndarray:
+    """The TTA table, the calibration (which also scales the test probabilities, returned) and
+    oof.csv, from every fold's validation predictions under every view; the CV printed."""
+    d, t = cfg.data, cfg.infer.tta
     y = encode(folds[d.label_col], classes, d.sep)
     neg = classes.index(d.negative_class) if d.negative_class in classes and not d.multilabel else None
     table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
     write_csv(run.tta, table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
-    oof_probs, test_probs = tta.merge(oof_views, t.merge, d.multilabel), np.mean(fold_probs, axis=0)
+    oof_probs = tta.merge(oof_views, t.merge, d.multilabel)
     oof_probs, test_probs = calibrated(cfg, run, y, oof_probs, test_probs, folds["fold"].to_numpy())
     oof = prob_frame(
         folds[d.id_col],
@@ -149,12 +182,10 @@ def main(cfg: Config) -> pd.DataFrame:
         **{d.label_col: folds[d.label_col].to_list()},
     )
     write_csv(run.oof, oof)
-    test = prob_frame(ids, classes, test_probs, d.id_col)
-    write_csv(run.test, test)  # Make's target: written last
-    folds_cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), folds["fold"].to_numpy())
+    folds_cv = per_fold(cfg.metric, y, oof_probs, folds["fold"].to_numpy())
     print(
         f"{cfg.name}: CV {cfg.metric} "
         + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
         + f" (OOF, {len(oof)} images, {len(views)} TTA views)"
     )
-    return test
+    return test_probs

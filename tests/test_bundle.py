@@ -1,0 +1,120 @@
+"""make bundle and a bundle's predict.py: packed from finished runs, installed with pip --no-index
+into an environment that has only what the target image is declared to have, and predicting
+exactly the submission make ensemble wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import ROOT, make, make_competition, make_config, run_chain
+
+from pipeline.__main__ import main as cli
+from pipeline.bundles import PROJECT, BundleDir
+from pipeline.config_files import load_config
+from pipeline.stages.bundle import closure, needed_wheels, read_target
+
+KAGGLE = ROOT / "configs" / "bundle-target-kaggle.txt"
+
+
+def image_env(tmp: Path, packages: list[str]) -> Path:
+    """A venv holding only `packages`, pip, and what they require, as an image with them
+    preinstalled would: their installed files linked in from this interpreter's environment
+    through a .pth file (a venv's own pip and setuptools would shadow them). The project is not
+    importable in it. Returns its python."""
+    site = tmp / "image-site"
+    site.mkdir()
+    for dist in closure([*packages, "pip"]).values():
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            src, dst = Path(dist.locate_file(top)), site / top
+            if src.exists() and not dst.exists():
+                dst.symlink_to(src)
+    subprocess.run(
+        [sys._base_executable, "-m", "venv", "--without-pip", str(tmp / "env")], check=True, capture_output=True
+    )
+    (next((tmp / "env" / "lib").glob("python*/site-packages")) / "image.pth").write_text(f"{site}\n")
+    return tmp / "env" / "bin" / "python"
+
+
+def outside(python: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run in `cwd` with no trace of this checkout or its venv in the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIPELINE_JOBS")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_the_wheels_are_the_projects_dependencies_the_target_lacks():
+    everything = needed_wheels(["torch", "timm"])
+    names = {w.split("==")[0].lower().replace("_", "-") for w in everything}
+    assert {"albumentations", "pandas", "scikit-learn", "pydantic"} <= names
+    assert not names & set(closure(["torch", "timm"]))  # nor what torch and timm bring (numpy, pyyaml...)
+    kaggle = needed_wheels(read_target(KAGGLE))
+    assert "pandas" not in {w.split("==")[0] for w in kaggle} and set(kaggle) < set(everything)
+    assert all(w.count("==") == 1 for w in everything)  # pinned to the version installed here
+
+
+@pytest.fixture(scope="module")
+def ensembled(tmp_path_factory):
+    """A two-member ensemble (fitted weights, a log-loss metric: both calibrations) of a
+    competition whose submission holds probabilities: the members run here, the ensemble and the
+    bundle made through Make."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    comp = make_competition(tmp / "comp", n_train=24, n_test=9)
+    sample = pd.read_csv(comp / "sample_submission.csv")[["image_id"]].assign(ants=0.5, bees=0.5)
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+    one = {"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8}
+    a = make_config(tmp, comp, "a", metric="log_loss", train=one, infer={"batch_size": 16, "tta": {"flips": ["hflip"]}})
+    b = make_config(tmp, comp, "b", metric="log_loss", train={**one, "seed": 3}, infer={"batch_size": 4})
+    runs = [run_chain(load_config(c)).run_dir for c in (a, b)]
+    spec = tmp / "ab.yaml"
+    spec.write_text(f"name: ab\nmembers: [{runs[0]}, {runs[1]}]\nmethod: fit\nout_dir: {tmp / 'subs'}\n")
+    made = make("bundle", f"ENSEMBLE={spec}", f"TARGET={KAGGLE}", f"BUNDLES={tmp / 'bundles'}")
+    return tmp, comp, spec, made.stdout
+
+
+def test_make_bundle_packs_the_members_the_rule_and_the_wheels(ensembled):
+    tmp, _, spec, out = ensembled
+    assert "pipeline ensemble" in out and "pipeline bundle" in out  # the submission first
+    bundle = BundleDir(tmp / "bundles" / "ab")
+    doc = json.loads(bundle.spec.read_text())
+    assert doc["members"] == ["a", "b"] and doc["method"] == "fit" and doc["project"] == PROJECT
+    for name in ("a", "b"):
+        m = bundle.member(name)
+        assert all(p.is_file() for p in (m.config, m.oof, m.calibration, m.best(0), m.best(1)))
+        assert not m.test.exists()  # predictions are made where the bundle runs
+    wheels = sorted(p.name for p in bundle.wheels.glob("*.whl"))
+    assert wheels == doc["wheels"] and any(w.startswith("kaggle_image_pipeline-") for w in wheels)
+    assert any(w.startswith("albumentations-") for w in wheels) and not any(w.startswith("torch") for w in wheels)
+    assert not list(bundle.root.parent.glob(".*tmp*"))  # nothing half-written beside it
+    assert "pipeline" not in make("bundle", f"ENSEMBLE={spec}", f"TARGET={KAGGLE}", f"BUNDLES={tmp / 'bundles'}").stdout
+
+
+def test_the_bundle_predicts_offline_exactly_the_ensembles_submission(ensembled, tmp_path):
+    tmp, comp, _, _ = ensembled
+    where = tmp_path / "kaggle"  # a fresh folder outside the repository: the bundle as uploaded
+    shutil.copytree(tmp / "bundles" / "ab", where / "input" / "ab")
+    python = image_env(tmp_path, read_target(KAGGLE))
+    check = "import torch, timm, pandas\ntry:\n import pipeline\nexcept ImportError: print('absent')"
+    assert outside(python, "-c", check, cwd=where).stdout.strip() == "absent"
+    out = where / "working" / "submission.csv"
+    out.parent.mkdir()
+    done = outside(python, where / "input" / "ab" / "predict.py", comp, "--out", out, cwd=where / "working")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.read_bytes() == (tmp / "subs" / "ab.csv").read_bytes()
+    assert "absent" not in outside(python, "-c", check, cwd=where).stdout  # installed from the bundle
+
+
+def test_predict_names_a_missing_folder_or_bundle_in_one_line(ensembled, tmp_path, capsys, monkeypatch):
+    tmp, comp, _, _ = ensembled
+    monkeypatch.chdir(tmp_path)
+    assert cli(["predict", str(tmp / "bundles" / "ab"), str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such folder (give the competition's folder)\n"
+    assert cli(["predict", str(comp), str(comp)]) == 2
+    assert capsys.readouterr().err == f"error: {comp / 'bundle.json'}: not found ({comp} is not a bundle)\n"
+    assert not list(tmp_path.iterdir())  # no submission, no work folder left
