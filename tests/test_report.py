@@ -1,16 +1,51 @@
-"""pipeline/stages/report.py: one self-contained page, every image embedded and drawable."""
+"""pipeline/stages/report.py: one self-contained page, every image embedded and drawable, as
+headless Chromium shows it."""
+
+import os
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
-from helpers import embedded_images, make_config, run_chain
+import pytest
+from helpers import embedded_images, make_competition, make_config, run_chain
 
 from pipeline.config_files import load_config
 from pipeline.stages import report
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Added to a copy of the page: once it has loaded, each image's state as the browser decoded it
+# (a broken image is complete with a natural size of 0x0).
+PROBE = """<script>addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = [...document.images].map(i => `${i.complete} ${i.naturalWidth}x${i.naturalHeight}`).join(";");
+  document.body.append(out);
+});</script>"""
 
-def test_report_of_a_tiny_run(tmp_path, comp):
-    cfg = run_chain(load_config(make_config(tmp_path, comp)))
-    page = report.main(cfg)
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny experiment, trained and inferred, and its report."""
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = run_chain(load_config(make_config(tmp, make_competition(tmp / "comp"))))
+    return cfg, report.main(cfg)
+
+
+def drawn_by_chromium(page: str, tmp_path) -> list[str]:
+    """'complete WxH' of each image of the page as headless Chromium loads it from a file."""
+    path = tmp_path / "probed.html"
+    path.write_text(page.replace("</body>", PROBE + "</body>"))
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", path.as_uri()]
+    res = subprocess.run([CHROMIUM, *args], capture_output=True, text=True, timeout=300)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
+    assert found, f"chromium showed no page: {res.stderr[-2000:]}"
+    return found.group(1).split(";")
+
+
+def test_report_of_a_tiny_run(tiny):
+    cfg, page = tiny
     assert (cfg.run_dir / "report.html").read_text() == page
     for heading in ("CV (accuracy)", "TTA", "Training curves", "Errors (OOF)", "Config"):
         assert f"<h2>{heading}</h2>" in page
@@ -28,3 +63,16 @@ def test_multilabel_report_has_no_confusion_matrix(multilabel):
     page = report.main(cfg)
     assert "Errors (OOF)" not in page and "CV (f1_macro)" in page
     assert len(embedded_images(page)) == cfg.folds.n_folds
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("REQUIRE_CHROMIUM"), reason="no chromium (.ci/run installs it)"
+)
+def test_headless_chromium_draws_every_image_of_the_report(tiny, tmp_path):
+    assert CHROMIUM, "REQUIRE_CHROMIUM is set but chromium is not installed"
+    _, page = tiny
+    images = embedded_images(page)  # each an inline PNG that decodes, not one flat colour
+    assert all(np.asarray(i.convert("L")).std() > 1 for i in images)
+    assert drawn_by_chromium(page, tmp_path) == [f"true {i.width}x{i.height}" for i in images]
+    broken = page.replace(page[page.index("base64,") + 7 :][:40], "AAAA", 1)  # a damaged PNG: drawn as broken
+    assert drawn_by_chromium(broken, tmp_path)[0] == "true 0x0"
