@@ -45,6 +45,8 @@ def test_bars_on_a_terminal_and_none_in_a_pipe(tmp_path, comp):
     assert piped.returncode == 0 and "fold 1 epoch 1 (phase 0" in piped.stdout  # the summary line stays
     assert "batch/s" not in piped.stderr + piped.stdout and "s/batch" not in piped.stderr + piped.stdout
     assert "\r" not in piped.stderr + piped.stdout
+    code, shown = run_on_terminal([sys.executable, "-m", "pipeline", "infer", str(config)])
+    assert code == 0 and "predict 32 px x 2 views" in shown  # inference with TTA (hflip)
 
 
 def test_each_stage_appends_its_output_and_its_error_to_a_log(tmp_path, comp, capsys):

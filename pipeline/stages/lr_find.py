@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from .. import engine, optim
+from .. import engine, optim, progress
 from ..config import Config
 from ..folds_file import load_folds
 from ..io import write_csv
@@ -76,7 +76,8 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
     loss_fn = run.loss_fn  # as the fold trains: class weights included
     optim.set_frozen(model, phase.frozen)
     batches, losses = iter(()), []
-    for lr in lrs:
+    steps = progress.bar(lrs, len(lrs), "LR range test", unit="step")
+    for lr in steps:
         for group in run.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]  # the discriminative ratios hold throughout
         model.train()
@@ -99,6 +100,7 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
         run.optimizer.zero_grad(set_to_none=True)
         losses.append(total)
         smoothed = smooth(losses, cfg.lr_find.smooth)
+        progress.show(steps, lr=f"{lr:.2e}", loss=f"{smoothed[-1]:.4f}")
         if diverged(smoothed, cfg.lr_find.stop_factor):
             break
     return losses, smoothed
