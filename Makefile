@@ -125,12 +125,12 @@ mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
 report: $(RUN)/report.html
 ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
-bundle: $(BUNDLES)/$(or $(NAME),$(EXP))/bundle.json
+bundle: $(BUNDLES)/$(or $(NAME),$(EXP))/target/$(notdir $(TARGET))
 sanity: $(FOLDS_FILE)
 	$(PIPELINE) sanity $(ARGS)
 else
 ensemble: $(ENS_OUT)
-bundle: $(BUNDLES)/$(ENS_NAME)/bundle.json
+bundle: $(BUNDLES)/$(ENS_NAME)/target/$(notdir $(TARGET))
 endif
 
 # How a stage runs: through LAUNCH when given (the launcher places it); otherwise here, with a
@@ -168,13 +168,14 @@ $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv 
 $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 	$(PIPELINE) ensemble --spec $(ENSEMBLE)
 
-# A bundle packs what made the submission: it is made again whenever the submission is.
+# A bundle packs what made the submission: it is made again whenever the submission is, or the
+# target file, which it keeps a copy of (another TARGET= names another copy, so it is packed again).
 BUNDLE_ARGS = --out-dir $(BUNDLES) --target $(TARGET) $(if $(BUNDLE_PIP),--pip-args "$(BUNDLE_PIP)")
 ifeq ($(ENSEMBLE),)
-$(BUNDLES)/$(or $(NAME),$(EXP))/bundle.json: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv $(TARGET)
+$(BUNDLES)/$(or $(NAME),$(EXP))/target/$(notdir $(TARGET)): $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv $(TARGET)
 	$(PIPELINE) bundle $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) $(BUNDLE_ARGS)
 else
-$(BUNDLES)/$(ENS_NAME)/bundle.json: $(ENS_OUT) $(TARGET)
+$(BUNDLES)/$(ENS_NAME)/target/$(notdir $(TARGET)): $(ENS_OUT) $(TARGET)
 	$(PIPELINE) bundle --spec $(ENSEMBLE) $(BUNDLE_ARGS)
 endif
 

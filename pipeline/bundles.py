@@ -6,6 +6,8 @@ folders again on the machine that predicts.
                                               calibrate), the project's version, the wheels packed
     bundles/<name>/predict.py                 pipeline/bundle_predict.py: pip --no-index, then predict
     bundles/<name>/wheels/*.whl               the project's wheel and each dependency the target lacks
+    bundles/<name>/target/<file>              the target file it was packed for (Make's goal: another
+                                              TARGET= names another file, so the bundle is packed again)
     bundles/<name>/members/<exp>/config.yaml  each member's resolved config, oof.csv and
                                  oof.csv      calibration.json (its ensemble rule reads the OOF),
                                  fold<k>/best.pt   and each fold's kept model
@@ -44,6 +46,9 @@ class BundleDir:
     @property
     def wheels(self) -> Path:
         return self.root / "wheels"
+
+    def target(self, file: Path) -> Path:
+        return self.root / "target" / Path(file).name
 
     def member(self, name: str) -> RunDir:
         """A member's files, laid out as in its experiment folder (RunDir names them)."""

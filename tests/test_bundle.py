@@ -92,7 +92,11 @@ def test_make_bundle_packs_the_members_the_rule_and_the_wheels(ensembled):
     assert wheels == doc["wheels"] and any(w.startswith("kaggle_image_pipeline-") for w in wheels)
     assert any(w.startswith("albumentations-") for w in wheels) and not any(w.startswith("torch") for w in wheels)
     assert not list(bundle.root.parent.glob(".*tmp*"))  # nothing half-written beside it
-    assert "pipeline" not in make("bundle", f"ENSEMBLE={spec}", f"TARGET={KAGGLE}", f"BUNDLES={tmp / 'bundles'}").stdout
+    assert (bundle.root / "target" / KAGGLE.name).read_text() == KAGGLE.read_text()
+    args = [f"ENSEMBLE={spec}", f"BUNDLES={tmp / 'bundles'}"]
+    assert "pipeline" not in make("bundle", *args, f"TARGET={KAGGLE}").stdout  # up to date
+    plan = make("-n", "bundle", *args, f"TARGET={ROOT / 'configs' / 'bundle-target.txt'}").stdout
+    assert "pipeline bundle" in plan and "pipeline ensemble" not in plan  # another target: packed again
 
 
 def test_the_bundle_predicts_offline_exactly_the_ensembles_submission(ensembled, tmp_path):

@@ -134,6 +134,8 @@ def pack(tmp: BundleDir, members: list, rule: dict, target: Path, pip_args: list
     needed = needed_wheels(read_target(target))
     build_wheels(tmp.wheels, needed, pip_args)
     shutil.copyfile(Path(__file__).resolve().parents[1] / "bundle_predict.py", tmp.predict)
+    tmp.target(target).parent.mkdir()
+    shutil.copyfile(target, tmp.target(target))
     spec = {
         **rule,
         "members": [m.cfg.name for m in members],
