@@ -1,13 +1,17 @@
-"""What a competitor watches: progress bars on a terminal, and each stage's output kept in a log.
+"""What a competitor watches: progress bars on a terminal, each stage's output kept in a log, and
+TensorBoard's curves when it is installed.
 
 Bars (tqdm) are drawn only when stderr is a terminal: in CI, a log file, a captured test or
 `make -j` into a pipe they stay quiet and the one-line summaries the stages print remain. Each
-stage's printed output is also appended to runs/<name>/logs/<stage>.log (RunDir.log).
+stage's printed output is also appended to runs/<name>/logs/<stage>.log (RunDir.log). With the
+tensorboard package (pip install -e '.[tensorboard]'), each fold's epochs are also written as
+event files, runs/<name>/tensorboard/fold<k>/ (tensorboard --logdir runs/<name>/tensorboard).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -73,3 +77,36 @@ def logged(path: Path, header: str):
             raise
         finally:
             sys.stdout = out
+
+
+class Board:
+    """A fold's TensorBoard event files, one point per epoch for each number of its history row
+    (losses, accuracies, LRs, seconds); does nothing when tensorboard is not installed."""
+
+    GROUPS = (("loss", "loss"), ("accuracy", "accuracy"), ("lr_", "lr"), ("_s", "seconds"), ("seconds", "seconds"))
+
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard
+        except ImportError:
+            self.writer = None
+            return
+        self.writer = SummaryWriter(str(folder))
+
+    def epoch(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if (
+                key != "epoch"
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                group = next((g for part, g in self.GROUPS if part in key), "phase")
+                self.writer.add_scalar(f"{group}/{key}", value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -7,6 +7,7 @@ name them (through make_bridge.py), so every path is spelled here once. Paths on
     runs/<name>/provenance.json        per stage: versions, git commit, input digests (provenance.py)
     runs/<name>/locks/<host>-<pid>.json   the stage processes writing here now (lock.py)
     runs/<name>/logs/<stage>.log       each stage's printed output, appended run after run
+    runs/<name>/tensorboard/fold<k>/   TensorBoard event files, when tensorboard is installed (train)
     runs/<name>/report.html                                                         (report)
     runs/<name>/stamps/<stage>-<digest>.yaml   the settings a stage's outputs were made with
     runs/<name>/fold<k>/               last.pt, best.pt, history.csv, curves.png, oof.csv (train)
@@ -46,6 +47,9 @@ class RunDir:
 
     def curves(self, k: int) -> Path:
         return self.fold(k) / "curves.png"
+
+    def tensorboard(self, k: int) -> Path:
+        return self.root / "tensorboard" / f"fold{k}"
 
     def test_fold(self, k: int) -> Path:
         return self.root / f"test_fold{k}.csv"

@@ -1,4 +1,5 @@
-"""pipeline/progress.py: bars on a terminal only, and each stage's output kept in its log."""
+"""pipeline/progress.py: bars on a terminal only, each stage's output kept in its log, and
+TensorBoard's event files when it is installed."""
 
 import fcntl
 import os
@@ -8,9 +9,12 @@ import subprocess
 import sys
 import termios
 
+import numpy as np
+import pandas as pd
 from helpers import ROOT, make_config
 
 from pipeline.__main__ import main
+from pipeline.progress import Board
 
 
 def run_on_terminal(argv: list[str]) -> tuple[int, str]:
@@ -61,3 +65,40 @@ def test_each_stage_appends_its_output_and_its_error_to_a_log(tmp_path, comp, ca
     last = text.rstrip().splitlines()[-1]
     assert text.count("--- ") == 2 and last.startswith("error: ") and "not finite" in last
     assert last in capsys.readouterr().err
+
+
+def test_each_epoch_reaches_tensorboard_as_history_csv_has_it(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp, _ = trained
+    run = tmp / "runs" / "tiny"
+    for k in (0, 1):
+        history = pd.read_csv(run / f"fold{k}" / "history.csv")
+        events = EventAccumulator(str(run / "tensorboard" / f"fold{k}"))
+        events.Reload()
+        for tag, column in [
+            ("loss/train_loss", "train_loss"),
+            ("loss/valid_loss", "valid_loss"),
+            ("lr/lr_head", "lr_head"),
+        ]:
+            points = events.Scalars(tag)
+            assert [p.step for p in points] == history.epoch.tolist()
+            assert np.allclose([p.value for p in points], history[column], rtol=1e-6)
+        assert "accuracy/valid_accuracy" in events.Tags()["scalars"]
+
+
+def test_no_tensorboard_no_event_files(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def without_tensorboard(name, *args, **kw):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("TensorBoard logging requires TensorBoard version 1.15 or above")
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", without_tensorboard)
+    board = Board(tmp_path / "tb")
+    board.epoch({"epoch": 0, "train_loss": 0.5})
+    board.close()
+    assert not (tmp_path / "tb").exists()

@@ -299,6 +299,7 @@ class FoldRun:
     mixer: object | None = None  # train.mixup: timm's Mixup
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
+    board: progress.Board | None = None  # TensorBoard's event files, opened with the first epoch
 
     @property
     def paths(self) -> RunDir:
@@ -573,6 +574,7 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     row["save_s"] = round(time.time() - validated, 2)  # in history.csv; last.pt's copy is already written
     if distributed.is_main():
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
+        board(run).epoch(row)
     say(epoch_line(run.fold, row))
 
 
@@ -689,11 +691,18 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
         save_best(run, run.swa.module, row, "swa")
         save_state(run, t.epochs - 1, p, None, done=True)
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
+        board(run).epoch(row)
     distributed.barrier()
     say(
         f"fold {run.fold}: SWA of the last {run.swa.count} epochs, BatchNorm recomputed: "
         f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} (kept)"
     )
+
+
+def board(run: FoldRun) -> progress.Board:
+    if run.board is None:
+        run.board = progress.Board(run.paths.tensorboard(run.fold))
+    return run.board
 
 
 def say(text: str) -> None:
@@ -752,6 +761,8 @@ def finish(run: FoldRun) -> None:
 
     if not distributed.is_main():
         return
+    if run.board is not None:
+        run.board.close()
     d = run.cfg.data
     plot_curves(
         pd.DataFrame(run.history), run.paths.curves(run.fold), f"{run.cfg.name} fold {run.fold}", kept=run.kept.epoch
