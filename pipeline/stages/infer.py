@@ -12,7 +12,9 @@ infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<
   calibration.json  with infer.calibrate (auto: a log-loss metric): the temperature fitted on the
                     OOF and the OOF log-loss before and after (pipeline/calibrate.py); oof.csv and
                     test.csv then hold the calibrated probabilities
-Models are rebuilt from their checkpoints alone.
+Models are rebuilt from their checkpoints alone. The test images and each fold's validation
+images go through the model in separate batches, so a bundle's test-only run (main(test_only=True),
+python -m pipeline predict) computes the very same test probabilities.
 """
 
 from __future__ import annotations
