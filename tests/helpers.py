@@ -1,10 +1,12 @@
 """What tests share (fixtures are in conftest.py): tiny synthetic competitions laid out like
-Kaggle's, configs for them, experiments run or faked, and Make run from the project root."""
+Kaggle's, configs for them, experiments run or faked, Make run from the project root, and an
+image-like environment for offline bundles (bench/bundle_check.py uses it too)."""
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import subprocess
 import sys
@@ -200,6 +202,34 @@ def make(*args, check=True) -> subprocess.CompletedProcess:
     if check and res.returncode != 0:
         raise AssertionError(res.stdout + res.stderr)
     return res
+
+
+def image_env(tmp: Path, packages: list[str]) -> Path:
+    """A venv holding only `packages`, pip, and what they require, as an image with them
+    preinstalled would: their installed files linked in from this interpreter's environment
+    through a .pth file (a venv's own pip and setuptools would shadow them). The project is not
+    importable in it. Returns its python."""
+    from pipeline.stages.bundle import closure
+
+    site = tmp / "image-site"
+    site.mkdir()
+    for dist in closure([*packages, "pip"]).values():
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            src, dst = Path(dist.locate_file(top)), site / top
+            if src.exists() and not dst.exists():
+                dst.symlink_to(src)
+    subprocess.run(
+        [sys._base_executable, "-m", "venv", "--without-pip", str(tmp / "env")], check=True, capture_output=True
+    )
+    (next((tmp / "env" / "lib").glob("python*/site-packages")) / "image.pth").write_text(f"{site}\n")
+    return tmp / "env" / "bin" / "python"
+
+
+def outside(python: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
+    """Run in `cwd` with no trace of this checkout or its venv in the environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIPELINE_JOBS")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def truncate(path: Path, keep: float = 0.5) -> Path:

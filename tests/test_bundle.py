@@ -5,15 +5,11 @@ exactly the submission make ensemble wrote."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import ROOT, make, make_competition, make_config, run_chain
+from helpers import ROOT, image_env, make, make_competition, make_config, outside, run_chain
 
 from pipeline.__main__ import main as cli
 from pipeline.bundles import PROJECT, BundleDir
@@ -21,32 +17,6 @@ from pipeline.config_files import load_config
 from pipeline.stages.bundle import closure, needed_wheels, read_target
 
 KAGGLE = ROOT / "configs" / "bundle-target-kaggle.txt"
-
-
-def image_env(tmp: Path, packages: list[str]) -> Path:
-    """A venv holding only `packages`, pip, and what they require, as an image with them
-    preinstalled would: their installed files linked in from this interpreter's environment
-    through a .pth file (a venv's own pip and setuptools would shadow them). The project is not
-    importable in it. Returns its python."""
-    site = tmp / "image-site"
-    site.mkdir()
-    for dist in closure([*packages, "pip"]).values():
-        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
-            src, dst = Path(dist.locate_file(top)), site / top
-            if src.exists() and not dst.exists():
-                dst.symlink_to(src)
-    subprocess.run(
-        [sys._base_executable, "-m", "venv", "--without-pip", str(tmp / "env")], check=True, capture_output=True
-    )
-    (next((tmp / "env" / "lib").glob("python*/site-packages")) / "image.pth").write_text(f"{site}\n")
-    return tmp / "env" / "bin" / "python"
-
-
-def outside(python: Path, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """Run in `cwd` with no trace of this checkout or its venv in the environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIPELINE_JOBS")}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
-    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def test_the_wheels_are_the_projects_dependencies_the_target_lacks():
