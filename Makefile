@@ -170,7 +170,7 @@ $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 
 # A bundle packs what made the submission: it is made again whenever the submission is, or the
 # target file, which it keeps a copy of (another TARGET= names another copy, so it is packed again).
-BUNDLE_ARGS = --out-dir $(BUNDLES) --target $(TARGET) $(if $(BUNDLE_PIP),--pip-args "$(BUNDLE_PIP)")
+BUNDLE_ARGS = --out-dir $(BUNDLES) --target $(TARGET) $(if $(BUNDLE_PIP),--pip-args="$(BUNDLE_PIP)")
 ifeq ($(ENSEMBLE),)
 $(BUNDLES)/$(or $(NAME),$(EXP))/target/$(notdir $(TARGET)): $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv $(TARGET)
 	$(PIPELINE) bundle $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) $(BUNDLE_ARGS)

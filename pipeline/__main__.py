@@ -48,8 +48,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--method", default="mean", help="mean | fit | rank | vote | hierarchical")
         p.add_argument("--weights", default=None, help="mean: comma-separated, one per member")
         p.add_argument("--out-dir", default=out_dir)
-    p.add_argument("--target", default="configs/bundle-target.txt", help="the packages the target image has")
-    p.add_argument("--pip-args", default=None, help="options for pip download (--python-version, --platform)")
+        if command == "bundle":
+            p.add_argument("--target", default="configs/bundle-target.txt", help="the packages the target image has")
+            p.add_argument("--pip-args", default=None, help="options for pip download (--python-version, --platform)")
     p = sub.add_parser("predict", help="a bundle's submission for a competition folder (its predict.py runs this)")
     p.add_argument("bundle")
     p.add_argument("competition", help="the folder holding sample_submission.csv and the test images")
@@ -64,7 +65,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--ensemble", default=None, help="an ensemble file instead of a config")
-    return ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    # predict's key=value words may follow its options (COMPETITION_DIR --out F k=v), as its usage says
+    if args.command == "predict" and all("=" in w and not w.startswith("-") for w in rest):
+        args.overrides += rest
+    elif rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
 
 
 def run_stage(args: argparse.Namespace) -> None:

@@ -28,6 +28,19 @@ def methods_for(metric: str, multilabel: bool) -> tuple[str, ...]:
     return tuple(m for m in methods if metric not in PROBABILITY_METRICS or m in PROBABILITY_METHODS)
 
 
+def allowed_methods(method: str, metric: str, multilabel: bool) -> tuple[str, ...]:
+    """The methods the table shows; `method` must be one (no votes for a multi-label task, and
+    only probabilities for a log-loss)."""
+    methods = methods_for(metric, multilabel)
+    if method not in methods:
+        if metric in PROBABILITY_METRICS and method not in PROBABILITY_METHODS:
+            task = f"metric {metric} needs probabilities; it"
+        else:
+            task = "a multi-label task" if multilabel else "it"
+        raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
+    return methods
+
+
 def parse_weights(text: str, n_members: int) -> list[float]:
     """--weights 0.7,0.3: one non-negative weight per member, not all zero."""
     try:

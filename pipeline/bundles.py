@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .config import Config
-from .config_files import to_yaml, validate
+from .config_files import read_yaml, to_yaml, validate
 from .errors import PipelineError
 from .io import write_text
 from .runs import RunDir
@@ -55,13 +56,24 @@ class BundleDir:
         return RunDir(self.root / "members" / name)
 
 
+SPEC_KEYS = ("name", "members", "method", "weights", "metric", "calibrate", "project", "version")
+
+
 def read_spec(bundle: BundleDir) -> dict:
+    """bundle.json, checked to hold the rule, and every member's config to be there."""
     try:
-        return json.loads(bundle.spec.read_text())
+        spec = json.loads(bundle.spec.read_text())
     except FileNotFoundError:
         raise PipelineError(f"{bundle.spec}: not found ({bundle.root} is not a bundle)") from None
     except ValueError as e:
         raise PipelineError(f"{bundle.spec}: not JSON ({e})") from None
+    missing = [k for k in SPEC_KEYS if k not in spec] if isinstance(spec, dict) else list(SPEC_KEYS)
+    if missing:
+        raise PipelineError(f"{bundle.spec}: no {missing[0]} (a damaged bundle: make bundle again)")
+    for name in spec["members"]:
+        if not bundle.member(name).config.is_file():
+            raise PipelineError(f"{bundle.member(name).config}: not found (a damaged bundle: make bundle again)")
+    return spec
 
 
 def member_files(run: RunDir, n_folds: int) -> list[Path]:
@@ -82,10 +94,10 @@ def unpack(bundle: BundleDir, competition: Path, work: Path, overrides: list[str
     cfgs = []
     for name in spec["members"]:
         member = bundle.member(name)
-        doc = yaml.safe_load(member.config.read_text())
-        doc["data"]["root"] = str(competition.resolve())
+        doc = read_yaml(member.config)
+        doc.setdefault("data", {})["root"] = str(competition.resolve())
         doc["runs_dir"] = str((work / "runs").resolve())
-        doc["runtime"]["cache_dir"] = str((work / "cache").resolve())
+        doc.setdefault("runtime", {})["cache_dir"] = str((work / "cache").resolve())
         path = work / "configs" / f"{name}.yaml"
         write_text(path, yaml.safe_dump(doc, sort_keys=False))
         cfg = validate(Config, path, overrides)
@@ -93,6 +105,7 @@ def unpack(bundle: BundleDir, competition: Path, work: Path, overrides: list[str
         if not sample.is_file():
             raise PipelineError(f"{sample}: not found (is {competition} the competition's folder?)")
         run = RunDir(cfg.run_dir)
+        shutil.rmtree(run.root, ignore_errors=True)  # another bundle's links (a calibration) must not stay
         for rel in member_files(member, cfg.folds.n_folds):
             if rel == Path(member.config.name):
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -81,30 +82,38 @@ def logged(path: Path, header: str):
 
 class Board:
     """A fold's TensorBoard event files, one point per epoch for each number of its history row
-    (losses, accuracies, LRs, seconds); does nothing when tensorboard is not installed."""
+    (losses, accuracies, LRs, sizes, seconds); does nothing when tensorboard is not installed."""
 
-    GROUPS = (("loss", "loss"), ("accuracy", "accuracy"), ("lr_", "lr"), ("_s", "seconds"), ("seconds", "seconds"))
-
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, first_epoch: int = 0):
+        """first_epoch: where training starts; a fold trained from scratch drops the old files, a
+        resumed one the points after its last finished epoch (TensorBoard's purge_step)."""
         try:
             from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard
         except ImportError:
             self.writer = None
             return
-        self.writer = SummaryWriter(str(folder))
+        except Exception as e:  # a broken install (protobuf, ...) must not stop training
+            print(f"note: TensorBoard not written ({type(e).__name__}: {e})")
+            self.writer = None
+            return
+        if first_epoch == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.writer = SummaryWriter(str(folder), purge_step=first_epoch or None)
+
+    @staticmethod
+    def tag(key: str) -> str:
+        for group, test in (("loss", "loss" in key), ("accuracy", "accuracy" in key), ("lr", key.startswith("lr_"))):
+            if test:
+                return f"{group}/{key}"
+        return f"seconds/{key}" if key.endswith("_s") or key == "seconds" else f"run/{key}"
 
     def epoch(self, row: dict) -> None:
         if self.writer is None:
             return
         for key, value in row.items():
-            if (
-                key != "epoch"
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            ):
-                group = next((g for part, g in self.GROUPS if part in key), "phase")
-                self.writer.add_scalar(f"{group}/{key}", value, row["epoch"])
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key != "epoch" and number and math.isfinite(value):
+                self.writer.add_scalar(self.tag(key), value, row["epoch"])
         self.writer.flush()
 
     def close(self) -> None:

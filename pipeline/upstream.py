@@ -120,3 +120,21 @@ def read_predictions(member: str | Path) -> Predictions:
             folds.append(f.loc[test[d.id_col], classes].astype(float).to_numpy())
     test_folds = np.stack(folds) if folds else test[classes].to_numpy()[None]
     return Predictions(run.root, cfg, classes, oof, test, test_folds)
+
+
+def check_compatible(members: list[Predictions]) -> None:
+    """Members must predict the same classes for the same competition on the same folds."""
+    first = members[0]
+    for m in members[1:]:
+        for what, a, b in [
+            ("classes", first.classes, m.classes),
+            ("folds file", first.cfg.folds_file, m.cfg.folds_file),
+            ("data", first.cfg.data, m.cfg.data),
+            (
+                "OOF ids/folds",
+                first.oof[[first.cfg.data.id_col, "fold"]].values.tolist(),
+                m.oof[[m.cfg.data.id_col, "fold"]].values.tolist(),
+            ),
+        ]:
+            if a != b:
+                raise PipelineError(f"{m.run}: {what} differ from {first.run}'s; cannot ensemble them")

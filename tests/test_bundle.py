@@ -12,8 +12,11 @@ import pytest
 from helpers import ROOT, image_env, make, make_competition, make_config, outside, run_chain
 
 from pipeline.__main__ import main as cli
-from pipeline.bundles import PROJECT, BundleDir
+from pipeline.__main__ import parse
+from pipeline.bundles import PROJECT, BundleDir, unpack
 from pipeline.config_files import load_config
+from pipeline.errors import PipelineError
+from pipeline.stages import bundle
 from pipeline.stages.bundle import closure, needed_wheels, read_target
 
 KAGGLE = ROOT / "configs" / "bundle-target-kaggle.txt"
@@ -54,12 +57,13 @@ def test_make_bundle_packs_the_members_the_rule_and_the_wheels(ensembled):
     bundle = BundleDir(tmp / "bundles" / "ab")
     doc = json.loads(bundle.spec.read_text())
     assert doc["members"] == ["a", "b"] and doc["method"] == "fit" and doc["project"] == PROJECT
+    assert "+g" in doc["version"]  # a digest of the code: pip never keeps another 0.1.0 in its place
     for name in ("a", "b"):
         m = bundle.member(name)
         assert all(p.is_file() for p in (m.config, m.oof, m.calibration, m.best(0), m.best(1)))
         assert not m.test.exists()  # predictions are made where the bundle runs
     wheels = sorted(p.name for p in bundle.wheels.glob("*.whl"))
-    assert wheels == doc["wheels"] and any(w.startswith("kaggle_image_pipeline-") for w in wheels)
+    assert wheels == doc["wheels"] and f"kaggle_image_pipeline-{doc['version']}-py3-none-any.whl" in wheels
     assert any(w.startswith("albumentations-") for w in wheels) and not any(w.startswith("torch") for w in wheels)
     assert not list(bundle.root.parent.glob(".*tmp*"))  # nothing half-written beside it
     assert (bundle.root / "target" / KAGGLE.name).read_text() == KAGGLE.read_text()
@@ -92,3 +96,34 @@ def test_predict_names_a_missing_folder_or_bundle_in_one_line(ensembled, tmp_pat
     assert cli(["predict", str(comp), str(comp)]) == 2
     assert capsys.readouterr().err == f"error: {comp / 'bundle.json'}: not found ({comp} is not a bundle)\n"
     assert not list(tmp_path.iterdir())  # no submission, no work folder left
+
+
+def test_bad_names_targets_and_rules_are_refused_before_anything_is_written(ensembled, tmp_path):
+    tmp, _, _, _ = ensembled
+    runs = [tmp / "runs" / "a", tmp / "runs" / "b"]
+    (tmp_path / "keep").mkdir()
+    for name, message in [("..", "not starting with '.'"), ("keep", "exists and is not a bundle")]:
+        with pytest.raises(PipelineError, match=message):
+            bundle.main(runs, name, out_dir=tmp_path, target=KAGGLE)
+    with pytest.raises(PipelineError, match="metric log_loss needs probabilities"):
+        bundle.main(runs, "v", method="vote", out_dir=tmp_path, target=KAGGLE)
+    bad = tmp_path / "target.txt"
+    bad.write_text("torch==2.14.1  # a version is allowed\ntimm[extra]\nnot a name!\n")
+    with pytest.raises(PipelineError, match=f"{bad} line 3: 'not a name!' is not a package name"):
+        read_target(bad)
+    bad.write_text("torch==2.14.1\ntimm[extra]\n")
+    assert read_target(bad) == ["torch", "timm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep", "target.txt"]
+
+
+def test_predict_takes_overrides_after_its_options_and_a_reused_work_folder_is_cleared(ensembled, tmp_path):
+    tmp, comp, _, _ = ensembled
+    args = parse(["predict", "B", "C", "--out", "x.csv", "runtime.device=cpu", "infer.batch_size=2"])
+    assert args.overrides == ["runtime.device=cpu", "infer.batch_size=2"] and args.out == "x.csv"
+    work = tmp_path / "work"
+    stale = work / "runs" / "a" / "calibration.json"  # another bundle's member of the same name
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    _, cfgs = unpack(BundleDir(tmp / "bundles" / "ab"), comp, work, ["infer.batch_size=2"])
+    assert cfgs[0].infer.batch_size == 2 and str(cfgs[0].data.root) == str(comp.resolve())
+    assert stale.resolve() == (tmp / "bundles" / "ab" / "members" / "a" / "calibration.json").resolve()

@@ -102,3 +102,15 @@ def test_no_tensorboard_no_event_files(tmp_path, monkeypatch):
     board.epoch({"epoch": 0, "train_loss": 0.5})
     board.close()
     assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_tags_group_losses_rates_sizes_and_seconds():
+    tags = {k: Board.tag(k) for k in ("train_loss", "ema_valid_accuracy", "lr_head", "img_size", "data_s", "seconds")}
+    assert tags == {
+        "train_loss": "loss/train_loss",
+        "ema_valid_accuracy": "accuracy/ema_valid_accuracy",
+        "lr_head": "lr/lr_head",
+        "img_size": "run/img_size",
+        "data_s": "seconds/data_s",
+        "seconds": "seconds/seconds",
+    }

@@ -22,7 +22,10 @@ rule: on the competition make ensemble ran on, byte for byte its submission.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -31,27 +34,38 @@ import tempfile
 from importlib.metadata import Distribution, PackageNotFoundError, distribution
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ..blend import parse_weights
+from .. import blend
 from ..bundles import PROJECT, BundleDir, member_files
+from ..config import NAME
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_text
 from ..runs import RunDir
-from ..upstream import read_predictions
+from ..upstream import check_compatible, read_predictions
 
 # ----------------------------------------------------------------------------- which wheels
 
 
 def read_target(path: Path) -> list[str]:
-    """The package names a target file declares ('#' starts a comment)."""
+    """The package names a target file declares, one requirement a line ('#' starts a comment; a
+    version or extras after the name are allowed and not read)."""
     try:
         lines = Path(path).read_text().splitlines()
-    except OSError as e:
-        raise PipelineError(f"{path}: cannot read the target's package list ({e.strerror})") from None
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: cannot read the target's package list ({e})") from None
+    names = []
+    for n, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            names.append(Requirement(text).name)
+        except InvalidRequirement:
+            raise PipelineError(f"{path} line {n}: {text!r} is not a package name") from None
+    return names
 
 
 def closure(names: list[str]) -> dict[str, Distribution | None]:
@@ -85,6 +99,9 @@ def needed_wheels(target: list[str]) -> list[str]:
     """name==version of each dependency of the project that the target's packages (and theirs)
     do not bring, sorted."""
     present = closure(target)
+    unknown = [n for n, d in present.items() if d is None and n in map(canonicalize_name, target)]
+    if unknown:  # its dependencies cannot be counted as present: the bundle packs them
+        print(f"note: {', '.join(unknown)}: not installed here, so what they require is not known to be present")
     mine = closure([PROJECT])
     missing = [n for n, d in mine.items() if d is None and n not in present]
     if missing:
@@ -103,20 +120,34 @@ def pip(args: list[str], what: str) -> None:
         raise PipelineError(f"{what}: pip failed: {errors[-1] if errors else done.returncode}")
 
 
-def build_wheels(dest: Path, needed: list[str], pip_args: list[str]) -> None:
+def build_wheels(dest: Path, needed: list[str], pip_args: list[str]) -> str:
     """The project's wheel, built from its source folder, and the dependencies' from the index
-    (pip's cache first)."""
+    (pip's cache first). The project's version gets a local part, a digest of its code
+    (0.1.0+g1a2b3c4d5e6f), so pip never keeps another bundle's or checkout's 0.1.0 in its place.
+    Returns that version."""
     source = Path(__file__).resolve().parents[2]
     if not (source / "pyproject.toml").is_file():
         raise PipelineError(f"{source}: make bundle needs the project's source (pyproject.toml beside pipeline/)")
     with tempfile.TemporaryDirectory() as tmp:  # a clean copy: setuptools' build/ keeps deleted modules
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copyfile(source / name, Path(tmp) / name)
+        shutil.copyfile(source / "README.md", Path(tmp) / "README.md")
         shutil.copytree(source / "pipeline", Path(tmp) / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-        pip(["wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(dest.resolve()), tmp], PROJECT)
+        version = f"{distribution(PROJECT).version.split('+')[0]}+g{code_digest(Path(tmp) / 'pipeline')}"
+        pyproject = (source / "pyproject.toml").read_text()
+        (Path(tmp) / "pyproject.toml").write_text(re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject))
+        # a venv of Python 3.12+ has no setuptools: pip then fetches it into an isolated build
+        isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+        pip(["wheel", "--quiet", "--no-deps", *isolation, "--wheel-dir", str(dest.resolve()), tmp], PROJECT)
     if needed:
         download = ["download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", str(dest)]
         pip(download + pip_args + needed, "the dependency wheels")
+    return version
+
+
+def code_digest(package: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -132,7 +163,7 @@ def pack(tmp: BundleDir, members: list, rule: dict, target: Path, pip_args: list
             (into.root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(m.run / rel, into.root / rel)
     needed = needed_wheels(read_target(target))
-    build_wheels(tmp.wheels, needed, pip_args)
+    version = build_wheels(tmp.wheels, needed, pip_args)
     shutil.copyfile(Path(__file__).resolve().parents[1] / "bundle_predict.py", tmp.predict)
     tmp.target(target).parent.mkdir()
     shutil.copyfile(target, tmp.target(target))
@@ -140,7 +171,7 @@ def pack(tmp: BundleDir, members: list, rule: dict, target: Path, pip_args: list
         **rule,
         "members": [m.cfg.name for m in members],
         "project": PROJECT,
-        "version": distribution(PROJECT).version,
+        "version": version,
         "target": read_target(target),
         "wheels": sorted(p.name for p in tmp.wheels.glob("*.whl")),
     }
@@ -162,12 +193,18 @@ def main(
     """bundles/<name>/, built beside it and renamed into place: a failed pack leaves the old
     bundle (or none), never half of one."""
     members = [read_predictions(r) for r in runs]
+    check_compatible(members)  # what make ensemble checks: a bad rule must not wait for the notebook
+    blend.allowed_methods(method, metric or members[0].cfg.metric, members[0].cfg.data.multilabel)
     names = [m.cfg.name for m in members]
     if len(set(names)) < len(names):
         raise PipelineError(f"bundle: two members share an experiment name ({', '.join(names)})")
     name = name or (names[0] if len(members) == 1 else "ensemble")
+    if not re.fullmatch(NAME, name) or name.startswith("."):
+        raise PipelineError(f"bundle --name {name}: letters, digits, '.', '_' and '-', not starting with '.'")
     rule = {"name": name, "method": method, "weights": weights, "metric": metric, "calibrate": calibrate}
     final = Path(out_dir) / name
+    if final.exists() and not BundleDir(final).spec.is_file():  # rmtree'd below: only ever a bundle
+        raise PipelineError(f"{final}: exists and is not a bundle; give another --name or --out-dir")
     tmp = BundleDir(final.with_name(f".{name}.tmp"))
     shutil.rmtree(tmp.root, ignore_errors=True)
     try:
@@ -197,5 +234,5 @@ def run_cli(args) -> None:
         return
     if not args.runs:
         raise PipelineError("bundle: name at least one experiment (or --spec FILE)")
-    weights = parse_weights(args.weights, len(args.runs)) if args.weights else None
+    weights = blend.parse_weights(args.weights, len(args.runs)) if args.weights else None
     main(args.runs, args.name, args.method, weights, None, args.calibrate, **extra)

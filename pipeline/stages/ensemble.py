@@ -32,25 +32,7 @@ from ..io import write_csv, write_text
 from ..labels import encode
 from ..metrics import per_fold, score, tune_thresholds
 from ..submission import build_submission, check_submission, read_sample
-from ..upstream import Predictions, read_predictions
-
-
-def check_compatible(members: list[Predictions]) -> None:
-    """Members must predict the same classes for the same competition on the same folds."""
-    first = members[0]
-    for m in members[1:]:
-        for what, a, b in [
-            ("classes", first.classes, m.classes),
-            ("folds file", first.cfg.folds_file, m.cfg.folds_file),
-            ("data", first.cfg.data, m.cfg.data),
-            (
-                "OOF ids/folds",
-                first.oof[[first.cfg.data.id_col, "fold"]].values.tolist(),
-                m.oof[[m.cfg.data.id_col, "fold"]].values.tolist(),
-            ),
-        ]:
-            if a != b:
-                raise PipelineError(f"{m.run}: {what} differ from {first.run}'s; cannot ensemble them")
+from ..upstream import Predictions, check_compatible, read_predictions
 
 
 def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metric: str, methods) -> pd.DataFrame:
@@ -73,19 +55,6 @@ def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights,
         )
         for meth in methods
     }
-
-
-def allowed_methods(method: str, metric: str, multilabel: bool) -> tuple[str, ...]:
-    """The methods the table shows; `method` must be one (no votes for a multi-label task, and
-    only probabilities for a log-loss)."""
-    methods = blend.methods_for(metric, multilabel)
-    if method not in methods:
-        if metric in blend.PROBABILITY_METRICS and method not in blend.PROBABILITY_METHODS:
-            task = f"metric {metric} needs probabilities; it"
-        else:
-            task = "a multi-label task" if multilabel else "it"
-        raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
-    return methods
 
 
 def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -131,7 +100,7 @@ def main(
     first, d = members[0], members[0].cfg.data
     classes, metric = first.classes, metric or first.cfg.metric
     y, folds = encode(first.oof[d.label_col], classes, d.sep), first.oof["fold"].astype(int).to_numpy()
-    methods = allowed_methods(method, metric, d.multilabel)
+    methods = blend.allowed_methods(method, metric, d.multilabel)
     results = combine_all(members, y, metric, weights, methods)
     table = cv_table(members, y, folds, metric, results)
     print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")

@@ -151,7 +151,8 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
             rows = np.flatnonzero(folds["fold"].to_numpy() == k)
             oof_views = np.zeros((len(views), len(folds), len(classes))) if oof_views is None else oof_views
             oof_views[:, rows] = predict(train_image_paths(cfg, folds.iloc[rows]))
-        print(f"fold {k}: predicted {len(ids)} test images" + ("" if test_only else " and its validation images"))
+        valid = "" if test_only else f" and {len(rows)} validation"
+        print(f"fold {k}: predicted {len(ids)} test{valid} images, {len(views)} views each")
     for k, probs in enumerate(fold_probs):  # after every fold's model loaded: no half-updated set of files
         write_csv(run.test_fold(k), prob_frame(ids, classes, probs, d.id_col))
     test_probs = np.mean(fold_probs, axis=0)

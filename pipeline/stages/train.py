@@ -299,7 +299,7 @@ class FoldRun:
     mixer: object | None = None  # train.mixup: timm's Mixup
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
-    board: progress.Board | None = None  # TensorBoard's event files, opened with the first epoch
+    board: progress.Board | None = None  # TensorBoard's event files (process 0), opened by train_fold
 
     @property
     def paths(self) -> RunDir:
@@ -574,7 +574,8 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     row["save_s"] = round(time.time() - validated, 2)  # in history.csv; last.pt's copy is already written
     if distributed.is_main():
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
-        board(run).epoch(row)
+        if run.board:  # none for lr-find's phases before the one it tests
+            run.board.epoch(row)
     say(epoch_line(run.fold, row))
 
 
@@ -691,18 +692,13 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
         save_best(run, run.swa.module, row, "swa")
         save_state(run, t.epochs - 1, p, None, done=True)
         write_csv(run.paths.history(run.fold), pd.DataFrame(run.history))
-        board(run).epoch(row)
+        if run.board:
+            run.board.epoch(row)
     distributed.barrier()
     say(
         f"fold {run.fold}: SWA of the last {run.swa.count} epochs, BatchNorm recomputed: "
         f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} (kept)"
     )
-
-
-def board(run: FoldRun) -> progress.Board:
-    if run.board is None:
-        run.board = progress.Board(run.paths.tensorboard(run.fold))
-    return run.board
 
 
 def say(text: str) -> None:
@@ -729,6 +725,8 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
         oof_path.unlink(missing_ok=True)  # a stale one would mark an unfinished fold as done
     valid_dl, y_val = valid_loader(cfg, folds, fold, run.classes, run.final_dc, run.device, run.source)
     next_epoch = resume.epoch + 1 if resume else 0
+    if distributed.is_main():
+        run.board = progress.Board(run.paths.tensorboard(fold), next_epoch)
     if resume:
         say(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
     for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
