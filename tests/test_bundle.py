@@ -32,6 +32,11 @@ def test_the_wheels_are_the_projects_dependencies_the_target_lacks():
     assert all(w.count("==") == 1 for w in everything)  # pinned to the version installed here
 
 
+def snapshot(*folders) -> dict:
+    """Every file and folder under these, with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for f in folders for p in [f, *f.rglob("*")]}
+
+
 @pytest.fixture(scope="module")
 def ensembled(tmp_path_factory):
     """A two-member ensemble (fitted weights, a log-loss metric: both calibrations) of a
@@ -80,11 +85,13 @@ def test_the_bundle_predicts_offline_exactly_the_ensembles_submission(ensembled,
     python = image_env(tmp_path, read_target(KAGGLE))
     check = "import torch, timm, pandas\ntry:\n import pipeline\nexcept ImportError: print('absent')"
     assert outside(python, "-c", check, cwd=where).stdout.strip() == "absent"
-    out = where / "working" / "submission.csv"
+    out = where / "working" / "submission.csv"  # where Kaggle takes it from: predict.py's default
     out.parent.mkdir()
-    done = outside(python, where / "input" / "ab" / "predict.py", comp, "--out", out, cwd=where / "working")
+    inputs = snapshot(where / "input", comp)  # read-only on Kaggle: nothing may be written there
+    done = outside(python, where / "input" / "ab" / "predict.py", comp, cwd=where / "working")
     assert done.returncode == 0, done.stdout + done.stderr
     assert out.read_bytes() == (tmp / "subs" / "ab.csv").read_bytes()
+    assert snapshot(where / "input", comp) == inputs and sorted(out.parent.iterdir()) == [out]
     assert "absent" not in outside(python, "-c", check, cwd=where).stdout  # installed from the bundle
 
 
