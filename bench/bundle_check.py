@@ -1,11 +1,12 @@
 """An offline bundle at real size: installed into an image-like environment, it must predict the
 submission make ensemble wrote, byte for byte. Prints the time that took.
 
-Usage: python bench/bundle_check.py BUNDLE COMPETITION_DIR SUBMISSION [--has torch timm ...]
+Usage: python bench/bundle_check.py BUNDLE COMPETITION_DIR SUBMISSION [--has PACKAGE ...]
   e.g. python bench/bundle_check.py bundles/ants-bees-lite2 data/ants-bees submissions/ants-bees-lite2.csv
 
 The bundle is copied to a fresh folder outside the repository, and a venv is made that holds only
-the packages --has names (default: torch and timm), their dependencies and pip, linked from this
+the packages --has names (default: those of the target file the bundle was packed for,
+bundles/<name>/target/), their dependencies and pip, linked from this
 environment (tests/helpers.image_env): the project itself is not importable there. The bundle's
 predict.py then installs it from its wheels with pip --no-index and predicts.
 """
@@ -21,14 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import image_env, outside  # noqa: E402
 
+from pipeline.stages.bundle import read_target  # noqa: E402
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle", type=Path)
     ap.add_argument("competition", type=Path)
     ap.add_argument("submission", type=Path)
-    ap.add_argument("--has", nargs="+", default=["torch", "timm"], help="what the image has")
+    ap.add_argument("--has", nargs="+", help="what the image has (default: the bundle's target file)")
     args = ap.parse_args()
+    args.has = args.has or read_target(next((args.bundle / "target").iterdir()))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         copytree(args.bundle, tmp / "input" / "bundle")
