@@ -134,3 +134,20 @@ def test_predict_takes_overrides_after_its_options_and_a_reused_work_folder_is_c
     _, cfgs = unpack(BundleDir(tmp / "bundles" / "ab"), comp, work, ["infer.batch_size=2"])
     assert cfgs[0].infer.batch_size == 2 and str(cfgs[0].data.root) == str(comp.resolve())
     assert stale.resolve() == (tmp / "bundles" / "ab" / "members" / "a" / "calibration.json").resolve()
+
+
+def test_a_multilabel_bundle_predicts_the_ensembles_submission_with_its_thresholds(multilabel, tmp_path, monkeypatch):
+    from pipeline.stages import ensemble
+
+    _, comp, cfg = multilabel
+    made = ensemble.main([cfg.run_dir], "ml", tmp_path / "subs")  # per-label thresholds tuned on the OOF
+    assert made.shape[0] == len(pd.read_csv(comp / "sample_submission.csv"))
+    target = tmp_path / "target.txt"
+    target.write_text(f"{PROJECT}  # an image that has every dependency: only the project's wheel travels\n")
+    root = bundle.main([cfg.run_dir], out_dir=tmp_path / "bundles", target=target)
+    wheels = json.loads(BundleDir(root).spec.read_text())["wheels"]
+    assert len(wheels) == 1 and wheels[0].startswith("kaggle_image_pipeline-")
+    monkeypatch.chdir(tmp_path)
+    assert cli(["predict", str(root), str(comp), "--out", "sub.csv"]) == 0
+    assert (tmp_path / "sub.csv").read_bytes() == (tmp_path / "subs" / "ml.csv").read_bytes()
+    assert made.iloc[:, 1].str.contains(" ").any()  # some image has two labels: the thresholds matter
