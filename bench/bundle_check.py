@@ -5,8 +5,8 @@ Usage: python bench/bundle_check.py BUNDLE COMPETITION_DIR SUBMISSION [--has PAC
   e.g. python bench/bundle_check.py bundles/ants-bees-lite2 data/ants-bees submissions/ants-bees-lite2.csv
 
 The bundle is copied to a fresh folder outside the repository, and a venv is made that holds only
-the packages --has names (default: those of the target file the bundle was packed for,
-bundles/<name>/target/), their dependencies and pip, linked from this
+the packages --has names (default: those of the target file the bundle was packed for, as its
+bundle.json records them), their dependencies and pip, linked from this
 environment (tests/helpers.image_env): the project itself is not importable there. The bundle's
 predict.py then installs it from its wheels with pip --no-index and predicts.
 """
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import image_env, outside  # noqa: E402
 
-from pipeline.stages.bundle import read_target  # noqa: E402
+from pipeline.bundles import BundleDir, read_spec  # noqa: E402
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("submission", type=Path)
     ap.add_argument("--has", nargs="+", help="what the image has (default: the bundle's target file)")
     args = ap.parse_args()
-    args.has = args.has or read_target(next((args.bundle / "target").iterdir()))
+    args.has = args.has or read_spec(BundleDir(args.bundle))["target"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         copytree(args.bundle, tmp / "input" / "bundle")

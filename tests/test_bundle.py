@@ -16,7 +16,7 @@ from pipeline.__main__ import parse
 from pipeline.bundles import PROJECT, BundleDir, unpack
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
-from pipeline.stages import bundle
+from pipeline.stages import bundle, ensemble
 from pipeline.stages.bundle import closure, needed_wheels, read_target
 
 KAGGLE = ROOT / "configs" / "bundle-target-kaggle.txt"
@@ -137,8 +137,6 @@ def test_predict_takes_overrides_after_its_options_and_a_reused_work_folder_is_c
 
 
 def test_a_multilabel_bundle_predicts_the_ensembles_submission_with_its_thresholds(multilabel, tmp_path, monkeypatch):
-    from pipeline.stages import ensemble
-
     _, comp, cfg = multilabel
     made = ensemble.main([cfg.run_dir], "ml", tmp_path / "subs")  # per-label thresholds tuned on the OOF
     assert made.shape[0] == len(pd.read_csv(comp / "sample_submission.csv"))
