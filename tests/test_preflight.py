@@ -97,7 +97,7 @@ def test_a_second_check_decodes_only_what_changed(tmp_path, images, monkeypatch)
     paths[4].write_bytes(paths[4].read_bytes() + b"\0")  # a new size, the old mtime
     os.utime(paths[4], ns=(st.st_atime_ns, paths[4].stat().st_mtime_ns - 10**9))
     preflight.check_images(paths, where, cache)
-    assert decoded == [paths[1], paths[4]]
+    assert sorted(decoded) == [paths[1], paths[4]]  # threads decode in any order
     decoded.clear()
     truncate(paths[2])  # a bad image is never remembered: it is decoded (and refused) every time
     for _ in range(2):
