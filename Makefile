@@ -26,7 +26,7 @@ SET ?=## key=value overrides for this command, e.g. SET="train.batch_size=16 mod
 FOLD ?=## train: only this fold (rerun after a crash: it resumes)
 ENSEMBLE ?=## ensemble: an ensemble file (members, method); CONFIG is not read then
 RUNS ?=## ensemble: experiment folders to average instead, e.g. RUNS="runs/a runs/b"
-NAME ?=## ensemble with RUNS: submissions/<NAME>.csv
+NAME ?=## ensemble with RUNS: submissions/<NAME>.csv (default: the one member's folder name, or ensemble)
 SUBMISSIONS ?= submissions## ensemble: where the submission goes
 GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; train.batch_size is split)
 TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
@@ -108,6 +108,9 @@ endif
 endif
 endif
 
+# The submission's (and bundle's) name: NAME, else as `python -m pipeline ensemble` names its
+# members' blend (one run: its folder; several: ensemble), never the config's own experiment.
+SUB_NAME = $(or $(NAME),$(if $(RUNS),$(if $(word 2,$(RUNS)),ensemble,$(notdir $(patsubst %/,%,$(RUNS)))),$(EXP)))
 FOLDS := $(if $(N_FOLDS),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
 # Each target names every file a later stage reads, so deleting one (best.pt, oof.csv, ...) makes
 # its stage rerun; a damaged one (make_bridge.damaged: a torn checkpoint, an unreadable CSV) is
@@ -124,8 +127,8 @@ infer: $(INFER_OUT)
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
 report: $(RUN)/report.html
-ensemble: $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv
-bundle: $(BUNDLES)/$(or $(NAME),$(EXP))/target/$(notdir $(TARGET))
+ensemble: $(SUBMISSIONS)/$(SUB_NAME).csv
+bundle: $(BUNDLES)/$(SUB_NAME)/target/$(notdir $(TARGET))
 sanity: $(FOLDS_FILE)
 	$(PIPELINE) sanity $(ARGS)
 else
@@ -162,8 +165,8 @@ $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_pseudo)
 $(RUN)/report.html: $(INFER_OUT) $(wildcard $(RUN)/lr_find.csv $(RUN)/hard_negatives.csv $(RUN)/pseudo_labels.csv)
 	$(PIPELINE) report $(ARGS)
 
-$(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv $(r)/oof.csv),$(INFER_OUT)) $(SAMPLE_SUB)
-	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) --out-dir $(SUBMISSIONS)
+$(SUBMISSIONS)/$(SUB_NAME).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv $(r)/oof.csv),$(INFER_OUT)) $(SAMPLE_SUB)
+	$(PIPELINE) ensemble $(or $(RUNS),$(RUN)) --name $(SUB_NAME) --out-dir $(SUBMISSIONS)
 
 $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 	$(PIPELINE) ensemble --spec $(ENSEMBLE)
@@ -172,8 +175,8 @@ $(ENS_OUT): $(MEMBERS) $(ENS_FILES)
 # target file, which it keeps a copy of (another TARGET= names another copy, so it is packed again).
 BUNDLE_ARGS = --out-dir $(BUNDLES) --target $(TARGET) $(if $(BUNDLE_PIP),--pip-args="$(BUNDLE_PIP)")
 ifeq ($(ENSEMBLE),)
-$(BUNDLES)/$(or $(NAME),$(EXP))/target/$(notdir $(TARGET)): $(SUBMISSIONS)/$(or $(NAME),$(EXP)).csv $(TARGET)
-	$(PIPELINE) bundle $(or $(RUNS),$(RUN)) --name $(or $(NAME),$(EXP)) $(BUNDLE_ARGS)
+$(BUNDLES)/$(SUB_NAME)/target/$(notdir $(TARGET)): $(SUBMISSIONS)/$(SUB_NAME).csv $(TARGET)
+	$(PIPELINE) bundle $(or $(RUNS),$(RUN)) --name $(SUB_NAME) $(BUNDLE_ARGS)
 else
 $(BUNDLES)/$(ENS_NAME)/target/$(notdir $(TARGET)): $(ENS_OUT) $(TARGET)
 	$(PIPELINE) bundle --spec $(ENSEMBLE) $(BUNDLE_ARGS)

@@ -191,6 +191,21 @@ def test_help_lists_every_target_and_variable():
         assert re.search(rf"^  {name}=\S*\s+\S", out, re.M), name
 
 
+def test_runs_without_name_never_take_the_configs_submission(tmp_path):
+    """RUNS= blends other experiments: without NAME= it is named as `pipeline ensemble` names it
+    (one run: its folder; several: ensemble), never submissions/<CONFIG's experiment>.csv."""
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        for f in ("test.csv", "oof.csv"):
+            (tmp_path / run / f).write_text("id\n")
+    subs = tmp_path / "subs"
+    for runs, name in ((f"{tmp_path / 'a'} {tmp_path / 'b'}", "ensemble"), (f"{tmp_path / 'a'}/", "a")):
+        plan = make("-n", "ensemble", "bundle", f"RUNS={runs}", f"SUBMISSIONS={subs}").stdout
+        assert f"--name {name} --out-dir {subs}" in plan and f"bundle {runs} --name {name} " in plan, plan
+    plan = make("-n", "ensemble", f"RUNS={tmp_path / 'a'} {tmp_path / 'b'}", "NAME=ab", f"SUBMISSIONS={subs}").stdout
+    assert f"--name ab --out-dir {subs}" in plan
+
+
 # ----------------------------------------------------------------------------- farming: make -j, LAUNCH
 
 
