@@ -1,4 +1,4 @@
-"""Ways to combine several models' class probabilities into one prediction (pure functions).
+"""Ways to combine several models' class probabilities (or numbers) into one prediction (pure functions).
 
 Every method is applied by one rule to the out-of-fold predictions and to the test predictions,
 so an ensemble's CV measures the very rule that makes its submission.
@@ -14,29 +14,34 @@ from scipy.stats import rankdata
 
 from .config import Method
 from .errors import PipelineError
-from .metrics import better, log_loss, score
+from .metrics import better, higher_is_better, log_loss, rmse, score
 
 METHODS = get_args(Method)  # the names an ensemble file may give (config.Ensemble.method)
 MULTILABEL_METHODS = ("mean", "fit", "rank")  # votes pick one class per image
 PROBABILITY_METHODS = ("mean", "fit")  # rank, vote and hierarchical output scores or one-hot rows
 PROBABILITY_METRICS = ("log_loss",)  # metrics that read the probabilities themselves, not their order
+NUMBER_METHODS = ("mean", "fit", "rank", "median")  # a number has no class to vote for
+CLASS_METHODS = tuple(m for m in METHODS if m != "median")
 
 
-def methods_for(metric: str, multilabel: bool) -> tuple[str, ...]:
-    """The methods whose output the metric can score: no ranks or votes for a log-loss."""
-    methods = MULTILABEL_METHODS if multilabel else METHODS
+def methods_for(metric: str, multilabel: bool, numeric: bool = False) -> tuple[str, ...]:
+    """The methods whose output the metric can score: no ranks or votes for a log-loss, no votes
+    for a number."""
+    if numeric:
+        return NUMBER_METHODS
+    methods = MULTILABEL_METHODS if multilabel else CLASS_METHODS
     return tuple(m for m in methods if metric not in PROBABILITY_METRICS or m in PROBABILITY_METHODS)
 
 
-def allowed_methods(method: str, metric: str, multilabel: bool) -> tuple[str, ...]:
-    """The methods the table shows; `method` must be one (no votes for a multi-label task, and
-    only probabilities for a log-loss)."""
-    methods = methods_for(metric, multilabel)
+def allowed_methods(method: str, metric: str, multilabel: bool, numeric: bool = False) -> tuple[str, ...]:
+    """The methods the table shows; `method` must be one (no votes for a multi-label task or a
+    number, and only probabilities for a log-loss)."""
+    methods = methods_for(metric, multilabel, numeric)
     if method not in methods:
         if metric in PROBABILITY_METRICS and method not in PROBABILITY_METHODS:
             task = f"metric {metric} needs probabilities; it"
         else:
-            task = "a multi-label task" if multilabel else "it"
+            task = "a number" if numeric else "a multi-label task" if multilabel else "it"
         raise PipelineError(f"ensemble method {method}: {task} takes {', '.join(methods)}")
     return methods
 
@@ -70,6 +75,16 @@ def rank_mean(stack: np.ndarray, multilabel: bool = False) -> np.ndarray:
     return out if multilabel else out / out.sum(1, keepdims=True)
 
 
+def rank_numbers(stack: np.ndarray) -> np.ndarray:
+    """(members, N, 1) numbers -> (N, 1): each member's predictions replaced by their ranks,
+    averaged, and mapped back to the target's units through the quantiles of the members' mean
+    (the same spread as the mean blend, in the order the ranks agree on)."""
+    stack = np.asarray(stack, dtype=float)[:, :, 0]
+    n = stack.shape[1]
+    ranks = np.mean([(rankdata(m) - 1) / max(n - 1, 1) for m in stack], axis=0)  # in [0, 1]
+    return np.quantile(weighted_mean(stack[:, :, None])[:, 0], ranks)[:, None]
+
+
 def vote(labels: np.ndarray, n_classes: int, tiebreak: np.ndarray) -> np.ndarray:
     """Hard majority vote. labels: (voters, N) class indices. Returns (N, K) vote shares, nudged
     so that argmax gives the winner: the most votes; on a tie, the tied class with the highest
@@ -95,7 +110,7 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     if m == 1:
         return equal
     res = minimize(
-        lambda w: log_loss(y, np.clip(weighted_mean(oofs, np.abs(w) + 1e-12), 1e-15, 1)),
+        fit_objective(oofs, y, metric),
         equal,
         method="SLSQP",
         bounds=[(0.0, 1.0)] * m,
@@ -109,6 +124,18 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
         if better(metric, s, best_score):
             best, best_score = cand, s
     return best
+
+
+def fit_objective(oofs: np.ndarray, y: np.ndarray, metric: str):
+    """What fit_weights minimises over the weights: the log-loss of the weighted mean of
+    probabilities; for a number the metric itself (RMSE standing in for a kappa, which is flat
+    almost everywhere)."""
+    if oofs.shape[2] == 1 and np.ndim(y) == 1 and metric in ("rmse", "mae", "r2", "qwk"):
+        if metric == "qwk":
+            return lambda w: rmse(y, weighted_mean(oofs, np.abs(w) + 1e-12))
+        sign = -1.0 if higher_is_better(metric) else 1.0
+        return lambda w: sign * score(metric, y, weighted_mean(oofs, np.abs(w) + 1e-12))
+    return lambda w: log_loss(y, np.clip(weighted_mean(oofs, np.abs(w) + 1e-12), 1e-15, 1))
 
 
 def combine(
@@ -133,6 +160,10 @@ def combine(
             else (np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights))
         )
         return weighted_mean(oofs, w), weighted_mean(tests, w), w
+    if method == "median":
+        return np.median(oofs, axis=0), np.median(tests, axis=0), None
+    if method == "rank" and k == 1 and np.issubdtype(np.asarray(y).dtype, np.floating):  # a number
+        return rank_numbers(oofs), rank_numbers(tests), None
     if method == "rank":
         return rank_mean(oofs, y.ndim == 2), rank_mean(tests, y.ndim == 2), None
     if y.ndim == 2:

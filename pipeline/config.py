@@ -13,8 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk"]
-Method = Literal["mean", "fit", "rank", "vote", "hierarchical"]
+Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk", "rmse", "mae", "r2"]
+Method = Literal["mean", "fit", "rank", "median", "vote", "hierarchical"]
+CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "qwk")
+NUMBER_METRICS = ("rmse", "mae", "r2", "qwk")  # qwk of an ordinal task: of the grades after the cut-points
+NUMERIC_TASKS = ("regression", "ordinal")
+NUMBER_LOSSES = ("mse", "l1", "smooth_l1", "bce")
+NUMBER_DEFAULT_LOSS = "mse"  # a number's train.loss when none is given (chosen by CV: README, Numbers)
 Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
 NAME = r"^[A-Za-z0-9._-]+$"
 
@@ -52,10 +57,12 @@ class Data(_Section):
         description="the class a detector must not fire on (no_ship, normal): "
         "what make mine mines, and whose false-positive rate infer reports",
     )
-    task: Literal["multiclass", "multilabel"] = Field(
+    task: Literal["multiclass", "multilabel", "regression", "ordinal"] = Field(
         "multiclass",
         description="multiclass: one label per image (softmax); multilabel: label_col holds "
-        "several labels joined by label_sep (a sigmoid per label)",
+        "several labels joined by label_sep (a sigmoid per label); regression: label_col is a number, "
+        "predicted as one; ordinal: label_col is a grade (ordered numbers), trained as a regression and "
+        "predicted as a grade through cut-points fitted on the OOF",
     )
     label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
     submission_classes: Literal["auto", "labels", "codes"] = Field(
@@ -68,6 +75,20 @@ class Data(_Section):
     @property
     def multilabel(self) -> bool:
         return self.task == "multilabel"
+
+    @property
+    def numeric(self) -> bool:
+        """The target is a number (regression) or a numeric grade (ordinal): one output, no classes."""
+        return self.task in NUMERIC_TASKS
+
+    @property
+    def ordinal(self) -> bool:
+        return self.task == "ordinal"
+
+    @property
+    def independent(self) -> bool:
+        """Each output column stands alone (a label's probability, a number): nothing sums to 1."""
+        return self.multilabel or self.numeric
 
     @property
     def sep(self) -> str | None:
@@ -112,6 +133,19 @@ class Model(_Section):
     )
     head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
     img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
+    y_range: list[float] | Literal["auto"] | None = Field(
+        "auto",
+        description="a number's output range (regression, ordinal): [lo, hi]: a sigmoid scaled to it; auto: the "
+        "fold's training targets' range widened by 5% each side; null: no range, the target standardised on the "
+        "training folds and the output un-scaled",
+    )
+
+    @field_validator("y_range")
+    @classmethod
+    def _range(cls, v):
+        if isinstance(v, list) and (len(v) != 2 or not v[0] < v[1]):
+            raise ValueError(f"expected [lo, hi] with lo < hi, auto or null (got {v})")
+        return v
 
 
 # ----------------------------------------------------------------------------- training
@@ -248,9 +282,13 @@ class Train(_Section):
         description="discriminative LRs: the stem at lr / ratio, the "
         "groups between spaced geometrically up to lr (set this or layer_decay)",
     )
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
-    loss: Literal["ce", "focal"] = Field(
-        "ce", description="ce: cross-entropy (binary per label for multi-label); focal: its focal form"
+    label_smoothing: float = Field(
+        0.1, ge=0.0, lt=1.0, description="cross-entropy label smoothing (classes only: 0 for a number)"
+    )
+    loss: Literal["ce", "focal", "mse", "l1", "smooth_l1", "bce"] = Field(
+        "ce",
+        description="classes: ce (cross-entropy; binary per label for multi-label) or focal (its focal form); a "
+        "number: mse, l1, smooth_l1 (Huber) or bce (on the target scaled to y_range); a number's default: mse",
     )
     focal_gamma: float = Field(2.0, ge=0.0, description="focal loss: how much easy examples are down-weighted")
     clip_grad_norm: float | None = Field(
@@ -268,11 +306,14 @@ class Train(_Section):
         0.0, ge=0.0, description="R-Drop: two dropout passes, loss = their mean + rdrop x symmetric KL; 0: off"
     )
     fgm: Fgm | None = Field(None, description="FGM adversarial training; null: off")
-    monitor: Literal["loss", "accuracy", "last"] = Field("loss", description="which epoch's model a fold keeps")
+    monitor: Literal["loss", "accuracy", "metric", "last"] = Field(
+        "loss", description="which epoch's model a fold keeps: lowest valid loss, best accuracy, best metric, the last"
+    )
     sampling: Literal["none", "oversample", "weighted"] = Field(
         "none",
         description="oversample: minority classes repeated up to the largest; weighted: a sampler "
-        "drawing each class equally often. The validation fold is never touched",
+        "drawing each class equally often (a number: its quantile bins, as the folds are stratified). "
+        "The validation fold is never touched",
     )
     aug: Aug = Field(Aug(), description="training augmentation")
     seed: int = Field(42, description="seed of the model's init, the batches and the augmentation")
@@ -352,7 +393,9 @@ class Tta(_Section):
     flips: list[Flip] = Field(["hflip"], description="flips and rotations, each an extra view")
     sizes: list[int] = Field([], description="more inference sizes besides model.img_size (CNNs only)")
     crops: Literal["center", "five"] = Field("center", description="five: centre plus the four corners")
-    merge: Literal["mean", "gmean", "max"] = Field("mean", description="how the views' probabilities combine")
+    merge: Literal["mean", "gmean", "max", "median"] = Field(
+        "mean", description="how the views' predictions combine (a number: mean or median)"
+    )
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -394,6 +437,12 @@ class Pseudo(_Section):
     source: str = Field("test", description="test: the test images; else a folder of images, relative to data.root")
     threshold: float = Field(0.9, ge=0.0, le=1.0, description="keep images whose top probability is at least this")
     soft: bool = Field(False, description="train on the probabilities instead of the top class")
+    max_spread: float | None = Field(
+        None,
+        gt=0.0,
+        description="a number: keep images whose fold models' predictions have a standard deviation at most this "
+        "(target units); null: a tenth of the training targets' standard deviation",
+    )
 
 
 class Runtime(_Section):
@@ -445,6 +494,57 @@ class Config(_Section):
     pseudo: Pseudo = Field(Pseudo(), description="pseudo-labels")
     runtime: Runtime = Field(Runtime(), description="device and speed; never makes outputs stale")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _number_defaults(cls, doc):
+        """A number's defaults where the keys are not given: metric rmse (qwk for grades), loss mse, no
+        label smoothing; written into the resolved config, so a run's config.yaml reads as it trained."""
+        data = doc.get("data") if isinstance(doc, dict) else None
+        task = data.get("task") if isinstance(data, dict) else getattr(data, "task", None)
+        if task not in NUMERIC_TASKS:
+            return doc
+        doc = dict(doc)
+        doc.setdefault("metric", "qwk" if task == "ordinal" else "rmse")
+        if doc.get("train") is None or isinstance(doc.get("train"), dict):
+            train = dict(doc.get("train") or {})
+            train.setdefault("loss", NUMBER_DEFAULT_LOSS)
+            train.setdefault("label_smoothing", 0.0)
+            doc["train"] = train
+        return doc
+
+    @model_validator(mode="after")
+    def _number_fits(self):
+        """What means nothing for a number is refused, naming the key."""
+        d, t = self.data, self.train
+        if not d.numeric:
+            if self.metric in ("rmse", "mae", "r2"):
+                raise ValueError(f"metric: {self.metric} scores a number (data.task regression or ordinal)")
+            if t.loss in NUMBER_LOSSES:
+                raise ValueError(f"train.loss: {t.loss} is for a number (data.task regression or ordinal); ce or focal")
+            return self
+        task = f"a number (data.task {d.task})"
+        if self.metric not in NUMBER_METRICS or (self.metric == "qwk" and not d.ordinal):
+            want = "rmse, mae, r2" + (", qwk" if d.ordinal else "")
+            raise ValueError(f"metric: {self.metric} does not score {task}; {want}")
+        refusals = [
+            ("train.loss", t.loss not in NUMBER_LOSSES, f"{t.loss} is for classes; mse, l1, smooth_l1 or bce"),
+            (
+                "train.loss",
+                t.loss == "bce" and self.model.y_range is None,
+                "bce needs model.y_range (a range to scale to)",
+            ),
+            ("train.label_smoothing", t.label_smoothing > 0, "smooths class targets; leave it 0"),
+            ("train.class_weights", t.class_weights is not None, "weights classes; use train.sampling"),
+            ("train.monitor", t.monitor == "accuracy", "accuracy has no meaning; loss, metric or last"),
+            ("infer.calibrate", self.infer.calibrate == "on", "scales probabilities; leave it auto or off"),
+            ("infer.tta.merge", self.infer.tta.merge in ("gmean", "max"), "merges probabilities; mean or median"),
+            ("data.negative_class", d.negative_class is not None, "names a class; a number has none"),
+        ]
+        for key, bad, why in refusals:
+            if bad:
+                raise ValueError(f"{key}: {why} for {task}")
+        return self
+
     @model_validator(mode="after")
     def _multilabel_fits(self):
         if self.data.task == "multilabel":
@@ -487,7 +587,9 @@ class Ensemble(_Section):
 
     name: str = Field(pattern=NAME, description="submissions/<name>.csv and <name>.json")
     members: list[str] = Field(min_length=1, description="experiment configs, or runs/<name> folders")
-    method: Method = Field("mean", description="mean | fit | rank | vote | hierarchical (pipeline/blend.py)")
+    method: Method = Field(
+        "mean", description="mean | fit | rank | median (numbers) | vote | hierarchical (pipeline/blend.py)"
+    )
     weights: list[float] | None = Field(None, description="mean only: one non-negative weight per member")
     metric: Metric | None = Field(None, description="null: the members' metric")
     calibrate: Literal["auto", "on", "off"] = Field(

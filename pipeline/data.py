@@ -118,8 +118,8 @@ def folder_images(d: Data, folder: str, key: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Images:
-    """Image files with their targets: class indices (N,), or rows of class probabilities or of
-    0/1 labels (N, K)."""
+    """Image files with their targets: class indices (N,), numbers (N,, float), or rows of class
+    probabilities or of 0/1 labels (N, K)."""
 
     paths: list[Path]
     targets: np.ndarray
@@ -179,8 +179,9 @@ class ImageDataset(torch.utils.data.Dataset):
             self.transform.set_random_seed((seed * 1_000_003 + i) % 2**32)
         image = self.transform(image=self.source(self.paths[i]))["image"]
         t = self.targets[i]
-        # a row of class probabilities (soft pseudo-labels) or a class index
-        return image, (torch.as_tensor(t, dtype=torch.float32) if np.ndim(t) else int(t))
+        # a row of class probabilities (soft pseudo-labels) or a number (normalised), else a class index
+        soft = np.ndim(t) or np.issubdtype(self.targets.dtype, np.floating)
+        return image, (torch.as_tensor(t, dtype=torch.float32) if soft else int(t))
 
 
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}

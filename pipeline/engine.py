@@ -133,20 +133,23 @@ def grad_scaler(device: torch.device, rt: Runtime) -> torch.amp.GradScaler:
 
 
 @torch.inference_mode()
-def activate(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
-    """Probabilities from logits: softmax over classes, or a sigmoid per label."""
-    return logits.float().sigmoid() if multilabel else logits.float().softmax(-1)
+def activate(logits: torch.Tensor, act=False) -> torch.Tensor:
+    """Predictions from logits, as `act` says: False: softmax over classes; True: a sigmoid per
+    label (multi-label); a targets.TargetScale: a number in the target's units."""
+    if hasattr(act, "output"):
+        return act.output(logits)
+    return logits.float().sigmoid() if act else logits.float().softmax(-1)
 
 
 @torch.inference_mode()  # no autograd graph, which a model with trainable layers would otherwise build
-def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, multilabel: bool = False) -> np.ndarray:
-    """Probabilities, (N, C), in the loader's order."""
+def predict(model: torch.nn.Module, loader, device: torch.device, rt: Runtime, act=False) -> np.ndarray:
+    """Predictions, (N, C), in the loader's order (`act`: activate's)."""
     model.eval()
     out = []
     for x, _ in progress.bar(loader, len(loader), "validate"):
         with autocast(device, rt):
             logits = model(to_input(x, device, rt))
-        out.append(activate(logits, multilabel).cpu())
+        out.append(activate(logits, act).cpu())
     return torch.cat(out).numpy()
 
 

@@ -15,7 +15,7 @@ from .config import Config
 from .data import Images
 from .errors import PipelineError
 from .io import image_paths, read_table
-from .labels import encode
+from .labels import check_numbers, y_true
 
 
 def fold_spec(cfg: Config) -> dict:
@@ -64,6 +64,8 @@ def load_folds(cfg: Config) -> pd.DataFrame:
             "new rows are placed)"
         )
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
+    if d.numeric:
+        check_numbers(train, d, d.path(d.train_csv))
     return df
 
 
@@ -93,5 +95,6 @@ def train_image_paths(cfg: Config, rows: pd.DataFrame) -> list[Path]:
 
 
 def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> Images:
-    """Image paths (each checked to exist) and class indices of some rows of the folds file."""
-    return Images(train_image_paths(cfg, rows), encode(rows[cfg.data.label_col], classes, cfg.data.sep))
+    """Image paths (each checked to exist) and targets (class indices, 0/1 rows, or numbers in the
+    target's units) of some rows of the folds file."""
+    return Images(train_image_paths(cfg, rows), y_true(rows[cfg.data.label_col], classes, cfg.data))

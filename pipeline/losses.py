@@ -1,6 +1,6 @@
 """Training losses: cross-entropy with label smoothing, or binary cross-entropy per label, each
 also in its focal form (train.loss: focal), optionally class-weighted; and R-Drop's consistency
-term on top of any of them."""
+term on top of any of them. A number's losses are targets.NumberLoss."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from .config import Config
 from .errors import PipelineError
+from .targets import NumberLoss, TargetScale
 
 
 class SmoothBCE(torch.nn.Module):
@@ -69,11 +70,16 @@ def class_weights(cfg: Config, labels: np.ndarray | None, n_classes: int) -> tor
     return torch.tensor(w, dtype=torch.float32)
 
 
-def make_loss(cfg: Config, labels: np.ndarray | None = None, n_classes: int = 0) -> torch.nn.Module:
+def make_loss(
+    cfg: Config, labels: np.ndarray | None = None, n_classes: int = 0, scale: TargetScale | None = None
+) -> torch.nn.Module:
     """Cross-entropy with label smoothing (it takes class indices or probability rows); binary
     cross-entropy per label for a multi-label task; their focal forms under train.loss: focal.
-    `labels`: the training rows' class indices, for class_weights: balanced."""
+    `labels`: the training rows' class indices, for class_weights: balanced. A number: train.loss
+    at the fold's target scale (`scale`; a range unless model.y_range is null)."""
     t = cfg.train
+    if cfg.data.numeric:
+        return NumberLoss(t.loss, scale.kind if scale else ("standard" if cfg.model.y_range is None else "range"))
     weight = class_weights(cfg, labels, n_classes) if n_classes else None
     if t.loss == "focal" or weight is not None:
         # weighted cross-entropy is focal at gamma 0, normalised by the targets' weight for class
@@ -89,6 +95,8 @@ def rdrop_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn, weight: floa
     the mean of both passes' losses + weight x the symmetric KL between their predictions."""
     a, b = logits.float().chunk(2)
     base = (loss_fn(a, target) + loss_fn(b, target)) / 2
+    if isinstance(loss_fn, NumberLoss):  # a number: the squared difference of the two predictions
+        return base + weight * loss_fn.consistency(a, b)
     if multilabel:  # each label a Bernoulli: KL(a||b) + KL(b||a) = (p_a - p_b)(logit_a - logit_b)
         return base + weight * ((a.sigmoid() - b.sigmoid()) * (a - b)).sum(-1).mean() / 2
     la, lb = a.log_softmax(-1), b.log_softmax(-1)

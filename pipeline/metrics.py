@@ -1,7 +1,10 @@
-"""Scores computed from class probabilities: the competition metrics a config can name.
+"""Scores computed from class probabilities, or from numbers: the competition metrics a config can name.
 
 y is class indices (N,), or for a multi-label task a 0/1 matrix (N, K); then probabilities are
-per label, a label counts as predicted at 0.5, and scores average over labels."""
+per label, a label counts as predicted at 0.5, and scores average over labels. For a number
+(data.task regression or ordinal) y is the values (N,) and the prediction one column (N, 1); qwk
+of a number scores the grades: each prediction goes to the nearest grade unless it is one already
+(an ordinal task's cut-points, pipeline/ordinal.py, make the grades first)."""
 
 from __future__ import annotations
 
@@ -48,9 +51,45 @@ def f1_macro(y: np.ndarray, probs: np.ndarray) -> float:
     return float(f1_score(y, np.asarray(probs).argmax(1), average="macro", labels=list(range(k)), zero_division=0))
 
 
-def qwk(y: np.ndarray, probs: np.ndarray) -> float:
-    """Quadratic weighted kappa of the predicted class index (classes in their sorted order)."""
-    return float(cohen_kappa_score(y, np.asarray(probs).argmax(1), weights="quadratic"))
+def _values(pred) -> np.ndarray:
+    return np.asarray(pred, dtype=float).reshape(len(pred), -1)[:, 0]
+
+
+def nearest(values: np.ndarray, grades: np.ndarray) -> np.ndarray:
+    """Each value's nearest grade (grades sorted); a tie goes to the lower grade."""
+    grades = np.asarray(grades, dtype=float)
+    i = np.clip(np.searchsorted(grades, values), 1, len(grades) - 1)
+    return np.where(values - grades[i - 1] <= grades[i] - values, grades[i - 1], grades[i])
+
+
+def qwk(y: np.ndarray, probs: np.ndarray, grades=None) -> float:
+    """Quadratic weighted kappa of the predicted class index (classes in their sorted order); of a
+    number, of its grade (`grades`: every grade in order; default: those in y), the kappa's
+    weights counting grades apart, as class indices count them."""
+    probs = np.asarray(probs)
+    if probs.ndim == 2 and probs.shape[1] > 1:
+        return float(cohen_kappa_score(y, probs.argmax(1), weights="quadratic"))
+    grades = np.unique(y) if grades is None else np.asarray(grades, dtype=float)
+    v = _values(probs)
+    v = v if np.isin(v, grades).all() else nearest(v, grades)
+    index = {g: i for i, g in enumerate(grades)}
+    true, pred = [index[g] for g in np.asarray(y, dtype=float)], [index[g] for g in v]
+    return float(cohen_kappa_score(true, pred, weights="quadratic", labels=list(range(len(grades)))))
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((_values(pred) - np.asarray(y, dtype=float)) ** 2)))
+
+
+def mae(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(_values(pred) - np.asarray(y, dtype=float))))
+
+
+def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """1 - residual / total sum of squares (0: the mean of y; negative: worse than it)."""
+    y = np.asarray(y, dtype=float)
+    total = np.sum((y - y.mean()) ** 2)
+    return float(1 - np.sum((_values(pred) - y) ** 2) / total) if total > 0 else 0.0
 
 
 # name: (function, higher is better)
@@ -60,11 +99,21 @@ METRICS = {
     "roc_auc": (roc_auc, True),
     "f1_macro": (f1_macro, True),
     "qwk": (qwk, True),
+    "rmse": (rmse, False),
+    "mae": (mae, False),
+    "r2": (r2, True),
 }
 
 
-def score(metric: str, y: np.ndarray, probs: np.ndarray) -> float:
+def score(metric: str, y: np.ndarray, probs: np.ndarray, grades=None) -> float:
+    """`grades`: an ordinal task's grades (qwk of a number)."""
+    if grades is not None and metric == "qwk":
+        return qwk(np.asarray(y), np.asarray(probs), grades)
     return METRICS[metric][0](np.asarray(y), np.asarray(probs))
+
+
+def higher_is_better(metric: str) -> bool:
+    return METRICS[metric][1]
 
 
 def better(metric: str, a: float, b: float) -> bool:
@@ -72,10 +121,10 @@ def better(metric: str, a: float, b: float) -> bool:
     return a > b if METRICS[metric][1] else a < b
 
 
-def per_fold(metric: str, y: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
+def per_fold(metric: str, y: np.ndarray, probs: np.ndarray, folds: np.ndarray, grades=None) -> dict:
     """The metric on each fold's rows and on all of them ('overall')."""
-    out = {f"fold{k}": score(metric, y[folds == k], probs[folds == k]) for k in np.unique(folds)}
-    return {**out, "overall": score(metric, y, probs)}
+    out = {f"fold{k}": score(metric, y[folds == k], probs[folds == k], grades) for k in np.unique(folds)}
+    return {**out, "overall": score(metric, y, probs, grades)}
 
 
 THRESHOLDS = np.linspace(0.05, 0.95, 19)

@@ -18,6 +18,7 @@ from .data import DataConfig
 from .errors import PipelineError
 from .io import atomic_path
 from .runs import RunDir
+from .targets import TargetScale
 
 
 def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
@@ -197,6 +198,11 @@ class FoldModel:
     classes: list[str]
     data_config: DataConfig
     made_with: dict | None = None  # the train settings and rows digest (None: an older release's)
+    scale: TargetScale | None = None  # a number's target scale (its output to the target's units)
+
+    def act(self, multilabel: bool = False):
+        """How its outputs become predictions (engine.activate): a number's scale, else multi-label or not."""
+        return self.scale or multilabel
 
     @property
     def fixed_size(self) -> bool:
@@ -213,4 +219,5 @@ def load_fold_model(run: RunDir, fold: int, device: torch.device, rt: Runtime) -
         ckpt["classes"],
         DataConfig.from_timm(ckpt["data_config"]),
         ckpt.get("made_with"),
+        TargetScale.from_dict(ckpt["target_scale"]) if ckpt.get("target_scale") else None,
     )

@@ -21,15 +21,22 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str, kept: int | None = None) -> None:
-    """Train and valid loss, and valid accuracy, per epoch (the EMA's too, with train.ema; SWA's
+    """Train and valid loss, and valid accuracy (a number: its metric), per epoch (the EMA's too, with train.ema; SWA's
     average as the last point); dashed lines where a phase starts, a star on the epoch the fold kept."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(history["epoch"], history["train_loss"], "o-", label="train loss")
     ax_loss.plot(history["epoch"], history["valid_loss"], "o-", label="valid loss")
-    ax_acc.plot(history["epoch"], history["valid_accuracy"], "o-", color="C2", label="valid accuracy")
+    # the score beside the loss: accuracy, or a number's metric (valid_rmse, ...)
+    second = (
+        "valid_accuracy"
+        if "valid_accuracy" in history
+        else next(c for c in history.columns if c.startswith("valid_") and c != "valid_loss")
+    )
+    name = second.removeprefix("valid_")
+    ax_acc.plot(history["epoch"], history[second], "o-", color="C2", label=f"valid {name}")
     if "ema_valid_loss" in history:
         ax_loss.plot(history["epoch"], history["ema_valid_loss"], "s--", color="C3", label="EMA valid loss")
-        ax_acc.plot(history["epoch"], history["ema_valid_accuracy"], "s--", color="C3", label="EMA valid accuracy")
+        ax_acc.plot(history["epoch"], history[f"ema_{second}"], "s--", color="C3", label=f"EMA valid {name}")
     if kept is not None:
         row = history[history["epoch"] == kept].iloc[-1]
         weights = row.get("weights") if isinstance(row.get("weights"), str) else "raw"

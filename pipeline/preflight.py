@@ -26,7 +26,7 @@ from .io import write_text
 from .labels import class_list
 from .models import check_model
 from .progress import on_terminal
-from .submission import layout, read_sample
+from .submission import layout, number_layout, read_sample
 
 CHECKED = "checked.json"
 RULES = 1  # bump when read_image refuses more than before: images passed under older rules are checked again
@@ -48,10 +48,13 @@ def check_competition(
     d = cfg.data
     sample = read_sample(d)
     classes = classes if folds is None else class_list(folds[d.label_col], d)
-    layout(
-        sample, classes, d.sample_id, d.negative_class, d.path(d.sample_submission),
-        d.multilabel, d.submission_classes,
-    )  # fmt: skip
+    if d.numeric:
+        number_layout(sample, d.sample_id, d.path(d.sample_submission))
+    else:
+        layout(
+            sample, classes, d.sample_id, d.negative_class, d.path(d.sample_submission),
+            d.multilabel, d.submission_classes,
+        )  # fmt: skip
     if model:
         check_model(cfg.model)
     if not cfg.runtime.check_images:

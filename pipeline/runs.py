@@ -12,6 +12,7 @@ name them (through make_bridge.py), so every path is spelled here once. Paths on
     runs/<name>/stamps/<stage>-<digest>.yaml   the settings a stage's outputs were made with
     runs/<name>/fold<k>/               last.pt, best.pt, history.csv, curves.png, oof.csv (train)
     runs/<name>/test_fold<k>.csv, test.csv, oof.csv, tta.csv                          (infer)
+    runs/<name>/calibration.json, cutpoints.json (an ordinal task's)                  (infer)
     runs/<name>/lr_find.csv, lr_find.png                                           (lr-find)
     runs/<name>/hard_negatives.csv                                                    (mine)
     runs/<name>/pseudo_labels.csv                                                   (pseudo)
@@ -86,6 +87,11 @@ class RunDir:
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+    @property
+    def cutpoints(self) -> Path:
+        """An ordinal task's cut-points between grades, fitted on the OOF (ordinal.py)."""
+        return self.root / "cutpoints.json"
 
     @property
     def tta(self) -> Path:

@@ -165,18 +165,7 @@ def check_submission(
 ) -> None:
     """Refuse a submission the competition would reject: columns, ids and order, NaN, values (in
     the layout build_submission chose: the same classes_as)."""
-    if list(sub.columns) != list(sample.columns):
-        raise PipelineError(
-            f"submission columns {list(sub.columns)} differ from {sample_path}'s {list(sample.columns)}"
-        )
-    if len(sub) != len(sample):
-        raise PipelineError(f"submission has {len(sub)} rows, {sample_path} has {len(sample)}")
-    differ = np.flatnonzero(sub[id_col].astype(str).to_numpy() != sample[id_col].astype(str).to_numpy())
-    if len(differ):
-        raise PipelineError(
-            f"submission line {differ[0] + 2}: id '{sub[id_col].iloc[differ[0]]}', "
-            f"{sample_path} has '{sample[id_col].iloc[differ[0]]}' there"
-        )
+    same_frame(sub, sample, id_col, sample_path)
     nan = sub.isna().to_numpy() if sep is None else sub[[id_col]].isna().to_numpy()  # no label is a fair answer
     if nan.any():
         row, col = np.argwhere(nan)[0]
@@ -197,4 +186,75 @@ def check_submission(
             f"submission line {row + 2}: '{values.columns[col]}' = "
             f"{str(values.iat[row, col])!r} is not a valid "
             f"{ {'binary': 'probability', 'multilabels': 'label list'}.get(kind, kind[:-1]) }"
+        )
+
+
+# ----------------------------------------------------------------------------- a number per id
+
+
+def number_layout(sample: pd.DataFrame, id_col: str, sample_path) -> str:
+    """The column a number (data.task regression or ordinal) goes in: the sample must be the id
+    column then one column, holding numbers or nothing (a placeholder); a sample of class columns or
+    of text cannot take a number, and is refused naming it."""
+    cols = list(sample.columns)
+    check_id_first(cols, id_col, sample_path)
+    if len(cols) != 2:
+        raise PipelineError(
+            f"{sample_path}: columns {cols}: a number per id needs '{id_col}' then one column; this sample "
+            "cannot take a number (is data.task right?)"
+        )
+    values = sample[cols[1]].astype(str).str.strip()
+    text = values[(values != "") & pd.to_numeric(values, errors="coerce").isna()]
+    if len(text):
+        raise PipelineError(
+            f"{sample_path}: line {text.index[0] + 2}: '{cols[1]}' = {text.iloc[0]!r} is text; this sample "
+            "cannot take a number (is data.task right?)"
+        )
+    return cols[1]
+
+
+def build_numbers(
+    sample: pd.DataFrame, test: pd.DataFrame, id_col: str, sample_path, spelled: dict[float, str] | None = None
+) -> pd.DataFrame:
+    """The sample's layout with each id's number (test: id_col and one column of values), in the
+    sample's order; `spelled` (an ordinal task): each grade as train.csv spells it, written instead."""
+    col = number_layout(sample, id_col, sample_path)
+    values = test.set_index(id_col).iloc[:, 0]
+    missing = [i for i in sample[id_col] if i not in values.index]
+    if missing:
+        raise PipelineError(f"{sample_path}: no prediction for id '{missing[0]}' ({len(missing)} missing)")
+    v = values.loc[sample[id_col]].to_numpy(dtype=float)
+    out = sample[[id_col]].reset_index(drop=True)
+    return out.assign(**{col: [spelled.get(x, x) for x in v] if spelled else v})
+
+
+def check_numbers(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path, grades=None) -> None:
+    """Refuse a submission of numbers the competition would reject: the sample's columns, ids and
+    order, and a finite number on every line (an ordinal task's: one of its `grades`, as spelled)."""
+    number_layout(sample, id_col, sample_path)
+    same_frame(sub, sample, id_col, sample_path)
+    col = sub.columns[1]
+    v = pd.to_numeric(sub[col], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(v)
+    if grades is not None:
+        bad |= ~sub[col].astype(str).isin(list(grades))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        what = "grade" if grades is not None else "finite number"
+        raise PipelineError(f"submission line {row + 2}: '{col}' = {sub[col].iloc[row]!r} is not a {what}")
+
+
+def same_frame(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path) -> None:
+    """The submission has the sample's columns, and its ids in its order."""
+    if list(sub.columns) != list(sample.columns):
+        raise PipelineError(
+            f"submission columns {list(sub.columns)} differ from {sample_path}'s {list(sample.columns)}"
+        )
+    if len(sub) != len(sample):
+        raise PipelineError(f"submission has {len(sub)} rows, {sample_path} has {len(sample)}")
+    differ = np.flatnonzero(sub[id_col].astype(str).to_numpy() != sample[id_col].astype(str).to_numpy())
+    if len(differ):
+        raise PipelineError(
+            f"submission line {differ[0] + 2}: id '{sub[id_col].iloc[differ[0]]}', "
+            f"{sample_path} has '{sample[id_col].iloc[differ[0]]}' there"
         )

@@ -108,15 +108,24 @@ def make_mixer(cfg: MixupCfg) -> Mixup:
 
 def mix(mixer: Mixup, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix a batch (in place) and its targets: class indices, probability rows or multi-hot rows
-    become probability rows. timm's Mixup one-hot encodes indices only, so it is asked for the
+    become probability rows; a number's targets (float, (N,)) are mixed by the same weights.
+    timm's Mixup one-hot encodes indices only, so it is asked for the
     mixing matrix (the targets 0..n-1 over n classes give it) and the rows are mixed with that.
     An odd-sized batch (an epoch's last) is left as it is."""
-    rows = torch.nn.functional.one_hot(y, num_classes).float() if y.ndim == 1 else y.float()
+    number = y.ndim == 1 and y.is_floating_point()  # a number's targets mix linearly, as one column
+    rows = (
+        y.float()[:, None]
+        if number
+        else torch.nn.functional.one_hot(y, num_classes).float()
+        if y.ndim == 1
+        else y.float()
+    )
     if len(x) % 2:
-        return x, rows
+        return x, rows[:, 0] if number else rows
     mixer.num_classes = len(x)
     x, matrix = mixer(x, torch.arange(len(x), device=x.device))
-    return x, matrix.to(rows.dtype) @ rows
+    mixed = matrix.to(rows.dtype) @ rows
+    return x, mixed[:, 0] if number else mixed
 
 
 # ----------------------------------------------------------------------------- FGM

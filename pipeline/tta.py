@@ -64,12 +64,15 @@ def make_views(base_size: int, tta: Tta) -> list[View]:
 
 def merge(probs: np.ndarray, mode: str, multilabel: bool = False) -> np.ndarray:
     """(views, N, K) probabilities to (N, K). mean: arithmetic mean; gmean: geometric mean
-    (the mean of log-probabilities); max: each class's largest. Rows are renormalised to sum to 1
-    in float64 (float32 softmax sums stray by 1e-7, which log-loss scorers warn about); multi-label
-    probabilities are per label and stay as merged (gmean per label is the mean log-probability)."""
+    (the mean of log-probabilities); max: each class's largest; median: each column's median. Rows
+    are renormalised to sum to 1 in float64 (float32 softmax sums stray by 1e-7, which log-loss
+    scorers warn about); multi-label probabilities (and numbers: pass multilabel, data.independent)
+    are per column and stay as merged (gmean per label is the mean log-probability)."""
     probs = np.asarray(probs, dtype=np.float64)
     if mode == "mean":
         out = probs.mean(0)
+    elif mode == "median":
+        out = np.median(probs, axis=0)
     elif mode == "gmean" and multilabel:
         return np.exp(np.log(np.clip(probs, 1e-12, 1.0)).mean(0))
     elif mode == "gmean":
@@ -110,9 +113,10 @@ class CropsDataset(ImageDataset):
 
 
 @torch.inference_mode()
-def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilabel: bool = False) -> torch.Tensor:
+def forward_views(model, x: torch.Tensor, flips: list[str], device, rt, multilabel=False) -> torch.Tensor:
     """x: (B, n_crops, C, H, W). Probabilities (B, n_crops * n_flips, K), crop-major,
-    from a single forward pass over every crop and flip of the batch."""
+    from a single forward pass over every crop and flip of the batch. `multilabel`: engine.activate's
+    act (a number's target scale, for a number)."""
     b, nc = x.shape[:2]
     flat = engine.to_input(x.flatten(0, 1), device, rt)
     batch = torch.cat([FLIPS[f](flat) for f in flips])  # (n_flips * B * nc, C, H, W)
@@ -130,7 +134,7 @@ def predict_views(
     batch_size: int,
     device,
     rt,
-    multilabel: bool = False,
+    multilabel=False,
     source=None,
 ) -> np.ndarray:
     """Probabilities of every view, (n_views, N, K), in the order of `views`. The loader's batch
@@ -168,9 +172,10 @@ def predict_merged(fm: FoldModel, paths, cfg: Config, device) -> np.ndarray:
     views = fold_views(fm, cfg.infer.tta)
     source = run_cache(cfg, fm.data_config)
     probs = predict_views(
-        fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime, cfg.data.multilabel, source
-    )
-    return merge(probs, cfg.infer.tta.merge, cfg.data.multilabel)
+        fm.model, paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime,
+        fm.act(cfg.data.multilabel), source,
+    )  # fmt: skip
+    return merge(probs, cfg.infer.tta.merge, cfg.data.independent)
 
 
 def view_sets(views: list[View]) -> dict[str, list[int]]:

@@ -126,6 +126,10 @@ def check_compatible(members: list[Predictions]) -> None:
     """Members must predict the same classes for the same competition on the same folds."""
     first = members[0]
     for m in members[1:]:
+        if m.cfg.data.task != first.cfg.data.task:
+            raise PipelineError(
+                f"{m.run}: data.task {m.cfg.data.task}, but {first.run} is {first.cfg.data.task}; cannot ensemble them"
+            )
         for what, a, b in [
             ("classes", first.classes, m.classes),
             ("folds file", first.cfg.folds_file, m.cfg.folds_file),

@@ -95,6 +95,42 @@ def make_multilabel(root, n_train=36, n_test=8, seed=0):
     return root
 
 
+def make_numbers(root: Path, ordinal: bool = False, n_train: int = 40, n_test: int = 8, seed: int = 0) -> Path:
+    """A number per image, learnable at 32 px: the image's brightness. Regression: a score in
+    [0, 10] (one decimal); ordinal: grades 0..3. The sample holds a placeholder 0 per id."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+
+    def draw(path: Path, level: float) -> None:
+        img = rng.integers(0, 40, (40, 48, 3)) + int(level * 200)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=95)
+
+    levels = rng.permutation(np.linspace(0, 1, n_train))
+    values = [str(int(round(v * 3))) for v in levels] if ordinal else [f"{v * 10:.1f}" for v in levels]
+    train = pd.DataFrame({"image_id": [f"tr{i:03d}" for i in range(n_train)], "score": values})
+    for i, level in zip(train.image_id, levels):
+        draw(root / "train" / f"{i}.jpg", level)
+    test_ids = [f"te{i:03d}" for i in range(n_test)]
+    for i, tid in enumerate(test_ids):
+        draw(root / "test" / f"{tid}.jpg", i / max(1, n_test - 1))
+    train.to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_id": test_ids, "score": 0}).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
+def number_config(tmp: Path, comp: Path, name: str = "num", task: str = "regression", **sections) -> Path:
+    """A config for make_numbers' competition: a number from the tiny test model, 3 epochs."""
+    base = {
+        "data": {"root": str(comp), "label_col": "score", "task": task},
+        "train": {"phases": [{"epochs": 3, "lr": 1e-2}], "batch_size": 8},
+        "infer": {"batch_size": 16, "tta": {"flips": ["hflip"]}},
+    }
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return make_config(tmp, comp, name=name, **base)
+
+
 def neg_competition(root: Path) -> Path:
     """A detector's competition: 30 negatives, 10 positives, and a folder of 5 extra negatives."""
     comp = make_competition(root, classes=("neg", "pos"), counts={"neg": 30, "pos": 10})

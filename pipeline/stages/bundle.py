@@ -194,7 +194,8 @@ def main(
     bundle (or none), never half of one."""
     members = [read_predictions(r) for r in runs]
     check_compatible(members)  # what make ensemble checks: a bad rule must not wait for the notebook
-    blend.allowed_methods(method, metric or members[0].cfg.metric, members[0].cfg.data.multilabel)
+    d = members[0].cfg.data
+    blend.allowed_methods(method, metric or members[0].cfg.metric, d.multilabel, d.numeric)
     names = [m.cfg.name for m in members]
     if len(set(names)) < len(names):
         raise PipelineError(f"bundle: two members share an experiment name ({', '.join(names)})")

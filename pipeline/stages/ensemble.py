@@ -11,6 +11,9 @@ It prints each member's CV per fold and overall, and the ensemble's CV under eve
 computed on the OOF predictions by the rule that makes the test prediction (pipeline/blend.py);
 for a log-loss metric only the methods whose output is a probability (mean, fit), and the blend is
 then temperature-scaled on its OOF (calibrate: auto; pipeline/calibrate.py).
+For a number (data.task regression or ordinal) the members' numbers are blended (mean, fit,
+rank, median); an ordinal task's blend is then graded by cut-points fitted on its OOF, and every
+row of the CV table is scored so, each fold's rows at the other folds' cut-points (pipeline/ordinal.py).
 It writes the chosen method's submission, in the layout of sample_submission.csv and checked
 against it (pipeline/submission.py), a JSON with the members, method, weights and CV, and an HTML
 page of the same with the correlation of the members' OOF predictions (ensemble_page).
@@ -25,21 +28,29 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .. import blend, calibrate, pages
+from .. import blend, calibrate, ordinal, pages
+from ..config import NUMBER_METRICS
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_csv, write_text
-from ..labels import encode
+from ..labels import grades, y_true
 from ..metrics import per_fold, score, tune_thresholds
-from ..submission import build_submission, check_submission, read_sample
+from ..submission import build_numbers, build_submission, check_numbers, check_submission, read_sample
 from ..upstream import Predictions, check_compatible, read_predictions
 
 
 def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metric: str, methods) -> pd.DataFrame:
-    """One row per member and per ensemble method: the metric on each fold and overall."""
-    classes = members[0].classes
-    rows = [{"model": m.cfg.name, **per_fold(metric, y, m.oof[classes].to_numpy(), folds)} for m in members]
-    rows += [{"model": f"ensemble: {name}", **per_fold(metric, y, oof, folds)} for name, (oof, _, _) in methods.items()]
+    """One row per member and per ensemble method: the metric on each fold and overall (an
+    ordinal task's after cross-fitted cut-points, as its submission is graded)."""
+    classes, d = members[0].classes, members[0].cfg.data
+    g = np.unique(y) if d.ordinal else None
+
+    def cv(oof):
+        graded = ordinal.fit(y, oof, folds, g, metric)[0] if d.ordinal else oof
+        return per_fold(metric, y, graded, folds, g)
+
+    rows = [{"model": m.cfg.name, **cv(m.oof[classes].to_numpy())} for m in members]
+    rows += [{"model": f"ensemble: {name}", **cv(oof)} for name, (oof, _, _) in methods.items()]
     return pd.DataFrame(rows)
 
 
@@ -71,13 +82,20 @@ def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, classes: list[str]) -
 
 def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
     """The submission in the sample's layout, checked against the sample, then written; the ids
-    under the sample's id column (data.sample_id_col), the run's files keeping data.id_col."""
+    under the sample's id column (data.sample_id_col), the run's files keeping data.id_col. A number
+    per id for a regression; an ordinal task's grade (test_probs: graded) as train.csv spells it."""
     d, classes = first.cfg.data, first.classes
     sample_path = d.path(d.sample_submission)
     sample, sid, form = read_sample(d), d.sample_id, d.submission_classes
     test = pd.concat(
         [pd.DataFrame({sid: first.test[d.id_col].to_numpy()}), pd.DataFrame(test_probs, columns=classes)], axis=1
     )
+    if d.numeric:
+        values, spelled = grades(first.oof[d.label_col]) if d.ordinal else (None, None)
+        sub = build_numbers(sample, test, sid, sample_path, dict(zip(values, spelled)) if d.ordinal else None)
+        check_numbers(sub, sample, sid, sample_path, spelled)
+        write_csv(path, sub)
+        return sub
     sub = build_submission(sample, test, classes, sid, sample_path, d.negative_class, thresholds, d.label_sep, form)
     check_submission(sub, sample, classes, sid, sample_path, d.negative_class, d.sep, form)
     write_csv(path, sub)
@@ -99,8 +117,9 @@ def main(
     check_compatible(members)
     first, d = members[0], members[0].cfg.data
     classes, metric = first.classes, metric or first.cfg.metric
-    y, folds = encode(first.oof[d.label_col], classes, d.sep), first.oof["fold"].astype(int).to_numpy()
-    methods = blend.allowed_methods(method, metric, d.multilabel)
+    check_number_rule(d, metric, calibrate_setting)
+    y, folds = y_true(first.oof[d.label_col], classes, d), first.oof["fold"].astype(int).to_numpy()
+    methods = blend.allowed_methods(method, metric, d.multilabel, d.numeric)
     results = combine_all(members, y, metric, weights, methods)
     table = cv_table(members, y, folds, metric, results)
     print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")
@@ -112,6 +131,11 @@ def main(
         oof_probs, test_probs, report = calibrate.calibrate(y, oof_probs, test_probs, folds, d.multilabel, metric)
         print(calibrate.describe(report))
         cv[f"ensemble: {method}"] = score(metric, y, oof_probs)
+    cuts = None
+    if d.ordinal:
+        oof_probs, cuts = ordinal.fit(y, oof_probs, folds, np.unique(y), metric)
+        test_probs = ordinal.cut(test_probs, cuts["cuts"], cuts["grades"])[:, None]
+        print(ordinal.describe(cuts))
     thresholds = label_thresholds(y, oof_probs, classes) if d.multilabel else None
     name = name or (first.cfg.name if len(members) == 1 else "ensemble")
     path = Path(out_dir) / f"{name}.csv"
@@ -128,6 +152,7 @@ def main(
                 "cv": cv,
                 "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds))),
                 "calibration": report,
+                "cut_points": cuts,
             },
             indent=1,
         )
@@ -136,6 +161,16 @@ def main(
     write_text(path.with_suffix(".html"), ensemble_page(name, members, table, method, w, classes))
     print(f"{name}: {method} of {len(members)}: CV {metric} {cv[f'ensemble: {method}']:.4f} -> {path}")
     return sub
+
+
+def check_number_rule(d, metric: str, calibrate_setting: str) -> None:
+    """A number's ensemble: a metric that scores numbers, and no calibration (no probabilities)."""
+    if not d.numeric:
+        return
+    if metric not in NUMBER_METRICS or (metric == "qwk" and not d.ordinal):
+        raise PipelineError(f"ensemble metric {metric}: does not score a number (data.task {d.task})")
+    if calibrate_setting == "on":
+        raise PipelineError(f"ensemble calibrate: on scales probabilities; a number (data.task {d.task}) has none")
 
 
 def ensemble_page(name: str, members: list, cv: pd.DataFrame, method: str, w, classes: list[str]) -> str:

@@ -18,7 +18,7 @@ from ..config import Config
 from ..errors import PipelineError
 from ..folds_file import check_folds, fold_spec, load_folds
 from ..io import read_table, write_csv, write_text
-from ..labels import split_labels
+from ..labels import N_BINS, check_numbers, quantile_bins, split_labels
 
 
 def assign_folds(labels, groups, n_folds: int, seed: int) -> np.ndarray:
@@ -50,7 +50,14 @@ def read_train(cfg: Config) -> pd.DataFrame:
 
 
 def strata(cfg: Config, df: pd.DataFrame) -> pd.Series:
+    """What the folds are stratified on: the class, the rarest label, or a number's quantile bin
+    (each grade of an ordinal task), at most a fifth of the rows per fold's worth of bins."""
     d = cfg.data
+    if d.numeric:
+        values = check_numbers(df, d, d.path(d.train_csv))
+        n_bins = max(1, min(N_BINS, len(df) // (2 * cfg.folds.n_folds)))
+        bins = quantile_bins(values, len(np.unique(values)) if d.ordinal else n_bins)
+        return pd.Series([f"bin{b}" for b in bins], index=df.index)
     return df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
 
 
@@ -59,7 +66,12 @@ def make_folds(cfg: Config) -> pd.DataFrame:
     csv = d.path(d.train_csv)
     df = read_train(cfg)
     counts = strata(cfg, df).value_counts()
-    if counts.min() < cfg.folds.n_folds:
+    if counts.min() < cfg.folds.n_folds and d.ordinal:
+        grade = df[d.label_col][strata(cfg, df) == counts.idxmin()].iloc[0]
+        raise PipelineError(
+            f"{csv}: grade '{grade}' has {counts.min()} rows, fewer than folds.n_folds={cfg.folds.n_folds}"
+        )
+    if counts.min() < cfg.folds.n_folds and not d.numeric:
         raise PipelineError(
             f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, fewer than folds.n_folds={cfg.folds.n_folds}"
         )
@@ -139,8 +151,13 @@ def main(cfg: Config) -> pd.DataFrame:
             "rows were placed by class; every fold's training rows changed, so every run retrains. To "
             f"re-split from scratch instead, delete {path} and run make folds."
         )
-    table = pd.crosstab(df["fold"], df[cfg.data.label_col])
-    print(f"{path}: {len(df)} rows in {cfg.folds.n_folds} folds; class counts per fold:")
+    if cfg.data.numeric and not cfg.data.ordinal:
+        values = pd.to_numeric(df[cfg.data.label_col])
+        table = values.groupby(df["fold"]).describe()[["count", "mean", "std", "min", "max"]]
+        what = "the target per fold"
+    else:
+        table, what = pd.crosstab(df["fold"], df[cfg.data.label_col]), "class counts per fold"
+    print(f"{path}: {len(df)} rows in {cfg.folds.n_folds} folds; {what}:")
     print(table.to_string())
     return df
 

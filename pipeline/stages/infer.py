@@ -12,6 +12,10 @@ infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<
   calibration.json  with infer.calibrate (auto: a log-loss metric): the temperature fitted on the
                     OOF and the OOF log-loss before and after (pipeline/calibrate.py); oof.csv and
                     test.csv then hold the calibrated probabilities
+  cutpoints.json    an ordinal task's cut-points between grades, fitted on the OOF (pipeline/ordinal.py);
+                    the CV printed grades each fold's rows by the other folds' cut-points
+For a number (data.task regression or ordinal) every file holds one column, prediction, in the
+target's units; an ordinal task's grades are made from it by ensemble, with the cut-points.
 Models are rebuilt from their checkpoints alone. The test images and each fold's validation
 images go through the model in separate batches, so a bundle's test-only run (main(test_only=True),
 python -m pipeline predict) computes the very same test probabilities.
@@ -25,14 +29,14 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .. import calibrate, engine, tta
+from .. import calibrate, engine, ordinal, tta
 from ..cache import run_cache
 from ..config import Config
 from ..errors import PipelineError
 from ..folds_file import load_folds, train_image_paths
 from ..io import image_paths, read_table, write_csv, write_text
-from ..labels import encode, prob_frame
-from ..metrics import accuracy, false_positive_rate, log_loss, per_fold, score
+from ..labels import prob_frame, y_true
+from ..metrics import accuracy, false_positive_rate, log_loss, mae, per_fold, rmse, score
 from ..models import load_fold_model
 from ..preflight import check_competition
 from ..runs import RunDir
@@ -69,9 +73,12 @@ def tta_table(
     negative: int | None = None,
     multilabel: bool = False,
     metric: str = "accuracy",
+    grades: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """CV accuracy and log-loss (and the false-positive rate, given the negative class) of each
-    named view set, merged with `mode`."""
+    named view set, merged with `mode`. multilabel None: a number (`grades`: an ordinal task's)."""
+    if multilabel is None:
+        return number_tta_table(y, oof_views, views, mode, metric, grades)
     rows = []
     for name, idx in tta.view_sets(views).items():
         p = tta.merge(oof_views[idx], mode, multilabel)
@@ -80,6 +87,17 @@ def tta_table(
             rows[-1][f"cv_{metric}"] = score(metric, y, p)
         if negative is not None:
             rows[-1]["fp_rate"] = false_positive_rate(y, p, negative)
+    return pd.DataFrame(rows)
+
+
+def number_tta_table(y, oof_views, views: list, mode: str, metric: str, grades=None) -> pd.DataFrame:
+    """A number's CV RMSE and MAE, and the metric (an ordinal task's kappa rounded to the nearest
+    grade), of each named view set, merged with `mode`."""
+    rows = []
+    for name, idx in tta.view_sets(views).items():
+        p = tta.merge(oof_views[idx], mode, True)
+        row = {"views": name, "n_views": len(idx), "cv_rmse": rmse(y, p), "cv_mae": mae(y, p)}
+        rows.append(row | ({f"cv_{metric}": score(metric, y, p, grades)} if f"cv_{metric}" not in row else {}))
     return pd.DataFrame(rows)
 
 
@@ -143,10 +161,10 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
         source = source or run_cache(cfg, fm.data_config, test_paths if test_only else None)
         predict = partial(
             tta.predict_views, fm.model, dc=fm.data_config, views=views, batch_size=cfg.infer.batch_size,
-            device=device, rt=cfg.runtime, multilabel=d.multilabel, source=source,
+            device=device, rt=cfg.runtime, multilabel=fm.act(d.multilabel), source=source,
         )  # fmt: skip
         # the test images in batches of their own, as a bundle's test-only run batches them: the same sums
-        fold_probs.append(tta.merge(predict(test_paths), t.merge, d.multilabel))
+        fold_probs.append(tta.merge(predict(test_paths), t.merge, d.independent))
         if not test_only:
             rows = np.flatnonzero(folds["fold"].to_numpy() == k)
             oof_views = np.zeros((len(views), len(folds), len(classes))) if oof_views is None else oof_views
@@ -169,13 +187,15 @@ def oof_outputs(cfg: Config, run: RunDir, folds, classes, views, oof_views, test
     """The TTA table, the calibration (which also scales the test probabilities, returned) and
     oof.csv, from every fold's validation predictions under every view; the CV printed."""
     d, t = cfg.data, cfg.infer.tta
-    y = encode(folds[d.label_col], classes, d.sep)
+    y = y_true(folds[d.label_col], classes, d)
+    grades = np.unique(y) if d.ordinal else None
     neg = classes.index(d.negative_class) if d.negative_class in classes and not d.multilabel else None
-    table = tta_table(y, oof_views, views, t.merge, neg, d.multilabel, cfg.metric)
+    table = tta_table(y, oof_views, views, t.merge, neg, None if d.numeric else d.multilabel, cfg.metric, grades)
     write_csv(run.tta, table)
     print(f"CV by TTA view set (merge: {t.merge}):\n{table.to_string(index=False, float_format='%.4f')}")
-    oof_probs = tta.merge(oof_views, t.merge, d.multilabel)
+    oof_probs = tta.merge(oof_views, t.merge, d.independent)
     oof_probs, test_probs = calibrated(cfg, run, y, oof_probs, test_probs, folds["fold"].to_numpy())
+    scored = cut_points(cfg, run, y, oof_probs, folds["fold"].to_numpy()) if d.ordinal else oof_probs
     oof = prob_frame(
         folds[d.id_col],
         classes,
@@ -185,10 +205,19 @@ def oof_outputs(cfg: Config, run: RunDir, folds, classes, views, oof_views, test
         **{d.label_col: folds[d.label_col].to_list()},
     )
     write_csv(run.oof, oof)
-    folds_cv = per_fold(cfg.metric, y, oof_probs, folds["fold"].to_numpy())
+    folds_cv = per_fold(cfg.metric, y, scored, folds["fold"].to_numpy(), grades)
     print(
         f"{cfg.name}: CV {cfg.metric} "
         + " ".join(f"{k} {v:.4f}" for k, v in folds_cv.items())
         + f" (OOF, {len(oof)} images, {len(views)} TTA views)"
     )
     return test_probs
+
+
+def cut_points(cfg: Config, run: RunDir, y: np.ndarray, oof: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """An ordinal task's cut-points fitted on the OOF (cutpoints.json); returns the OOF graded as
+    the CV reports it: each fold's rows at the other folds' cut-points (ordinal.fit)."""
+    graded, report = ordinal.fit(y, oof, folds, np.unique(y), cfg.metric)
+    write_text(run.cutpoints, json.dumps(report, indent=1) + "\n")
+    print(ordinal.describe(report))
+    return graded

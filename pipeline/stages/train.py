@@ -47,13 +47,14 @@ from ..data import (
 from ..errors import PipelineError
 from ..folds_file import fold_images, load_folds, training_rows
 from ..io import atomic_path, damaged, write_csv
-from ..labels import class_list, prob_frame
+from ..labels import bin_edges, class_list, prob_frame, quantile_bins
 from ..losses import make_loss, rdrop_loss
-from ..metrics import accuracy, log_loss
+from ..metrics import accuracy, higher_is_better, log_loss, score
 from ..models import create_model, data_config, save_checkpoint
 from ..preflight import check_competition
 from ..runs import RunDir
 from ..stamps import matches, settings
+from ..targets import TargetScale, fit_scale, prediction_loss
 from ..upstream import extra_rows
 
 # ----------------------------------------------------------------------------- setup
@@ -107,28 +108,41 @@ def train_loader(
     extra: Images | None = None,
     source=None,
     batch: int | None = None,
+    scale: TargetScale | None = None,
 ):
     """The other folds' images (negatives sampled to train.neg_fraction), plus other experiments'
     hard negatives and pseudo-labels, augmented at the phase's size, balanced as train.sampling
     says. Oversampling happens after the split: a validation image can never be repeated into it.
     `extra`: upstream.extra_rows' result when the caller has it already; `source`: the decode
-    cache; `batch`: the phase's batch (train.batch_size unless that is auto)."""
+    cache; `batch`: the phase's batch (train.batch_size unless that is auto); `scale`: a number's
+    target scale (targets.fit_scale), which the loader's targets are normalised by."""
     t = cfg.train
     own = fold_images(cfg, training_rows(cfg, folds, fold), classes)
     paths, targets = own.paths, own.targets
+    strata = number_bins(targets) if cfg.data.numeric else targets
     if t.sampling == "oversample":
-        idx = oversample(targets, t.seed + fold)
-        paths, targets = [paths[i] for i in idx], targets[idx]
+        idx = oversample(strata, t.seed + fold)
+        paths, targets, strata = [paths[i] for i in idx], targets[idx], strata[idx]
     extra = extra if extra is not None else extra_rows(cfg, folds, fold, classes)
-    if len(extra):
+    if cfg.data.numeric:
+        extra_y = extra.targets.reshape(-1)
+        paths, targets = paths + extra.paths, scale.normalise(np.concatenate([targets, extra_y]))
+        strata = np.concatenate([strata, number_bins(own.targets, extra_y)])
+    elif len(extra):
         rows = np.concatenate([targets if cfg.data.multilabel else np.eye(len(classes))[targets], extra.targets])
         soft = cfg.data.multilabel or not (rows.max(1) == 1.0).all()
         # class indices unless the task is multi-label or some pseudo-labels are soft
         paths, targets = paths + extra.paths, rows if soft else rows.argmax(1)
-    labels = targets.argmax(1) if np.ndim(targets) == 2 else targets
-    sampler = balanced_sampler(labels) if t.sampling == "weighted" else None
+        strata = targets.argmax(1) if np.ndim(targets) == 2 else targets
+    sampler = balanced_sampler(strata) if t.sampling == "weighted" else None
     ds = ImageDataset(paths, targets, train_transform(final_dc.at(phase_size(phase, final_dc)), t.aug), source)
     return make_loader(ds, batch or t.batch_size, True, engine.loader_options(cfg.runtime, device), sampler)
+
+
+def number_bins(y: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """The quantile bins of the fold's training targets y (what train.sampling balances for a
+    number, as the folds stratify on them); of `values` placed in y's bins when given."""
+    return quantile_bins(y if values is None else values, edges=bin_edges(y))
 
 
 def valid_loader(
@@ -300,6 +314,13 @@ class FoldRun:
     history: list[dict] = field(default_factory=list)
     kept: Kept | None = None
     board: progress.Board | None = None  # TensorBoard's event files (process 0), opened by train_fold
+    scale: TargetScale | None = None  # a number's target scale, fitted on the fold's training targets
+    grades: np.ndarray | None = None  # an ordinal task's grades (the per-epoch kappa rounds to them)
+
+    @property
+    def act(self):
+        """How outputs become predictions (engine.activate): a number's scale, else multi-label or not."""
+        return self.scale or self.cfg.data.multilabel
 
     @property
     def paths(self) -> RunDir:
@@ -334,6 +355,7 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     net = engine.compiled(distributed.wrap(model, device), cfg.runtime)
     source = run_cache(cfg, final_dc)
     t = cfg.train
+    scale = fit_number_scale(cfg, folds, fold, classes)
     return FoldRun(
         cfg,
         fold,
@@ -348,16 +370,31 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
         made_with,
         net,
         source,
-        make_loss(cfg, train_labels(cfg, folds, fold, classes), len(classes)).to(device),
+        make_loss(cfg, train_labels(cfg, folds, fold, classes), len(classes), scale).to(device),
         tricks.WeightEma(model, t.ema) if t.ema else None,
         tricks.WeightSwa(model, t.swa) if t.swa else None,
         tricks.make_mixer(t.mixup) if t.mixup else None,
+        scale=scale,
+        grades=number_grades(cfg, folds),
     )
+
+
+def fit_number_scale(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> TargetScale | None:
+    """A number's target scale from the fold's own training targets (model.y_range); None for classes."""
+    if not cfg.data.numeric:
+        return None
+    return fit_scale(cfg.model.y_range, fold_images(cfg, training_rows(cfg, folds, fold), classes).targets)
+
+
+def number_grades(cfg: Config, folds: pd.DataFrame) -> np.ndarray | None:
+    if not cfg.data.ordinal:
+        return None
+    return np.unique(pd.to_numeric(folds[cfg.data.label_col]).to_numpy(dtype=float))
 
 
 def train_labels(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]) -> np.ndarray | None:
     """The fold's training rows' class indices (single-label tasks): what class_weights balances."""
-    if cfg.data.multilabel:
+    if cfg.data.independent:
         return None
     index = {c: i for i, c in enumerate(classes)}
     return training_rows(cfg, folds, fold)[cfg.data.label_col].astype(str).map(index).to_numpy()
@@ -446,14 +483,13 @@ def validate(run: FoldRun, valid_dl, pooled: torch.Tensor | None = None, model=N
     """The fold's validation probabilities by `model` (the training weights unless given: the EMA's
     or the SWA's), each process predicting its share under DDP; from the pooled features when the
     phase has them (pooled_features)."""
-    multilabel = run.cfg.data.multilabel
     if pooled is None:
         net = model or run.net
-        probs = torch.from_numpy(engine.predict(net, valid_dl, run.device, run.cfg.runtime, multilabel))
+        probs = torch.from_numpy(engine.predict(net, valid_dl, run.device, run.cfg.runtime, run.act))
     else:
         head = (model or run.model).eval().get_classifier()
         with torch.inference_mode(), engine.autocast(run.device, run.cfg.runtime):
-            probs = engine.activate(head(pooled), multilabel).cpu()
+            probs = engine.activate(head(pooled), run.act).cpu()
     return distributed.gather_rows(probs, len(run.folds[run.folds["fold"] == run.fold])).numpy()
 
 
@@ -467,9 +503,12 @@ def offered(run: FoldRun, row: dict, probs: np.ndarray, ema_probs: np.ndarray | 
         candidates = [c for c in candidates if c[0] == keep]
 
     def score(prefix: str) -> float:
-        return {"loss": -row[prefix + "valid_loss"], "accuracy": row[prefix + "valid_accuracy"]}.get(
-            t.monitor, row["epoch"]
-        )
+        if t.monitor == "metric":
+            key, up = metric_column(run.cfg)
+            return row[prefix + key] if up else -row[prefix + key]
+        if t.monitor == "accuracy":
+            return row[prefix + "valid_accuracy"]
+        return -row[prefix + "valid_loss"] if t.monitor == "loss" else row["epoch"]
 
     name, prefix, chosen = max(candidates, key=lambda c: (score(c[1]), c[0] == "ema"))
     row["weights"] = name
@@ -502,6 +541,7 @@ def save_best(run: FoldRun, model: torch.nn.Module, row: dict, weights: str) -> 
         weights=weights,
         valid=row,
         made_with=run.made_with,  # what infer checks against its config (stamps.differences)
+        **({"target_scale": run.scale.to_dict()} if run.scale else {}),
     )
 
 
@@ -562,8 +602,8 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
         lr_head=max(ph.peaks),
         lr_stem=min(ph.peaks),
         train_loss=train_loss,
-        **score_row(ph.y_val, probs, ""),
-        **({} if ema_probs is None else score_row(ph.y_val, ema_probs, "ema_")),
+        **score_row(run, ph.y_val, probs, ""),
+        **({} if ema_probs is None else score_row(run, ph.y_val, ema_probs, "ema_")),
         data_s=round(waited, 2),
         train_s=round(trained - start - waited, 2),
         valid_s=round(validated - trained, 2),
@@ -579,17 +619,48 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     say(epoch_line(run.fold, row))
 
 
-def score_row(y: np.ndarray, probs: np.ndarray, prefix: str) -> dict:
-    return {f"{prefix}valid_loss": log_loss(y, probs), f"{prefix}valid_accuracy": accuracy(y, probs)}
+def metric_column(cfg: Config) -> tuple[str, bool]:
+    """The history column of the competition's metric (train.monitor: metric), and whether higher
+    is better: a log-loss is valid_loss, accuracy valid_accuracy, any other valid_<metric>."""
+    m = cfg.metric
+    key = (
+        {"log_loss": "valid_loss", "accuracy": "valid_accuracy"}.get(m, f"valid_{m}")
+        if not cfg.data.numeric
+        else f"valid_{m}"
+    )
+    return key, higher_is_better(m)
+
+
+def score_row(run: FoldRun, y: np.ndarray, probs: np.ndarray, prefix: str) -> dict:
+    """An epoch's validation scores: for classes the log-loss and accuracy (and the metric under
+    train.monitor: metric); for a number the training loss and the metric (an ordinal task's
+    kappa with each prediction rounded to its nearest grade; infer fits the cut-points)."""
+    cfg = run.cfg
+    if cfg.data.numeric:
+        return {
+            f"{prefix}valid_loss": prediction_loss(run.loss_fn, run.scale, probs, y),
+            f"{prefix}valid_{cfg.metric}": score(cfg.metric, y, probs, run.grades),
+        }
+    row = {f"{prefix}valid_loss": log_loss(y, probs), f"{prefix}valid_accuracy": accuracy(y, probs)}
+    key, _ = metric_column(cfg)
+    if cfg.train.monitor == "metric" and prefix + key not in row:
+        row[prefix + key] = score(cfg.metric, y, probs)
+    return row
+
+
+def second_score(row: dict, prefix: str = "") -> str:
+    """The row's score besides the loss, as 'valid_acc 0.9' (or 'valid_rmse 1.2'), for the log."""
+    key = next(k for k in row if k.startswith(prefix + "valid_") and k != prefix + "valid_loss")
+    return f"{key.replace('accuracy', 'acc')} {row[key]:.4f}"
 
 
 def epoch_line(fold: int, row: dict) -> str:
     return (
         f"fold {fold} epoch {row['epoch']} (phase {row['phase']}, {row['img_size']} px"
         f"{', frozen' if row['frozen'] else ''}): train_loss {row['train_loss']:.4f} "
-        f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} "
+        f"valid_loss {row['valid_loss']:.4f} {second_score(row)} "
         + (
-            f"ema_valid_loss {row['ema_valid_loss']:.4f} ema_valid_acc {row['ema_valid_accuracy']:.4f} "
+            f"ema_valid_loss {row['ema_valid_loss']:.4f} {second_score(row, 'ema_')} "
             if "ema_valid_loss" in row
             else ""
         )
@@ -683,7 +754,7 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
         frozen=t.phases[p].frozen,
         batch_size=loader.batch_size * distributed.world_size(),
         train_loss=float("nan"),
-        **score_row(y_val, probs, ""),
+        **score_row(run, y_val, probs, ""),
         weights="swa",
     )
     run.history.append(row)
@@ -697,7 +768,7 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
     distributed.barrier()
     say(
         f"fold {run.fold}: SWA of the last {run.swa.count} epochs, BatchNorm recomputed: "
-        f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_accuracy']:.4f} (kept)"
+        f"valid_loss {row['valid_loss']:.4f} {second_score(row)} (kept)"
     )
 
 
@@ -785,6 +856,8 @@ def main(cfg: Config, fold: int | None = None) -> None:
     if fold is not None and not 0 <= fold < cfg.folds.n_folds:
         raise PipelineError(f"--fold {fold}: the folds file has folds 0..{cfg.folds.n_folds - 1}")
     check_competition(cfg, folds)  # every train and test image, before the first epoch
+    if cfg.data.numeric:  # a fixed model.y_range that leaves out a training target: before any epoch
+        fit_scale(cfg.model.y_range, pd.to_numeric(folds[cfg.data.label_col]).to_numpy(dtype=float))
     for k in range(cfg.folds.n_folds) if fold is None else [fold]:
         train_fold(cfg, folds, k)
 
@@ -810,5 +883,6 @@ def phase_loader(run: FoldRun, p: int, batch: int | None = None):
     t = run.cfg.train
     batch = batch or phase_batch(run, p)
     return train_loader(
-        run.cfg, run.folds, run.fold, run.classes, t.phases[p], run.final_dc, run.device, run.extra, run.source, batch
-    )
+        run.cfg, run.folds, run.fold, run.classes, t.phases[p], run.final_dc, run.device, run.extra, run.source, batch,
+        run.scale,
+    )  # fmt: skip
