@@ -36,7 +36,7 @@ BUNDLE_PIP ?=## bundle: pip download options for another Python, e.g. "--python-
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
 STAGES := folds train infer lr-find mine pseudo ensemble sanity report bundle
-.PHONY: help setup demo hard-negatives-demo test bench bench-scaling bench-ablation clean FORCE $(STAGES)
+.PHONY: help setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
 	@echo "Targets:"
@@ -62,6 +62,10 @@ hard-negatives-demo: .venv/.installed  ## mine, then retrain, on real handwritte
 	$(MAKE) --no-print-directory infer CONFIG=configs/digits-round2.yaml
 	$(PY) bench/fp_report.py runs/digits-round1 runs/digits-round2 --test-labels data/digits-eights/test_labels.csv
 
+elpv: .venv/.installed  ## ELPV solar cells as a regression and an ordinal competition in data/elpv (installs elpv-dataset, 90 MB)
+	$(PY) -c "import elpv_dataset" 2>/dev/null || $(PY) -m pip install --quiet -c constraints.txt 'elpv-dataset>=1.0'
+	$(PY) bench/make_elpv.py data/elpv
+
 test: .venv/.installed  ## ruff (lint, format check) and the test suite: what CI runs
 	$(PY) -m ruff check pipeline tests bench tools
 	$(PY) -m ruff format --check pipeline tests bench tools
@@ -77,6 +81,9 @@ bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-f
 	$(PY) bench/make_digits.py --ten
 	$(PY) bench/ablation.py configs/digits-10.yaml --out bench/ablation-digits-10.md
 	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
+
+bench-numbers: elpv  ## the numbers' 5-fold CV table on ELPV: baselines, losses, y_range, cut-points (about 1 h on a CPU)
+	$(PY) bench/numbers.py --out bench/numbers-elpv.md
 
 clean:  ## delete every run, submission, bundle, folds file and the decode cache
 	rm -rf runs cache bundles submissions/*.csv submissions/*.json submissions/*.html folds/*.csv folds/*.json

@@ -312,7 +312,8 @@ class Train(_Section):
     sampling: Literal["none", "oversample", "weighted"] = Field(
         "none",
         description="oversample: minority classes repeated up to the largest; weighted: a sampler "
-        "drawing each class equally often (a number: its quantile bins, as the folds are stratified). "
+        "drawing each class equally often (a number: ten bins of equal width over its range, or each value "
+        "when it has ten or fewer, so a long tail's rare values count as often as the common ones). "
         "The validation fold is never touched",
     )
     aug: Aug = Field(Aug(), description="training augmentation")
@@ -539,6 +540,7 @@ class Config(_Section):
             ("infer.calibrate", self.infer.calibrate == "on", "scales probabilities; leave it auto or off"),
             ("infer.tta.merge", self.infer.tta.merge in ("gmean", "max"), "merges probabilities; mean or median"),
             ("data.negative_class", d.negative_class is not None, "names a class; a number has none"),
+            ("train.hard_negatives_from", t.hard_negatives_from is not None, "mines a class's negatives; none"),
         ]
         for key, bad, why in refusals:
             if bad:

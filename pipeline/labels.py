@@ -78,6 +78,17 @@ def bin_edges(values: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
     return np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1]))
 
 
+def width_edges(values: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Edges of n_bins bins of equal width over the values' range (few distinct values: one bin
+    each): what train.sampling balances, so the rare values of a long tail count as often as the
+    common ones (equal-count quantile bins would leave nothing to balance)."""
+    values = np.asarray(values, dtype=float)
+    distinct = np.unique(values)
+    if len(distinct) <= n_bins:
+        return (distinct[1:] + distinct[:-1]) / 2
+    return np.linspace(values.min(), values.max(), n_bins + 1)[1:-1]
+
+
 def quantile_bins(values: np.ndarray, n_bins: int = N_BINS, edges: np.ndarray | None = None) -> np.ndarray:
     """Bin index per value, by bin_edges of the values themselves unless `edges` are given."""
     values = np.asarray(values, dtype=float)

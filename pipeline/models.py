@@ -21,11 +21,19 @@ from .runs import RunDir
 from .targets import TargetScale
 
 
-def create_model(mcfg: Model, num_classes: int) -> torch.nn.Module:
-    """The backbone named in the config with a new `num_classes` head and its pretrained weights."""
+def create_model(mcfg: Model, num_classes: int, number: bool = False) -> torch.nn.Module:
+    """The backbone named in the config with a new `num_classes` head and its pretrained weights.
+    `number` (data.task regression or ordinal): the head starts at zero, so every image's first
+    prediction is the middle of y_range (or the training mean), where the sigmoid's slope is
+    steepest; timm's init of a one-output head starts many images deep in the sigmoid's flat tails."""
     check_model(mcfg)
     model = _create(mcfg, num_classes)
-    if mcfg.head_init == "kaiming":
+    if number:
+        for m in model.get_classifier().modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.zeros_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+    elif mcfg.head_init == "kaiming":
         for m in model.get_classifier().modules():
             if isinstance(m, torch.nn.Linear):
                 torch.nn.init.kaiming_normal_(m.weight, nonlinearity="linear")

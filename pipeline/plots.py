@@ -115,3 +115,16 @@ def correlation_png(corr, names: list[str], title: str) -> bytes:
             ax.text(j, i, value, ha="center", va="center", fontsize=7, color="white")
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)
+
+
+def scatter_png(y, pred, title: str) -> bytes:
+    """A number's predictions against the truth, one point per image, with the diagonal (perfect)."""
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax.scatter(y, pred, s=8, alpha=0.5)
+    lo, hi = float(min(np.min(y), np.min(pred))), float(max(np.max(y), np.max(pred)))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="predicted = true")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted (OOF)")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=9)
+    return png_bytes(fig)

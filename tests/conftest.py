@@ -6,7 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import make_competition, make_config, make_multilabel, neg_competition, neg_config, run_chain
+from helpers import (
+    make,
+    make_competition,
+    make_config,
+    make_multilabel,
+    make_numbers,
+    neg_competition,
+    neg_config,
+    number_config,
+    run_chain,
+)
 
 from pipeline.config_files import load_config
 
@@ -58,3 +68,17 @@ def multilabel(tmp_path_factory):
         )
     )
     return tmp, comp, run_chain(cfg)
+
+
+@pytest.fixture(scope="session")
+def numbers(tmp_path_factory):
+    """A tiny regression and a tiny ordinal competition, each through Make end to end (make
+    ensemble: folds, train, infer, the submission): {task: (tmp, comp, cfg, make's output)}."""
+    out = {}
+    for task in ("regression", "ordinal"):
+        tmp = tmp_path_factory.mktemp(task)
+        comp = make_numbers(tmp / "comp", ordinal=task == "ordinal")
+        config = number_config(tmp, comp, name=task, task=task)
+        made = make("ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp / 'subs'}")
+        out[task] = (tmp, comp, load_config(config), made.stdout)
+    return out

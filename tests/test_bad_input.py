@@ -358,3 +358,106 @@ def test_as_a_real_process(tmp_path, argv, fragment):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- a number
+
+
+class NumberCase(Case):
+    """make_numbers' competition (a score per image; grades 0..3 when ordinal), tmp/tiny.yaml."""
+
+    def __init__(self, tmp: Path, task: str = "regression", **sections):
+        from helpers import make_numbers, number_config
+
+        self.tmp, self.comp = tmp, make_numbers(tmp / "comp", ordinal=task == "ordinal")
+        self.config = number_config(tmp, self.comp, name="tiny", task=task, **sections)
+        self.run = tmp / "runs" / "tiny"
+
+
+def relabel(line: int, value: str):
+    """Set train.csv's line `line` (the header is line 1) to `value`."""
+    return lambda c: c.edit_csv("train.csv", lambda d: d.assign(score=d.score.where(d.index != line - 2, value)))
+
+
+NUMBER_CSV_CASES = {
+    "text target": ("regression", relabel(7, "high"), ["train.csv: line 7: 'score' = 'high' is not a number"]),
+    "empty target": ("regression", relabel(4, ""), ["train.csv: line 4: empty 'score'"]),
+    "infinite target": ("regression", relabel(5, "inf"), ["line 5: 'score' = 'inf' is not a number"]),
+    "named grade": ("ordinal", relabel(3, "severe"), ["line 3: 'score' = 'severe' is not an ordered grade"]),
+    "a grade too rare for the folds": (
+        "ordinal",
+        relabel(2, "7"),
+        ["grade '7' has 1 rows, fewer than folds.n_folds=2"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NUMBER_CSV_CASES)
+def test_a_target_that_is_not_a_number_names_its_line(tmp_path, capsys, name):
+    task, spoil, fragments = NUMBER_CSV_CASES[name]
+    case = NumberCase(tmp_path, task)
+    spoil(case)
+    expect_error(case, ["folds", str(case.config)], capsys, *fragments)
+    assert not (tmp_path / "folds" / "comp.csv").exists()
+
+
+def test_a_y_range_that_leaves_out_training_targets_stops_before_the_first_epoch(tmp_path, capsys):
+    case = NumberCase(tmp_path, model={"y_range": [0.0, 5.0]})
+    case.folds()
+    expect_error(case, train_cmd(case), capsys, "model.y_range: [0.0, 5.0] leaves out training targets", "0 to 10")
+    assert not (case.run / "fold0").exists()
+
+
+NUMBER_SAMPLE_CASES = {
+    "class columns": (lambda d: d.assign(low=0.5, high=0.5), "a number per id needs 'image_id' then one column"),
+    "text": (lambda d: d.assign(score="cat"), "line 2: 'score' = 'cat' is text; this sample cannot take a number"),
+}
+
+
+@pytest.mark.parametrize("name", NUMBER_SAMPLE_CASES)
+def test_a_sample_that_cannot_take_a_number_stops_training_before_the_first_epoch(tmp_path, capsys, name):
+    case = NumberCase(tmp_path)
+    case.folds()
+    spoil, fragment = NUMBER_SAMPLE_CASES[name]
+    case.edit_csv("sample_submission.csv", spoil)
+    expect_error(case, train_cmd(case), capsys, "sample_submission.csv", fragment)
+    assert not (case.run / "fold0").exists()
+
+
+NUMBER_CONFIG_CASES = {
+    "label smoothing": (["train.label_smoothing=0.1"], "train.label_smoothing: smooths class targets"),
+    "class weights": (["train.class_weights=balanced"], "train.class_weights: weights classes"),
+    "calibration": (["infer.calibrate='on'"], "infer.calibrate: scales probabilities"),
+    "a probabilities' merge": (["infer.tta.merge=gmean"], "infer.tta.merge: merges probabilities; mean or median"),
+    "accuracy monitored": (["train.monitor=accuracy"], "train.monitor: accuracy has no meaning"),
+    "a class loss": (["train.loss=focal"], "train.loss: focal is for classes"),
+    "bce without a range": (["train.loss=bce", "model.y_range=null"], "train.loss: bce needs model.y_range"),
+    "a class metric": (["metric=accuracy"], "metric: accuracy does not score a number"),
+    "kappa of a regression": (["metric=qwk"], "metric: qwk does not score a number (data.task regression)"),
+    "a negative class": (["data.negative_class=low"], "data.negative_class: names a class"),
+    "hard negatives": (["train.hard_negatives_from=x.yaml"], "train.hard_negatives_from: mines a class's negatives"),
+}
+
+
+@pytest.mark.parametrize("name", NUMBER_CONFIG_CASES)
+def test_what_means_nothing_for_a_number_is_refused_naming_the_key(tmp_path, capsys, name):
+    case = NumberCase(tmp_path)
+    case.folds()
+    overrides, fragment = NUMBER_CONFIG_CASES[name]
+    expect_error(case, train_cmd(case, *overrides), capsys, fragment)
+    assert not (case.run / "fold0").exists()
+
+
+def test_mining_a_number_and_voting_on_one_are_refused(numbers, capsys, tmp_path):
+    tmp, comp, cfg, _ = numbers["regression"]
+    case = Case.__new__(Case)
+    case.tmp, case.comp, case.run, case.config = tmp, comp, cfg.run_dir, tmp / "regression.yaml"
+    expect_error(case, ["mine", str(case.config)], capsys, "mine: works on one label per image", "regression")
+    vote = ["ensemble", str(cfg.run_dir), "--method", "vote", "--out-dir", str(tmp_path)]
+    expect_error(case, vote, capsys, "ensemble method vote: a number takes mean, fit, rank, median")
+    ordinal_run = numbers["ordinal"][2].run_dir
+    mixed = ["ensemble", str(cfg.run_dir), str(ordinal_run), "--out-dir", str(tmp_path)]
+    expect_error(case, mixed, capsys, "data.task ordinal, but", "is regression; cannot ensemble them")
+    calibrated = ["ensemble", str(cfg.run_dir), "--calibrate", "on", "--out-dir", str(tmp_path)]
+    expect_error(case, calibrated, capsys, "ensemble calibrate: on scales probabilities")
+    assert not list(tmp_path.glob("*.csv"))

@@ -66,3 +66,43 @@ def test_vote_and_hierarchical_on_folds():
     assert hier.argmax(1).tolist() == [0] and np.allclose(hier, [[1.0, 0.0]], atol=1e-6)
     oof_h, _, _ = blend.combine("hierarchical", oofs, tests, [a_folds, b_folds], y, "accuracy")
     assert np.allclose(oof_h, blend.vote(oofs.argmax(2), 2, oofs.mean(0)))  # the same rule on OOF
+
+
+def numbers(seed: int = 0):
+    """y and three members' OOF numbers: a good one, a biased one, noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(0, 10, 300)
+    good, biased, noise = y + rng.normal(0, 1, 300), y + 2 + rng.normal(0, 0.5, 300), rng.uniform(0, 10, 300)
+    return y, np.stack([good, biased, noise])[:, :, None]
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_fitted_weights_of_numbers_never_fall_below_the_best_member_on_the_oof(metric):
+    y, oofs = numbers()
+    w = blend.fit_weights(oofs, y, metric)
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0) and w[2] < 0.1  # the noise member is dropped
+    fitted = metrics.score(metric, y, blend.weighted_mean(oofs, w))
+    for single in [*oofs, blend.weighted_mean(oofs)]:
+        assert not metrics.better(metric, metrics.score(metric, y, single), fitted)
+
+
+def test_median_and_rank_of_numbers():
+    y, oofs = numbers()
+    tests = oofs[:, :5]
+    oof, test, w = blend.combine("median", oofs, tests, [], y, "rmse")
+    assert w is None and np.allclose(oof, np.median(oofs, 0)) and np.allclose(test, np.median(tests, 0))
+    one = blend.rank_numbers(oofs[:1])  # one member: its own numbers back
+    assert np.allclose(one, oofs[0])
+    ranked, _, _ = blend.combine("rank", oofs, tests, [], y, "rmse")
+    # in the members' mean's units, ordered by the mean rank
+    mean = blend.weighted_mean(oofs)
+    assert mean.min() <= ranked.min() and ranked.max() <= mean.max()
+    mean_rank = np.mean([np.argsort(np.argsort(m[:, 0])) for m in oofs], 0)
+    assert (np.diff(ranked[np.argsort(mean_rank, kind="stable"), 0]) >= -1e-12).all()
+
+
+def test_votes_are_refused_for_a_number():
+    assert blend.methods_for("rmse", False, numeric=True) == ("mean", "fit", "rank", "median")
+    for method in ("vote", "hierarchical"):
+        with pytest.raises(Exception, match=f"ensemble method {method}: a number takes mean, fit, rank, median"):
+            blend.allowed_methods(method, "rmse", False, numeric=True)

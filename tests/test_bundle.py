@@ -149,3 +149,17 @@ def test_a_multilabel_bundle_predicts_the_ensembles_submission_with_its_threshol
     assert cli(["predict", str(root), str(comp), "--out", "sub.csv"]) == 0
     assert (tmp_path / "sub.csv").read_bytes() == (tmp_path / "subs" / "ml.csv").read_bytes()
     assert made.iloc[:, 1].str.contains(" ").any()  # some image has two labels: the thresholds matter
+
+
+@pytest.mark.parametrize("task", ["regression", "ordinal"])
+def test_a_numbers_bundle_predicts_make_ensembles_submission_byte_for_byte(numbers, task, tmp_path, monkeypatch):
+    tmp, comp, cfg, _ = numbers[task]
+    target = tmp_path / "target.txt"
+    target.write_text(f"{PROJECT}\n")  # an image with every dependency: only the project's wheel travels
+    made = make("bundle", f"RUNS={cfg.run_dir}", f"TARGET={target}", f"BUNDLES={tmp_path / 'bundles'}",
+                f"SUBMISSIONS={tmp_path / 'subs'}")  # fmt: skip
+    assert "pipeline bundle" in made.stdout
+    monkeypatch.chdir(tmp_path)
+    assert cli(["predict", str(tmp_path / "bundles" / task), str(comp), "--out", "sub.csv"]) == 0
+    assert (tmp_path / "sub.csv").read_bytes() == (tmp_path / "subs" / f"{task}.csv").read_bytes()
+    assert (tmp_path / "sub.csv").read_bytes() == (tmp / "subs" / f"{task}.csv").read_bytes()

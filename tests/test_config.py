@@ -87,3 +87,19 @@ def test_balanced_class_weights_with_a_balancing_sampler_are_refused(tmp_path, c
     path = make_config(tmp_path, comp, train={"class_weights": "balanced", "sampling": "oversample"})
     with pytest.raises(PipelineError, match="balance the classes twice"):
         load_config(path)
+
+
+def test_a_numbers_defaults_follow_its_task(tmp_path):
+    from helpers import make_numbers, number_config
+
+    comp = make_numbers(tmp_path / "comp")
+    reg = load_config(number_config(tmp_path, comp))
+    assert (reg.metric, reg.train.loss, reg.train.label_smoothing, reg.model.y_range) == ("rmse", "mse", 0.0, "auto")
+    grades = load_config(number_config(tmp_path, comp, task="ordinal"))
+    assert grades.metric == "qwk"
+    classes = load_config(make_config(tmp_path, comp, data={"root": str(comp), "label_col": "score"}))
+    assert (classes.metric, classes.train.loss, classes.train.label_smoothing) == ("accuracy", "ce", 0.1)
+    with pytest.raises(PipelineError, match="metric: rmse scores a number"):
+        load_config(make_config(tmp_path, comp, metric="rmse"))
+    with pytest.raises(PipelineError, match=r"model.y_range: .*lo < hi"):
+        load_config(number_config(tmp_path, comp, model={"y_range": [3, 1]}))

@@ -79,7 +79,7 @@ def test_error_in_base_file_names_the_base(tmp_path, comp):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("name: x\nmembers: [a]\nmethod: median\n", r"e\.yaml: method: Input should be 'mean'.*\(got 'median'\)"),
+        ("name: x\nmembers: [a]\nmethod: geomean\n", r"e\.yaml: method: Input should be 'mean'.*\(got 'geomean'\)"),
         ("name: x\nmembers: [a]\nmethods: mean\n", r"e\.yaml: unknown key 'methods'"),
         ("members: [a]\n", r"e\.yaml: missing key 'name'"),
         ("name: x\nmembers: [a, b]\nweights: [1]\n", r"e\.yaml: weights: one non-negative weight per member \(2\)"),

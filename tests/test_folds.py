@@ -118,3 +118,39 @@ def test_edited_grouped_train_csv_puts_a_new_row_with_its_group(tmp_path):
     pd.concat([train, extra]).to_csv(comp / "train.csv", index=False)
     after = folds_mod.main(cfg).set_index("image_id")
     assert after.loc["late", "fold"] == before.set_index("image_id").loc[train.image_id.iloc[7], "fold"]
+
+
+def test_a_number_is_stratified_on_its_quantile_bins_and_groups_stay_whole(tmp_path):
+    """Skewed numbers: every fold gets its share of each quantile bin (the rare high values
+    included); with groups, no group is split."""
+    from helpers import make_numbers, number_config
+
+    from pipeline.labels import bin_edges, quantile_bins
+
+    comp = make_numbers(tmp_path / "comp", n_train=100)
+    train = pd.read_csv(comp / "train.csv")
+    rng = np.random.default_rng(0)
+    train["score"] = np.round(rng.exponential(2.0, 100), 2)  # a long tail
+    train["g"] = [f"g{i // 2}" for i in range(100)]
+    train.to_csv(comp / "train.csv", index=False)
+    for group in (None, "g"):
+        cfg = load_config(
+            number_config(
+                tmp_path, comp, data={"group_col": group}, folds={"n_folds": 5, "dir": str(tmp_path / str(group))}
+            )
+        )
+        df = folds_mod.main(cfg)
+        bins = quantile_bins(df["score"].astype(float), edges=bin_edges(df["score"].astype(float)))
+        counts = pd.crosstab(bins, df["fold"]).to_numpy()
+        assert counts.shape == (10, 5) and (counts.max(1) - counts.min(1)).max() <= (1 if group is None else 3)
+        if group:
+            assert df.groupby("g")["fold"].nunique().max() == 1
+
+
+def test_an_ordinal_task_is_stratified_on_its_grades(tmp_path):
+    from helpers import make_numbers, number_config
+
+    comp = make_numbers(tmp_path / "comp", ordinal=True, n_train=40)
+    df = folds_mod.main(load_config(number_config(tmp_path, comp, task="ordinal")))
+    counts = pd.crosstab(df["score"], df["fold"]).to_numpy()
+    assert counts.shape == (4, 2) and (counts.max(1) - counts.min(1)).max() <= 1

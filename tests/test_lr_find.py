@@ -59,3 +59,11 @@ def test_later_phase_starts_from_the_earlier_phases(tmp_path, comp, capsys):
     out = capsys.readouterr().out
     assert "fold 0 epoch 0 (phase 0, 32 px, frozen)" in out and "lr_find: 6 updates" in out
     assert not (cfg.run_dir / "fold0").exists()  # the warm-up phases leave no training artifacts
+
+
+def test_the_range_test_of_a_number(numbers, capsys):
+    _, _, cfg, _ = numbers["ordinal"]
+    cfg = cfg.model_copy(update={"lr_find": cfg.lr_find.model_copy(update={"num_iter": 12})})
+    lr_find.main(cfg)
+    table = pd.read_csv(cfg.run_dir / "lr_find.csv")
+    assert len(table) > 5 and np.isfinite(table.loss.iloc[:5]).all()

@@ -299,3 +299,37 @@ def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(tmp_path, 
         [(cut, best), (cut, oof0), (cut, run / "test.csv")], ["fold 1: ", "damaged", "pipeline infer"], "--fold 0: "
     )
     rebuilt([(rm, folds_csv)], ["pipeline folds", "already trained"], "training the fold again")
+
+
+def test_a_regression_and_an_ordinal_competition_through_make(numbers):
+    for task, (tmp, comp, cfg, out) in numbers.items():
+        run = cfg.run_dir
+        # each fold's model rebuilds its number from its checkpoint: one output and the target's scale
+        ckpt = torch.load(run / "fold0" / "best.pt", weights_only=True)
+        assert ckpt["classes"] == ["prediction"] and ckpt["target_scale"]["kind"] == "range"
+        hist = pd.read_csv(run / "fold0" / "history.csv")
+        assert {"valid_loss", f"valid_{cfg.metric}"} <= set(hist.columns) and "valid_accuracy" not in hist.columns
+        # infer: one column of numbers; the TTA table in the metric
+        test, oof = pd.read_csv(run / "test.csv"), pd.read_csv(run / "oof.csv")
+        assert list(test.columns) == ["image_id", "prediction"] and np.isfinite(test.prediction).all()
+        assert list(oof.columns) == ["image_id", "fold", "score", "prediction"]
+        assert f"cv_{cfg.metric}" in pd.read_csv(run / "tta.csv").columns
+        assert f"{task}: CV {cfg.metric} fold0" in out and not (run / "calibration.json").exists()
+        # the submission: the sample's layout, a number (or a grade) per id
+        sub, sample = pd.read_csv(tmp / "subs" / f"{task}.csv"), pd.read_csv(comp / "sample_submission.csv")
+        assert list(sub.columns) == list(sample.columns) and sub.image_id.tolist() == sample.image_id.tolist()
+        lo, hi = ckpt["target_scale"]["a"], ckpt["target_scale"]["b"]
+        assert sub.score.between(lo, hi).all()  # y_range auto: the sigmoid keeps it inside
+        assert (
+            make("-q", "ensemble", f"CONFIG={cfg_path(cfg)}", f"SUBMISSIONS={tmp / 'subs'}", check=False).returncode
+            == 0
+        )
+    ordinal_run = numbers["ordinal"][2].run_dir
+    cuts = json.loads((ordinal_run / "cutpoints.json").read_text())
+    assert cuts["grades"] == [0, 1, 2, 3] and len(cuts["cuts"]) == 3
+    assert set(pd.read_csv(numbers["ordinal"][0] / "subs" / "ordinal.csv").score) <= {0, 1, 2, 3}
+    assert "cut-points" in numbers["ordinal"][3]
+
+
+def cfg_path(cfg):
+    return cfg.run_dir.parent.parent / f"{cfg.name}.yaml"

@@ -48,3 +48,23 @@ def test_false_positive_rate_counts_negatives_called_positive():
     y = np.array([0, 0, 0, 1])
     p = np.array([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.1, 0.9]])
     assert metrics.false_positive_rate(y, p, negative=0) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    "metric, want",
+    [("rmse", np.sqrt(4 / 3)), ("mae", 2 / 3), ("r2", 1 - 4 / 2)],  # residuals 0, 0, 2; total sum of squares 2
+)
+def test_number_metrics_on_known_values(metric, want):
+    assert metrics.score(metric, np.array([1.0, 2.0, 3.0]), np.array([[1.0], [2.0], [5.0]])) == pytest.approx(want)
+    assert metrics.better(
+        metric, metrics.score(metric, np.array([1.0, 2.0, 3.0]), np.array([[1.0], [2.0], [3.0]])), want
+    )
+
+
+def test_the_kappa_of_a_number_is_of_its_nearest_grade():
+    y = np.array([0.0, 1.0, 2.0, 2.0])
+    pred = np.array([[0.2], [1.4], [1.6], [2.9]])
+    assert metrics.score("qwk", y, pred) == pytest.approx(1.0)  # grades of y: 2.9 is a 2
+    # every grade given: 2.9 is a 3; by hand, 1 - (1/9) / (8/9) (quadratic weights over 4 grades)
+    assert metrics.score("qwk", y, pred, grades=[0, 1, 2, 3]) == pytest.approx(0.875)
+    assert metrics.nearest(np.array([0.5, 0.51, -4.0]), np.array([0.0, 1.0])).tolist() == [0.0, 1.0, 0.0]

@@ -76,3 +76,23 @@ def test_headless_chromium_draws_every_image_of_the_report(tiny, tmp_path):
     assert drawn_by_chromium(page, tmp_path) == [f"true {i.width}x{i.height}" for i in images]
     broken = page.replace(page[page.index("base64,") + 7 :][:40], "AAAA", 1)  # a damaged PNG: drawn as broken
     assert drawn_by_chromium(broken, tmp_path)[0] == "true 0x0"
+
+
+@pytest.mark.parametrize("task", ["regression", "ordinal"])
+def test_a_numbers_report_shows_predicted_against_true_and_the_largest_errors(numbers, task):
+    _, _, cfg, _ = numbers[task]
+    page = report.main(cfg)
+    for heading in (f"CV ({cfg.metric})", "TTA", "Training curves", "Errors (OOF)", "Config"):
+        assert f"<h2>{heading}</h2>" in page
+    assert "<h3>Error by target range</h3>" in page and "confusion" not in page
+    assert ("<h2>Cut-points</h2>" in page) == (task == "ordinal")
+    oof = pd.read_csv(cfg.run_dir / "oof.csv")
+    images = embedded_images(page)
+    assert len(images) == 2 + 1 + min(len(oof), report.WRONG)  # curves, the scatter, the largest errors
+    worst = (oof.prediction - oof.score).abs().idxmax()  # the first thumbnail: the largest error, captioned
+    assert f"{oof.image_id[worst]}<br>true {oof.score[worst]:.4g}<br>predicted {oof.prediction[worst]:.4g}" in page
+    table = report.error_by_range(oof.score.to_numpy(float), oof.prediction.to_numpy(float))
+    assert table.images.sum() == len(oof) and (table["true from"].diff().dropna() > 0).all()
+    low = oof[oof.score <= table["true to"].iloc[0]]  # the lowest bin, by hand
+    assert table.bias.iloc[0] == pytest.approx((low.prediction - low.score).mean())
+    assert table.rmse.iloc[0] == pytest.approx(np.sqrt(((low.prediction - low.score) ** 2).mean()))

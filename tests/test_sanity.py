@@ -60,3 +60,11 @@ def test_a_zero_lr_raises_and_a_healthy_command_exits_0(cfg, monkeypatch):
         text=True,
     )
     assert res.returncode == 0 and "overfits" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("task", ["regression", "ordinal"])
+def test_a_number_overfits_one_batch_with_its_own_loss(numbers, task):
+    _, _, cfg, _ = numbers[task]
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss": "bce"})})  # checked with mse
+    losses = sanity.main(cfg)
+    assert len(losses) == sanity.STEPS and min(losses[-5:]) <= sanity.PASS_LOSS < losses[0]

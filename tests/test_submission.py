@@ -7,7 +7,7 @@ import pytest
 from helpers import CLASSES
 
 from pipeline.errors import PipelineError
-from pipeline.submission import build_submission, check_submission
+from pipeline.submission import build_numbers, build_submission, check_numbers, check_submission, number_layout
 
 TEST = pd.DataFrame({"image_id": ["x", "y", "z"], "ants": [0.9, 0.2, 0.6], "bees": [0.1, 0.8, 0.4]})
 
@@ -185,3 +185,49 @@ def test_a_sample_naming_its_id_column_otherwise_suggests_the_key(sample):
         sample.rename(columns={"image_id": "id"}), TEST.rename(columns={"image_id": "id"}), CLASSES, "id", "s.csv"
     )
     assert list(sub.columns) == ["id", "label"] and sub.label.tolist() == ["ants", "bees", "ants"]
+
+
+# ----------------------------------------------------------------------------- a number per id
+
+NUMBERS = pd.DataFrame({"image_id": ["z", "x", "y"], "prediction": [7.5, 0.25, 3.0]})
+
+
+def test_a_number_per_id_in_the_samples_order_and_column():
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "Pawpularity": ["0", "0", "0"]})
+    sub = build_numbers(sample, NUMBERS, "image_id", "s.csv")
+    assert list(sub.columns) == ["image_id", "Pawpularity"] and sub.Pawpularity.tolist() == [0.25, 3.0, 7.5]
+    check_numbers(sub, sample, "image_id", "s.csv")
+
+
+def test_an_ordinal_grade_is_written_as_train_csv_spells_it():
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "diagnosis": ["", "", ""]})  # an empty placeholder
+    graded = NUMBERS.assign(prediction=[2.0, 0.0, 1.0])
+    sub = build_numbers(sample, graded, "image_id", "s.csv", {0.0: "0", 1.0: "1", 2.0: "2"})
+    assert sub.diagnosis.tolist() == ["0", "1", "2"]
+    check_numbers(sub, sample, "image_id", "s.csv", ["0", "1", "2"])
+    with pytest.raises(PipelineError, match=r"submission line 3: 'diagnosis' = '1.5' is not a grade"):
+        check_numbers(sub.assign(diagnosis=["0", "1.5", "2"]), sample, "image_id", "s.csv", ["0", "1", "2"])
+
+
+@pytest.mark.parametrize("bad, shown", [(np.nan, "nan"), (np.inf, "inf"), ("high", "'high'")])
+def test_a_number_that_is_not_finite_is_refused_naming_its_line(bad, shown):
+    sample = pd.DataFrame({"image_id": ["x", "y", "z"], "age": [0, 0, 0]})
+    sub = build_numbers(sample, NUMBERS, "image_id", "s.csv").astype({"age": object})
+    sub.loc[2, "age"] = bad
+    with pytest.raises(PipelineError, match=rf"submission line 4: 'age' = {shown} is not a finite number"):
+        check_numbers(sub, sample, "image_id", "s.csv")
+
+
+@pytest.mark.parametrize(
+    "sample, message",
+    [
+        (
+            pd.DataFrame({"image_id": ["x"], "ants": [0.5], "bees": [0.5]}),
+            r"s.csv: columns \['image_id', 'ants', 'bees'\]: a number per id needs 'image_id' then one column",
+        ),
+        (pd.DataFrame({"image_id": ["x", "y"], "label": ["0", "ants"]}), r"s.csv: line 3: 'label' = 'ants' is text"),
+    ],
+)
+def test_a_sample_that_cannot_take_a_number_is_refused_naming_it(sample, message):
+    with pytest.raises(PipelineError, match=message):
+        number_layout(sample, "image_id", "s.csv")

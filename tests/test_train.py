@@ -286,3 +286,62 @@ def test_a_finished_fold_rebuilds_what_is_lost_and_skips_otherwise(tmp_path, com
     assert (fold / "best.pt").is_file() and (fold / "oof.csv").read_text() == oof
     train.train_fold(cfg, folds, 0)
     assert "already trained" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- a number
+
+
+def _number_setup(tmp_path, **train_keys):
+    from helpers import make_numbers, number_config
+
+    comp = make_numbers(tmp_path / "num", n_train=60)
+    train_csv = pd.read_csv(comp / "train.csv")
+    train_csv["score"] = np.where(np.arange(60) < 50, 1.0, 9.0) + np.arange(60) / 100  # 50 low, 10 high
+    train_csv.to_csv(comp / "train.csv", index=False)
+    cfg = load_config(number_config(tmp_path, comp, train=train_keys))
+    folds_stage.main(cfg)
+    return cfg, load_folds(cfg)
+
+
+@pytest.mark.parametrize("sampling", ["oversample", "weighted"])
+def test_a_number_is_balanced_by_its_bins_and_its_targets_are_normalised(tmp_path, sampling):
+    cfg, folds = _number_setup(tmp_path, sampling=sampling, batch_size=8)
+    run = train.build(cfg, folds, 0)
+    dl = train.phase_loader(run, 0)
+    ds = dl.dataset
+    values = run.scale.a + (run.scale.b - run.scale.a) * ds.targets  # back to target units
+    drawn = values if sampling == "oversample" else values[[i for i, _ in dl.sampler]]
+    high = (drawn > 5).mean()
+    assert high > 0.25  # the rare high values drawn far more than their 1 in 6 (every bin equally often)
+    assert ds.targets.dtype.kind == "f" and ds.targets.min() > 0 and ds.targets.max() < 1  # y_range auto
+    assert isinstance(ds[0][1], torch.Tensor) and ds[0][1].dtype == torch.float32
+
+
+def test_a_number_trains_with_every_trick_that_means_something_for_it(tmp_path):
+    cfg, folds = _number_setup(
+        tmp_path,
+        phases=[{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 3e-3}],
+        ema={"decay": 0.9},
+        swa={"epochs": 2},
+        mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0},
+        rdrop=1.0,
+        fgm={"target": "input", "epsilon": 0.1},
+        clip_grad_norm=1.0,
+        accum_steps=2,
+        loss="smooth_l1",
+        monitor="metric",
+    )
+    train.train_fold(cfg, folds, 0)
+    hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
+    assert np.isfinite(hist.train_loss.iloc[:-1]).all() and np.isfinite(hist.valid_rmse).all()
+    assert {"ema_valid_loss", "ema_valid_rmse"} <= set(hist.columns) and hist.weights.iloc[-1] == "swa"
+    oof = pd.read_csv(cfg.run_dir / "fold0" / "oof.csv")
+    assert np.isfinite(oof.prediction).all() and list(oof.columns) == ["image_id", "fold", "score", "prediction"]
+
+
+def test_monitor_metric_keeps_the_epoch_with_the_lowest_rmse(tmp_path):
+    cfg, folds = _number_setup(tmp_path, phases=[{"epochs": 4, "lr": 3e-2}], monitor="metric")
+    train.train_fold(cfg, folds, 0)
+    hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
+    kept = torch.load(cfg.run_dir / "fold0" / "best.pt", weights_only=True)["epoch"]
+    assert kept == int(hist.valid_rmse.idxmin())

@@ -43,7 +43,13 @@ def test_merge_modes_on_known_arrays():
     for mode in ("mean", "gmean", "max"):
         assert np.allclose(tta.merge(p[:1], mode), p[0])  # one view: unchanged
     with pytest.raises(ValueError):
-        tta.merge(p, "median")
+        tta.merge(p, "harmonic")
+
+
+def test_median_merges_a_numbers_views_without_renormalising():
+    views = np.array([[[1.0], [10.0]], [[2.0], [30.0]], [[9.0], [20.0]]])  # 3 views of 2 images
+    assert tta.merge(views, "median", multilabel=True).tolist() == [[2.0], [20.0]]
+    assert tta.merge(views, "mean", multilabel=True).tolist() == [[4.0], [20.0]]
 
 
 def test_views_cover_every_combination_with_the_plain_view_first():

@@ -78,8 +78,8 @@ def fp_rate_report(cfg: Config, classes: list[str]) -> str:
 
 
 def main(cfg: Config) -> pd.DataFrame:
-    if cfg.data.multilabel:
-        raise PipelineError("mine: works on one label per image (data.task multiclass)")
+    if cfg.data.task != "multiclass":
+        raise PipelineError(f"mine: works on one label per image (data.task multiclass), not data.task {cfg.data.task}")
     d = cfg.data
     if d.negative_class is None:
         raise PipelineError("mine: data.negative_class is not set (which class is negative?)")

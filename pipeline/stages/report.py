@@ -7,7 +7,10 @@ runs/<name>/report.html holds: the per-fold CV table in the competition's metric
 the calibration, each fold's loss and accuracy curves (phase boundaries, the kept epoch), the
 LR-finder plot when one was run, the OOF confusion matrix with per-class precision and recall,
 the most confidently wrong OOF images as thumbnails with their true and predicted classes, the
-hard-negative and pseudo-label tables when those stages ran, and the resolved config.
+hard-negative and pseudo-label tables when those stages ran, and the resolved config. For a number
+(data.task regression or ordinal) the errors section is the OOF predictions against the truth (a
+scatter), the error by target range, and the images with the largest errors, true and predicted;
+an ordinal task's CV is after its cut-points (cross-fitted, as infer reports it).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .. import pages
+from .. import ordinal, pages
 from ..config import Config
 from ..config_files import to_yaml
 from ..data import read_image
 from ..io import write_text
-from ..labels import encode
+from ..labels import bin_edges, quantile_bins, y_true
 from ..metrics import per_fold
-from ..plots import confusion_png
+from ..plots import confusion_png, scatter_png
 from ..runs import RunDir
 from ..upstream import read_predictions
 
@@ -68,13 +71,63 @@ def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.nda
     )
 
 
+def figure(cfg: Config, image_id: str, caption: str) -> str:
+    d = cfg.data
+    png = thumbnail(d.path(d.train_images.format(id=image_id)))
+    return f"<figure>{pages.img_tag(png, image_id)}<figcaption>{caption}</figcaption></figure>"
+
+
+def error_by_range(y: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """The OOF error in each quantile bin of the true value: where the model is off, and which way."""
+    bins = quantile_bins(y, edges=bin_edges(y))
+    rows = []
+    for b in np.unique(bins):
+        t, p = y[bins == b], pred[bins == b]
+        rows.append(
+            {
+                "true from": t.min(),
+                "true to": t.max(),
+                "images": len(t),
+                "mean true": t.mean(),
+                "mean predicted": p.mean(),
+                "bias": (p - t).mean(),
+                "mae": np.abs(p - t).mean(),
+                "rmse": np.sqrt(((p - t) ** 2).mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def number_errors_section(cfg: Config, oof: pd.DataFrame, y: np.ndarray) -> str:
+    """A number's OOF: predicted against true, the error by target range, the largest errors."""
+    d, pred = cfg.data, oof["prediction"].to_numpy(dtype=float)
+    worst = np.argsort(-np.abs(pred - y), kind="stable")[:WRONG]
+    cells = [
+        figure(
+            cfg,
+            str(oof[d.id_col].iloc[i]),
+            f"{html.escape(str(oof[d.id_col].iloc[i]))}<br>true {y[i]:.4g}<br>predicted {pred[i]:.4g}",
+        )
+        for i in worst
+    ]
+    return (
+        "<h2>Errors (OOF)</h2>"
+        + pages.img_tag(scatter_png(y, pred, "OOF predicted against true"), "OOF predicted against true")
+        + "<h3>Error by target range</h3>"
+        + pages.table(error_by_range(y, pred))
+        + f"<h3>The {len(cells)} largest errors</h3><div class='grid'>{''.join(cells)}</div>"
+    )
+
+
 def optional_tables(run: RunDir) -> str:
-    """The TTA table, calibration, hard negatives and pseudo-labels, for those that exist."""
+    """The TTA table, calibration, cut-points, hard negatives and pseudo-labels, for those that exist."""
     out = []
     if run.tta.is_file():
         out.append("<h2>TTA</h2>" + pages.table(pd.read_csv(run.tta)))
     if run.calibration.is_file():
         out.append(f"<h2>Calibration</h2><pre>{html.escape(run.calibration.read_text())}</pre>")
+    if run.cutpoints.is_file():
+        out.append(f"<h2>Cut-points</h2><pre>{html.escape(run.cutpoints.read_text())}</pre>")
     for title, path in (("Hard negatives", run.hard_negatives), ("Pseudo-labels", run.pseudo_labels)):
         if path.is_file():
             df = pd.read_csv(path)
@@ -98,15 +151,22 @@ def main(cfg: Config) -> str:
     run, d = RunDir(cfg.run_dir), cfg.data
     pred = read_predictions(run.root)
     oof, classes = pred.oof, pred.classes
-    y = encode(oof[d.label_col], classes, d.sep)
-    cv = per_fold(cfg.metric, y, oof[classes].to_numpy(), oof["fold"].astype(int).to_numpy())
+    y, folds = y_true(oof[d.label_col], classes, d), oof["fold"].astype(int).to_numpy()
+    scored, grades = oof[classes].to_numpy(), (np.unique(y) if d.ordinal else None)
+    if d.ordinal:  # graded as infer reports it: each fold's rows at the other folds' cut-points
+        scored = ordinal.fit(y, scored, folds, grades, cfg.metric)[0]
+    cv = per_fold(cfg.metric, y, scored, folds, grades)
     parts = [
         f"<h1>{html.escape(cfg.name)}</h1><p>{html.escape(cfg.model.backbone)}, {cfg.folds.n_folds} folds, "
         f"{len(oof)} training images, {len(pred.test)} test images</p>",
         f"<h2>CV ({html.escape(cfg.metric)})</h2>" + pages.table(pd.DataFrame([cv])),
         optional_tables(run),
         curves_section(cfg, run),
-        "" if d.multilabel else errors_section(cfg, oof, classes, y),
+        number_errors_section(cfg, oof, y)
+        if d.numeric
+        else ""
+        if d.multilabel
+        else errors_section(cfg, oof, classes, y),
         f"<h2>Config</h2><pre>{html.escape(to_yaml(cfg))}</pre>",
     ]
     if run.provenance.is_file():

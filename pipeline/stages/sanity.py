@@ -21,6 +21,7 @@ from ..folds_file import fold_images, load_folds, training_rows
 from ..labels import class_list
 from ..losses import make_loss
 from ..models import create_model, data_config
+from ..targets import fit_scale
 
 STEPS = 60
 LR = 1e-3
@@ -57,10 +58,12 @@ def verdict(losses: list[float], n: int) -> str:
 
 
 def main(cfg: Config) -> list[float]:
+    # a number: mse, whose floor is 0 (bce's is the targets' own entropy), on the batch's own scale
+    loss = "mse" if cfg.data.numeric else "ce"
     cfg = cfg.model_copy(
         update={
             "model": cfg.model.model_copy(update={"drop_rate": 0.0}),
-            "train": cfg.train.model_copy(update={"label_smoothing": 0.0, "loss": "ce"}),
+            "train": cfg.train.model_copy(update={"label_smoothing": 0.0, "loss": loss}),
         }
     )
     folds = load_folds(cfg)
@@ -68,15 +71,16 @@ def main(cfg: Config) -> list[float]:
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model, len(classes))
+    model = create_model(cfg.model, len(classes), cfg.data.numeric)
     dc = data_config(model, cfg.model.img_size)
     model = engine.prepare(model, device, cfg.runtime)
     n = min(32, cfg.train.batch_size if isinstance(cfg.train.batch_size, int) else 32)
     images = fold_images(cfg, training_rows(cfg, folds, 0).iloc[:n], classes)
     ds = ImageDataset(images.paths, images.targets, eval_transform(dc))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
-    y = torch.tensor(images.targets)
-    losses = overfit(model, lambda step: (x, y), STEPS, LR, make_loss(cfg), device, cfg.runtime)
+    scale = fit_scale(cfg.model.y_range, images.targets) if cfg.data.numeric else None
+    y = torch.tensor(scale.normalise(images.targets) if scale else images.targets)
+    losses = overfit(model, lambda step: (x, y), STEPS, LR, make_loss(cfg, scale=scale), device, cfg.runtime)
     message = verdict(losses, len(ds))
     if message:
         raise PipelineError(message)

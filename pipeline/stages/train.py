@@ -47,7 +47,7 @@ from ..data import (
 from ..errors import PipelineError
 from ..folds_file import fold_images, load_folds, training_rows
 from ..io import atomic_path, damaged, write_csv
-from ..labels import bin_edges, class_list, prob_frame, quantile_bins
+from ..labels import class_list, prob_frame, quantile_bins, width_edges
 from ..losses import make_loss, rdrop_loss
 from ..metrics import accuracy, higher_is_better, log_loss, score
 from ..models import create_model, data_config, save_checkpoint
@@ -140,9 +140,10 @@ def train_loader(
 
 
 def number_bins(y: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
-    """The quantile bins of the fold's training targets y (what train.sampling balances for a
-    number, as the folds stratify on them); of `values` placed in y's bins when given."""
-    return quantile_bins(y if values is None else values, edges=bin_edges(y))
+    """What train.sampling balances for a number: bins of equal width over the fold's training
+    targets y (one per value when they are few, as an ordinal task's grades); `values` placed in
+    y's bins when given."""
+    return quantile_bins(y if values is None else values, edges=width_edges(y))
 
 
 def valid_loader(
@@ -344,7 +345,7 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     distributed.start(device)
-    model = create_model(cfg.model, len(classes))
+    model = create_model(cfg.model, len(classes), cfg.data.numeric)
     final_dc = data_config(model, cfg.model.img_size)
     check_phase_sizes(cfg, model, final_dc)
     model = engine.prepare(model, device, cfg.runtime)
