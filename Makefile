@@ -83,7 +83,7 @@ bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-f
 	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
 
 bench-numbers: elpv  ## the numbers' 5-fold CV table on ELPV: baselines, losses, y_range, cut-points (about 1 h on a CPU)
-	$(PY) bench/numbers.py --out bench/numbers-elpv.md
+	$(PY) bench/elpv_cv.py --out bench/elpv-cv.md
 
 clean:  ## delete every run, submission, bundle, folds file and the decode cache
 	rm -rf runs cache bundles submissions/*.csv submissions/*.json submissions/*.html folds/*.csv folds/*.json

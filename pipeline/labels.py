@@ -26,6 +26,10 @@ def class_list(labels: pd.Series, d: Data) -> list[str]:
         else sorted({t for r in split_labels(labels, d.label_sep) for t in r} if d.multilabel else labels.unique())
     )
     clash = {d.id_col, d.sample_id, d.label_col, "fold"} & set(classes)
+    if clash and d.numeric:
+        raise PipelineError(
+            f"{d.train_csv}: column name '{PREDICTION}' is the prediction files' own column; rename it in the CSV"
+        )
     if clash:
         raise PipelineError(
             f"{d.train_csv}: class name '{clash.pop()}' clashes with a column name of the prediction files"

@@ -102,7 +102,9 @@ class Board:
 
     @staticmethod
     def tag(key: str) -> str:
-        for group, test in (("loss", "loss" in key), ("accuracy", "accuracy" in key), ("lr", key.startswith("lr_"))):
+        metric = key.startswith(("valid_", "ema_valid_")) and not key.endswith("_s")  # a number's valid_rmse, ...
+        groups = (("loss", "loss" in key), ("accuracy", "accuracy" in key), ("lr", key.startswith("lr_")))
+        for group, test in (*groups, ("metric", metric)):
             if test:
                 return f"{group}/{key}"
         return f"seconds/{key}" if key.endswith("_s") or key == "seconds" else f"run/{key}"

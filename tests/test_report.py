@@ -88,7 +88,8 @@ def test_a_numbers_report_shows_predicted_against_true_and_the_largest_errors(nu
     assert ("<h2>Cut-points</h2>" in page) == (task == "ordinal")
     oof = pd.read_csv(cfg.run_dir / "oof.csv")
     images = embedded_images(page)
-    assert len(images) == 2 + 1 + min(len(oof), report.WRONG)  # curves, the scatter, the largest errors
+    lr_plot = (cfg.run_dir / "lr_find.png").is_file()  # when test_lr_find ran on this run first
+    assert len(images) == 2 + lr_plot + 1 + min(len(oof), report.WRONG)  # curves, the scatter, the largest errors
     worst = (oof.prediction - oof.score).abs().idxmax()  # the first thumbnail: the largest error, captioned
     assert f"{oof.image_id[worst]}<br>true {oof.score[worst]:.4g}<br>predicted {oof.prediction[worst]:.4g}" in page
     table = report.error_by_range(oof.score.to_numpy(float), oof.prediction.to_numpy(float))
