@@ -134,10 +134,10 @@ class Model(_Section):
     head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
     img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
     y_range: list[float] | Literal["auto"] | None = Field(
-        "auto",
+        None,
         description="a number's output range (regression, ordinal): [lo, hi]: a sigmoid scaled to it; auto: the "
-        "fold's training targets' range widened by 5% each side; null: no range, the target standardised on the "
-        "training folds and the output un-scaled",
+        "fold's training targets' range widened by 5% each side; null (the default, chosen by CV: README, "
+        "Numbers): no range, the target standardised on the training folds and the output un-scaled",
     )
 
     @field_validator("y_range")

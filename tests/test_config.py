@@ -94,7 +94,7 @@ def test_a_numbers_defaults_follow_its_task(tmp_path):
 
     comp = make_numbers(tmp_path / "comp")
     reg = load_config(number_config(tmp_path, comp))
-    assert (reg.metric, reg.train.loss, reg.train.label_smoothing, reg.model.y_range) == ("rmse", "mse", 0.0, "auto")
+    assert (reg.metric, reg.train.loss, reg.train.label_smoothing, reg.model.y_range) == ("rmse", "mse", 0.0, None)
     grades = load_config(number_config(tmp_path, comp, task="ordinal"))
     assert grades.metric == "qwk"
     classes = load_config(make_config(tmp_path, comp, data={"root": str(comp), "label_col": "score"}))

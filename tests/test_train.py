@@ -298,7 +298,7 @@ def _number_setup(tmp_path, **train_keys):
     train_csv = pd.read_csv(comp / "train.csv")
     train_csv["score"] = np.where(np.arange(60) < 50, 1.0, 9.0) + np.arange(60) / 100  # 50 low, 10 high
     train_csv.to_csv(comp / "train.csv", index=False)
-    cfg = load_config(number_config(tmp_path, comp, train=train_keys))
+    cfg = load_config(number_config(tmp_path, comp, train=train_keys, model={"y_range": "auto"}))
     folds_stage.main(cfg)
     return cfg, load_folds(cfg)
 
