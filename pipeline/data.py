@@ -117,18 +117,6 @@ def folder_images(d: Data, folder: str, key: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Images:
-    """Image files with their targets: class indices (N,), numbers (N,, float), or rows of class
-    probabilities or of 0/1 labels (N, K)."""
-
-    paths: list[Path]
-    targets: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-@dataclass(frozen=True)
 class DataConfig:
     """timm's data config of a backbone: the size, normalisation, resize and crop its weights expect.
     Checkpoints store it as timm's dict (`to_timm`)."""

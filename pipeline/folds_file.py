@@ -7,12 +7,13 @@ back), and says which rows a fold trains on.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import Config
-from .data import Images
 from .errors import PipelineError
 from .io import image_paths, read_table
 from .labels import check_numbers, y_true
@@ -92,6 +93,18 @@ def train_image_paths(cfg: Config, rows: pd.DataFrame) -> list[Path]:
     train.csv's order, and keeps its index, so a row's line there is index + 2 whichever fold it is in."""
     d = cfg.data
     return image_paths(d.root, d.train_images, rows[d.id_col], d.path(d.train_csv), rows.index + 2)
+
+
+@dataclass(frozen=True)
+class Images:
+    """Image files with their targets: class indices (N,), numbers (N,, float), or rows of class
+    probabilities or of 0/1 labels (N, K)."""
+
+    paths: list[Path]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 def fold_images(cfg: Config, rows: pd.DataFrame, classes: list[str]) -> Images:

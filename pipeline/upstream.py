@@ -16,9 +16,8 @@ import pandas as pd
 
 from .config import Config
 from .config_files import UPSTREAM, load_config, load_upstream, validate
-from .data import Images
 from .errors import PipelineError
-from .folds_file import train_image_paths
+from .folds_file import Images, train_image_paths
 from .io import image_paths, read_table
 from .runs import RunDir
 

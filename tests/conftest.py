@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    make,
     make_competition,
     make_config,
     make_multilabel,
     make_numbers,
+    make_started,
     neg_competition,
     neg_config,
     number_config,
@@ -73,12 +73,17 @@ def multilabel(tmp_path_factory):
 @pytest.fixture(scope="session")
 def numbers(tmp_path_factory):
     """A tiny regression and a tiny ordinal competition, each through Make end to end (make
-    ensemble: folds, train, infer, the submission): {task: (tmp, comp, cfg, make's output)}."""
-    out = {}
+    ensemble: folds, train, infer, the submission), the two at once as two terminals would:
+    {task: (tmp, comp, cfg, make's output)}."""
+    started = {}
     for task in ("regression", "ordinal"):
         tmp = tmp_path_factory.mktemp(task)
         comp = make_numbers(tmp / "comp", ordinal=task == "ordinal")
         config = number_config(tmp, comp, name=task, task=task)
-        made = make("ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp / 'subs'}")
-        out[task] = (tmp, comp, load_config(config), made.stdout)
+        started[task] = (tmp, comp, config, make_started("ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp / 'subs'}"))
+    out = {}
+    for task, (tmp, comp, config, proc) in started.items():
+        stdout, stderr = proc.communicate()
+        assert proc.returncode == 0, stdout + stderr
+        out[task] = (tmp, comp, load_config(config), stdout)
     return out

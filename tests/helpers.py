@@ -230,14 +230,21 @@ def killed_in_epoch(cfg, folds, monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(train, "train_one_epoch", real)
 
 
+def make_command(*args) -> list[str]:
+    return ["make", "--no-print-directory", f"PY={sys.executable}", *args]
+
+
 def make(*args, check=True) -> subprocess.CompletedProcess:
     """`make ARGS` in the project root, with this interpreter as PY."""
-    res = subprocess.run(
-        ["make", "--no-print-directory", f"PY={sys.executable}", *args], cwd=ROOT, capture_output=True, text=True
-    )
+    res = subprocess.run(make_command(*args), cwd=ROOT, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise AssertionError(res.stdout + res.stderr)
     return res
+
+
+def make_started(*args) -> subprocess.Popen:
+    """`make ARGS` started in the background (communicate() waits for its output)."""
+    return subprocess.Popen(make_command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def image_env(tmp: Path, packages: list[str]) -> Path:

@@ -156,10 +156,9 @@ def test_a_numbers_bundle_predicts_make_ensembles_submission_byte_for_byte(numbe
     tmp, comp, cfg, _ = numbers[task]
     target = tmp_path / "target.txt"
     target.write_text(f"{PROJECT}\n")  # an image with every dependency: only the project's wheel travels
-    made = make("bundle", f"RUNS={cfg.run_dir}", f"TARGET={target}", f"BUNDLES={tmp_path / 'bundles'}",
-                f"SUBMISSIONS={tmp_path / 'subs'}")  # fmt: skip
-    assert "pipeline bundle" in made.stdout
+    root = bundle.main([cfg.run_dir], out_dir=tmp_path / "bundles", target=target)
+    wheels = json.loads(BundleDir(root).spec.read_text())["wheels"]
+    assert len(wheels) == 1 and wheels[0].startswith("kaggle_image_pipeline-")
     monkeypatch.chdir(tmp_path)
-    assert cli(["predict", str(tmp_path / "bundles" / task), str(comp), "--out", "sub.csv"]) == 0
-    assert (tmp_path / "sub.csv").read_bytes() == (tmp_path / "subs" / f"{task}.csv").read_bytes()
-    assert (tmp_path / "sub.csv").read_bytes() == (tmp / "subs" / f"{task}.csv").read_bytes()
+    assert cli(["predict", str(root), str(comp), "--out", "sub.csv"]) == 0
+    assert (tmp_path / "sub.csv").read_bytes() == (tmp / "subs" / f"{task}.csv").read_bytes()  # make ensemble's

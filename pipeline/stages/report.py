@@ -45,6 +45,12 @@ def thumbnail(path, size: int = 112) -> bytes:
     return buf.tobytes()
 
 
+def figure(cfg: Config, image_id: str, caption: str) -> str:
+    d = cfg.data
+    png = thumbnail(d.path(d.train_images.format(id=image_id)))
+    return f"<figure>{pages.img_tag(png, image_id)}<figcaption>{caption}</figcaption></figure>"
+
+
 def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.ndarray) -> str:
     """Confusion matrix, per-class precision and recall, and the most confidently wrong images."""
     d, probs = cfg.data, oof[classes].to_numpy()
@@ -61,20 +67,13 @@ def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.nda
             f"{html.escape(str(row[d.id_col]))}<br>true {html.escape(classes[y[i]])} "
             f"({probs[i, y[i]]:.2f})<br>predicted {html.escape(classes[pred[i]])} ({probs[i, pred[i]]:.2f})"
         )
-        png = thumbnail(d.path(d.train_images.format(id=row[d.id_col])))
-        cells.append(f"<figure>{pages.img_tag(png, str(row[d.id_col]))}<figcaption>{caption}</figcaption></figure>")
+        cells.append(figure(cfg, str(row[d.id_col]), caption))
     return (
         "<h2>Errors (OOF)</h2>"
         + pages.img_tag(confusion_png(cm, classes, "OOF confusion matrix"), "confusion matrix")
         + pages.table(per_class)
         + f"<h3>The {len(cells)} most confidently wrong</h3><div class='grid'>{''.join(cells) or 'none'}</div>"
     )
-
-
-def figure(cfg: Config, image_id: str, caption: str) -> str:
-    d = cfg.data
-    png = thumbnail(d.path(d.train_images.format(id=image_id)))
-    return f"<figure>{pages.img_tag(png, image_id)}<figcaption>{caption}</figcaption></figure>"
 
 
 def error_by_range(y: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
@@ -117,6 +116,13 @@ def number_errors_section(cfg: Config, oof: pd.DataFrame, y: np.ndarray) -> str:
         + pages.table(error_by_range(y, pred))
         + f"<h3>The {len(cells)} largest errors</h3><div class='grid'>{''.join(cells)}</div>"
     )
+
+
+def section_of_errors(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.ndarray) -> str:
+    """The task's errors section: a number's, a class's, none for several labels per image."""
+    if cfg.data.numeric:
+        return number_errors_section(cfg, oof, y)
+    return "" if cfg.data.multilabel else errors_section(cfg, oof, classes, y)
 
 
 def optional_tables(run: RunDir) -> str:
@@ -162,11 +168,7 @@ def main(cfg: Config) -> str:
         f"<h2>CV ({html.escape(cfg.metric)})</h2>" + pages.table(pd.DataFrame([cv])),
         optional_tables(run),
         curves_section(cfg, run),
-        number_errors_section(cfg, oof, y)
-        if d.numeric
-        else ""
-        if d.multilabel
-        else errors_section(cfg, oof, classes, y),
+        section_of_errors(cfg, oof, classes, y),
         f"<h2>Config</h2><pre>{html.escape(to_yaml(cfg))}</pre>",
     ]
     if run.provenance.is_file():

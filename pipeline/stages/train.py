@@ -37,7 +37,6 @@ from ..config import Config, Fgm, Phase
 from ..data import (
     DataConfig,
     ImageDataset,
-    Images,
     balanced_sampler,
     eval_transform,
     make_loader,
@@ -45,7 +44,7 @@ from ..data import (
     train_transform,
 )
 from ..errors import PipelineError
-from ..folds_file import fold_images, load_folds, training_rows
+from ..folds_file import Images, fold_images, load_folds, training_rows
 from ..io import atomic_path, damaged, write_csv
 from ..labels import class_list, prob_frame, quantile_bins, width_edges
 from ..losses import make_loss, rdrop_loss
@@ -624,12 +623,8 @@ def metric_column(cfg: Config) -> tuple[str, bool]:
     """The history column of the competition's metric (train.monitor: metric), and whether higher
     is better: a log-loss is valid_loss, accuracy valid_accuracy, any other valid_<metric>."""
     m = cfg.metric
-    key = (
-        {"log_loss": "valid_loss", "accuracy": "valid_accuracy"}.get(m, f"valid_{m}")
-        if not cfg.data.numeric
-        else f"valid_{m}"
-    )
-    return key, higher_is_better(m)
+    named = {} if cfg.data.numeric else {"log_loss": "valid_loss", "accuracy": "valid_accuracy"}
+    return named.get(m, f"valid_{m}"), higher_is_better(m)
 
 
 def score_row(run: FoldRun, y: np.ndarray, probs: np.ndarray, prefix: str) -> dict:
@@ -884,6 +879,15 @@ def phase_loader(run: FoldRun, p: int, batch: int | None = None):
     t = run.cfg.train
     batch = batch or phase_batch(run, p)
     return train_loader(
-        run.cfg, run.folds, run.fold, run.classes, t.phases[p], run.final_dc, run.device, run.extra, run.source, batch,
-        run.scale,
-    )  # fmt: skip
+        run.cfg,
+        run.folds,
+        run.fold,
+        run.classes,
+        t.phases[p],
+        run.final_dc,
+        run.device,
+        run.extra,
+        run.source,
+        batch,
+        scale=run.scale,
+    )
