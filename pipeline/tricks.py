@@ -113,13 +113,10 @@ def mix(mixer: Mixup, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tup
     mixing matrix (the targets 0..n-1 over n classes give it) and the rows are mixed with that.
     An odd-sized batch (an epoch's last) is left as it is."""
     number = y.ndim == 1 and y.is_floating_point()  # a number's targets mix linearly, as one column
-    rows = (
-        y.float()[:, None]
-        if number
-        else torch.nn.functional.one_hot(y, num_classes).float()
-        if y.ndim == 1
-        else y.float()
-    )
+    if number:
+        rows = y.float()[:, None]
+    else:
+        rows = torch.nn.functional.one_hot(y, num_classes).float() if y.ndim == 1 else y.float()
     if len(x) % 2:
         return x, rows[:, 0] if number else rows
     mixer.num_classes = len(x)
