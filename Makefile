@@ -35,7 +35,7 @@ BUNDLES ?= bundles## bundle: where bundles go
 BUNDLE_PIP ?=## bundle: pip download options for another Python, e.g. "--python-version 3.10 --platform manylinux2014_x86_64"
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
 
-STAGES := folds train infer lr-find mine pseudo ensemble sanity report bundle
+STAGES := folds train infer lr-find show-batch mine pseudo ensemble sanity report bundle
 .PHONY: help setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES)
 
 help:  ## this list (also what a bare `make` prints)
@@ -82,6 +82,9 @@ bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-f
 	$(PY) bench/ablation.py configs/digits-10.yaml --out bench/ablation-digits-10.md
 	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
 
+bench-aug: elpv  ## the augmentation CV table: example pipelines and policies against the default (ELPV; digits and clothing with ONLY=)
+	$(PY) bench/aug_cv.py --only $(or $(ONLY),elpv) --out bench/aug-cv.md
+
 bench-numbers: elpv  ## the numbers' 5-fold CV table on ELPV: baselines, losses, y_range, cut-points (about 1 h on a CPU)
 	$(PY) bench/elpv_cv.py --out bench/elpv-cv.md
 
@@ -92,6 +95,7 @@ clean:  ## delete every run, submission, bundle, folds file and the decode cache
 folds:     ## folds/<competition>.csv, once per competition
 train:     ## every fold's model (FOLD=k: one), resuming a killed fold
 lr-find:   ## the LR range test under phase lr_find.phase's conditions
+show-batch: ## runs/<name>/batch.png: training batches as the model gets them, and the TTA views
 infer:     ## test and out-of-fold probabilities, with TTA
 mine:      ## hard negatives for another experiment to train on
 pseudo:    ## pseudo-labels for another experiment to train on
@@ -130,6 +134,7 @@ ifeq ($(ENSEMBLE),)
 folds: $(FOLDS_FILE)
 train: $(foreach k,$(or $(FOLD),$(FOLDS)),$(call fold_out,$(k)))
 lr-find: $(RUN)/lr_find.csv
+show-batch: $(RUN)/batch.png
 infer: $(INFER_OUT)
 mine: $(RUN)/hard_negatives.csv
 pseudo: $(RUN)/pseudo_labels.csv
@@ -160,6 +165,9 @@ $(RUN)/fold%/oof.csv $(RUN)/fold%/best.pt: $(FOLDS_FILE) $(STAMP_train) $(TRAINS
 $(RUN)/lr_find.csv: $(FOLDS_FILE) $(STAMP_lr_find) $(TRAINS_ON)
 	$(PIPELINE) lr_find $(ARGS)
 
+$(RUN)/batch.png: $(FOLDS_FILE) $(STAMP_show_batch) $(TRAINS_ON)
+	$(PIPELINE) show_batch $(ARGS)
+
 $(INFER_OUT) &: $(foreach k,$(FOLDS),$(call fold_out,$(k))) $(STAMP_infer)
 	$(PIPELINE) infer $(ARGS)
 
@@ -169,7 +177,7 @@ $(RUN)/hard_negatives.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_mine)
 $(RUN)/pseudo_labels.csv: $(RUN)/test.csv $(RUN)/oof.csv $(STAMP_pseudo)
 	$(PIPELINE) pseudo $(ARGS)
 
-$(RUN)/report.html: $(INFER_OUT) $(wildcard $(RUN)/lr_find.csv $(RUN)/hard_negatives.csv $(RUN)/pseudo_labels.csv)
+$(RUN)/report.html: $(INFER_OUT) $(wildcard $(RUN)/lr_find.csv $(RUN)/batch.png $(RUN)/hard_negatives.csv $(RUN)/pseudo_labels.csv)
 	$(PIPELINE) report $(ARGS)
 
 $(SUBMISSIONS)/$(SUB_NAME).csv: $(or $(foreach r,$(RUNS),$(r)/test.csv $(r)/oof.csv),$(INFER_OUT)) $(SAMPLE_SUB)
@@ -191,7 +199,7 @@ endif
 
 # A stage writes its stamp when it starts. A stamp that does not exist yet has no recipe: Make
 # takes it as just changed, so the stage that depends on it reruns.
-$(STAMP_train) $(STAMP_lr_find) $(STAMP_infer) $(STAMP_mine) $(STAMP_pseudo):
+$(STAMP_train) $(STAMP_lr_find) $(STAMP_show_batch) $(STAMP_infer) $(STAMP_mine) $(STAMP_pseudo):
 
 # Another experiment's output first (an ensemble member's test.csv, the hard negatives or
 # pseudo-labels a fold trains on): that experiment's own Make run brings it up to date, and what

@@ -1,6 +1,6 @@
 """The pipeline's own cost against the model's, as ratios measured in one run (make bench).
 
-Usage: python bench/speed.py [--only loop|cache|gpu] [--epochs 3] [--workers N]
+Usage: python bench/speed.py [--only loop|cache|aug|gpu] [--epochs 3] [--workers N]
 
   loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
       pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
@@ -8,6 +8,9 @@ Usage: python bench/speed.py [--only loop|cache|gpu] [--epochs 3] [--workers N]
       Lite0 at 64 px, batch 32, on data/ants-bees; a head-only phase and an all-layers one.
   cache_vs_decode: images/s of a training loader reading the decode cache against one decoding
       the full-size originals (../shared/competitions/ants-bees), at 128 px, same augmentation.
+  default_vs_photo_list / _randaugment / _trivial: the training loader's images/s with the
+      default OpenCV augmentation against the same with a photo competition's albumentations list
+      (PHOTO_LIST), timm's RandAugment, or TrivialAugment, from the decode cache at 128 px.
   gpu_real_vs_synthetic (with a GPU): efficientnet_b0 at 224, bf16 autocast, channels-last:
       training on cached real images against random tensors already on the GPU.
 
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import engine, optim  # noqa: E402
 from pipeline.cache import open_cache, stored_short  # noqa: E402
+from pipeline.config import Aug  # noqa: E402
 from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform  # noqa: E402
 from pipeline.folds_file import load_folds  # noqa: E402
@@ -139,6 +143,39 @@ def cache_vs_decode(tmp: Path, rounds: int) -> dict[str, float]:
     return {"cache_vs_decode": t["decode"] / t["cache"]}
 
 
+# ----------------------------------------------------------------------------- augmentation
+
+
+PHOTO_LIST = [  # a photo competition's list as winners write them (README: Training augmentation)
+    {"name": "Affine", "rotate": [-15, 15], "translate_percent": [-0.05, 0.05], "p": 0.5},
+    {"name": "CLAHE", "clip_limit": [1, 3], "p": 0.3},
+    {"name": "OneOf", "p": 0.3, "transforms": [{"name": "GaussianBlur"}, {"name": "GaussNoise"}]},
+    {"name": "CoarseDropout", "num_holes_range": [1, 4], "p": 0.3},
+]
+
+
+def aug_vs_default(tmp: Path, rounds: int) -> dict[str, float]:
+    """The training loader's images/s (decode cache, 128 px) with train.aug's named transforms, or a
+    policy, against the default OpenCV path: above 1 the default is that many times faster."""
+    dc = DataConfig(128, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bicubic", 0.875)
+    paths = sorted((ROOT / "data" / "ants-bees" / "train").glob("*.jpg"))
+    cached = open_cache(paths, replace(dc, size=146, crop_pct=1.0), tmp / "aug-cache")
+    augs = {
+        "default": Aug(),
+        "photo_list": Aug(transforms=PHOTO_LIST),
+        "randaugment": Aug(policy="rand-m9-mstd0.5", color_jitter=0.0),
+        "trivial": Aug(policy="trivial", color_jitter=0.0),
+    }
+    loaders = {
+        k: make_loader(ImageDataset(paths, [0] * len(paths), train_transform(dc, a), cached), 32, True)
+        for k, a in augs.items()
+    }
+    t = best_of({k: (lambda dl=dl: sum(len(x) for x, _ in dl)) for k, dl in loaders.items()}, rounds)
+    for k, s in t.items():
+        print(f"loader with {k}: {len(paths) / s:.0f} img/s", flush=True)
+    return {f"default_vs_{k}": t[k] / t["default"] for k in augs if k != "default"}
+
+
 # ----------------------------------------------------------------------------- GPU
 
 
@@ -183,13 +220,14 @@ def gpu_real_vs_synthetic(tmp: Path, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["loop", "cache", "gpu"])
+    ap.add_argument("--only", choices=["loop", "cache", "aug", "gpu"])
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per side (after one warm-up)")
     ap.add_argument("--workers", help="runtime.num_workers for the training loop (default: the machine's choice)")
     args = ap.parse_args()
     benches = {
         "loop": lambda tmp, rounds: loop_vs_plain(tmp, rounds, args.workers),
         "cache": cache_vs_decode,
+        "aug": aug_vs_default,
         "gpu": gpu_real_vs_synthetic,
     }
     ratios = {}

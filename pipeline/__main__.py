@@ -1,7 +1,7 @@
 """The command line: one stage of the pipeline, or a look at a config. The only module that
 imports the stages (pipeline/stages/); each is imported only when it runs.
 
-Usage: python -m pipeline {folds,train,infer,lr_find,mine,pseudo,report} CONFIG [key=value ...] [--fold K]
+Usage: python -m pipeline {folds,train,infer,lr_find,show_batch,mine,pseudo,report} CONFIG [key=value ...] [--fold K]
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
        python -m pipeline ensemble --spec ensembles/x.yaml
        python -m pipeline bundle RUN_OR_CONFIG [...] | --spec ensembles/x.yaml [--target FILE]
@@ -22,7 +22,7 @@ import sys
 
 from .errors import PipelineError
 
-STAGES = ("folds", "train", "infer", "lr_find", "mine", "pseudo", "sanity", "report")
+STAGES = ("folds", "train", "infer", "lr_find", "show_batch", "mine", "pseudo", "sanity", "report")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -9,7 +9,7 @@ It must not import torch: Make reads configs at parse time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -158,6 +158,37 @@ class Aug(_Section):
     hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0.0, le=1.0, description="probability of a vertical flip")
     color_jitter: float = Field(0.2, ge=0.0, le=1.0, description="brightness, contrast and saturation jitter")
+    transforms: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="further albumentations transforms in its own terms ({name: CLAHE, p: 0.3}; groups "
+        "{name: OneOf, transforms: [...]}): geometric ones before the crop, pixel-level ones after the "
+        "crop, flips and jitter, each side in this order",
+    )
+
+    policy: str | None = Field(
+        None,
+        description="one-key policy on the crop after the flips: trivial (TrivialAugment) or a timm "
+        "RandAugment string such as rand-m9-mstd0.5; null: none",
+    )
+    random_erasing: float = Field(
+        0.0, ge=0.0, le=1.0, description="probability of timm's random erasing per image, on the device"
+    )
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms(cls, v):
+        from .augment import build  # albumentations (and torch) only for a config that lists some
+
+        build(v)
+        return v
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v):
+        from .augment import policy  # timm only for a config that names one
+
+        policy(v)
+        return v
 
 
 class Phase(_Section):

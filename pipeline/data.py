@@ -15,7 +15,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import distributed
+from . import augment, distributed
 from .config import Data
 from .errors import PipelineError
 from .io import read_table
@@ -189,15 +189,23 @@ class TrainAugment:
     normalises the whole batch at once, on the device. Per image this costs a tenth of the same
     steps through albumentations, which at small sizes on a CPU was a third of an epoch
     (bench/speed.py). The crop follows torchvision's RandomResizedCrop: ten tries at an area in
-    [scale_min, 1] and an aspect ratio in [3/4, 4/3] (log-uniform), then the centre."""
+    [scale_min, 1] and an aspect ratio in [3/4, 4/3] (log-uniform), then the centre.
+    train.aug.transforms run around these steps (augment.py): geometric ones on the whole image
+    before the crop, pixel-level ones on the crop after the jitter; train.aug.policy after the flips."""
 
     def __init__(self, dc: DataConfig, aug):
         self.size, self.aug = dc.size, aug
         self.interp = _INTERP.get(dc.interpolation, cv2.INTER_LINEAR)
         self.rng = random.Random(0)
+        self.before, self.after = augment.split(aug.transforms)  # train.aug.transforms, around the crop
+        made = augment.policy(aug.policy, dc.size, dc.mean)
+        self.policy = augment.Seeded(made) if made is not None else None
 
     def set_random_seed(self, seed: int) -> None:
         self.rng.seed(seed)
+        for k, side in enumerate((self.before, self.after), start=1):
+            if side is not None:  # each side its own stream, so their draws are not the crop's
+                side.set_random_seed((seed + k * 0x9E3779B9) % 2**32)
 
     def crop_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         r, log_ratio = self.rng, (math.log(3 / 4), math.log(4 / 3))
@@ -222,19 +230,26 @@ class TrainAugment:
         return cv2.addWeighted(img, s, grey, 1.0 - s, 0.0)
 
     def __call__(self, image: np.ndarray) -> dict:
+        if self.before is not None:
+            image = self.before(image=image)["image"]
         y, x, h, w = self.crop_box(*image.shape[:2])
         img = cv2.resize(image[y : y + h, x : x + w], (self.size, self.size), interpolation=self.interp)
         if self.rng.random() < self.aug.hflip:
             img = cv2.flip(img, 1)
         if self.rng.random() < self.aug.vflip:
             img = cv2.flip(img, 0)
+        if self.policy is not None:
+            img = augment.apply_policy(self.policy, img, self.rng.getrandbits(32))
         if self.aug.color_jitter and self.rng.random() < 0.8:
             img = self.jitter(img)
+        if self.after is not None:
+            img = np.ascontiguousarray(self.after(image=img)["image"])
         return {"image": torch.from_numpy(img)}
 
 
 def train_transform(dc: DataConfig, aug) -> TrainAugment:
-    """Random-resized crop at the data config's size, flips, colour jitter (`aug`: train.aug)."""
+    """Random-resized crop at the data config's size, flips, colour jitter, and train.aug.transforms
+    around them (`aug`: train.aug)."""
     return TrainAugment(dc, aug)
 
 

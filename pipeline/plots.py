@@ -128,3 +128,24 @@ def scatter_png(y, pred, title: str) -> bytes:
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title, fontsize=9)
     return png_bytes(fig)
+
+
+def image_grid(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], path: Path, title: str) -> None:
+    """Rows of uint8 (H, W, 3) images with a caption under each, a heading over each row (images
+    of a row may differ in size: each cell is drawn at its own pixels' aspect)."""
+    cols = max(len(cells) for _, cells in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.6 * cols, 1.9 * len(rows)), squeeze=False, layout="constrained"
+    )
+    for r, (heading, cells) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(cells):
+                ax.imshow(cells[c][0], interpolation="nearest")
+                ax.set_title(cells[c][1], fontsize=7)
+        axes[r, 0].text(
+            -0.08, 0.5, heading, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

@@ -14,6 +14,7 @@ name them (through make_bridge.py), so every path is spelled here once. Paths on
     runs/<name>/test_fold<k>.csv, test.csv, oof.csv, tta.csv                          (infer)
     runs/<name>/calibration.json, cutpoints.json (an ordinal task's)                  (infer)
     runs/<name>/lr_find.csv, lr_find.png                                           (lr-find)
+    runs/<name>/batch.png                                                       (show-batch)
     runs/<name>/hard_negatives.csv                                                    (mine)
     runs/<name>/pseudo_labels.csv                                                   (pseudo)
 """
@@ -100,6 +101,11 @@ class RunDir:
     @property
     def lr_find(self) -> Path:
         return self.root / "lr_find.csv"
+
+    @property
+    def batch(self) -> Path:
+        """Fold 0's training batches as the model gets them, and the TTA views (show_batch.py)."""
+        return self.root / "batch.png"
 
     @property
     def hard_negatives(self) -> Path:

@@ -34,6 +34,7 @@ TEST_SIDE = ("-data.sample_submission", "-data.sample_id_col", "-data.submission
 STAGE_READS = {
     "train": ("data", "model", "train", "folds", *TEST_SIDE),
     "lr_find": ("data", "model", "train", "folds", "lr_find", *TEST_SIDE),
+    "show_batch": ("data", "model", "train", "folds", "infer", "-infer.batch_size"),
     "infer": ("data", "model", "folds", "infer", "metric", "-infer.batch_size"),
     "mine": ("data", "infer", "mine", "-infer.batch_size"),
     "pseudo": ("data", "infer", "pseudo", "-infer.batch_size"),

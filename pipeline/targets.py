@@ -39,6 +39,11 @@ class TargetScale:
         y = np.asarray(y, dtype=float)
         return (y - self.a) / (self.b - self.a) if self.bounded else (y - self.a) / self.b
 
+    def units(self, u) -> np.ndarray:
+        """normalise's inverse: what the loss compares with, back in target units."""
+        u = np.asarray(u, dtype=float)
+        return self.a + (self.b - self.a) * u if self.bounded else u * self.b + self.a
+
     def output(self, z: torch.Tensor) -> torch.Tensor:
         """The network's raw output (N, 1) to the prediction in target units."""
         z = z.float()

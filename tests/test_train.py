@@ -66,15 +66,26 @@ def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
     assert (cfg.run_dir / "fold0" / "curves.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("dies_in", [2, 4], ids=["inside-onecycle-phase", "inside-cosine-phase"])
-def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in):
+RANDOM_TRANSFORMS = {
+    "transforms": [{"name": "Affine", "rotate": [-30, 30]}, {"name": "GaussNoise", "p": 0.5}],
+    "policy": "trivial",
+    "random_erasing": 0.5,
+}
+
+
+@pytest.mark.parametrize(
+    "dies_in, aug",
+    [(2, {}), (4, {}), (4, RANDOM_TRANSFORMS)],
+    ids=["inside-onecycle-phase", "inside-cosine-phase", "with-random-transforms"],
+)
+def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in, aug):
     phases = [
         {"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
         {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5},
     ]
-    ref_cfg, folds = _setup(tmp_path, comp, name="ref", phases=phases)
+    ref_cfg, folds = _setup(tmp_path, comp, name="ref", phases=phases, aug=aug)
     train.train_fold(ref_cfg, folds, 0)
-    cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases)
+    cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases, aug=aug)
 
     real, calls, killed = train.train_one_epoch, [], []
 

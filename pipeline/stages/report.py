@@ -142,7 +142,10 @@ def optional_tables(run: RunDir) -> str:
 
 
 def curves_section(cfg: Config, run: RunDir) -> str:
-    out = ["<h2>Training curves</h2>"]
+    out = []
+    if run.batch.is_file():  # make show-batch's picture
+        out.append("<h2>What the model sees</h2>" + pages.img_tag(run.batch.read_bytes(), "training batches"))
+    out.append("<h2>Training curves</h2>")
     for k in range(cfg.folds.n_folds):
         if run.curves(k).is_file():
             out.append(pages.img_tag(run.curves(k).read_bytes(), f"fold {k} curves"))

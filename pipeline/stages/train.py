@@ -31,7 +31,7 @@ import timm
 import torch
 import yaml
 
-from .. import distributed, engine, optim, progress, tricks
+from .. import augment, distributed, engine, optim, progress, tricks
 from ..cache import run_cache
 from ..config import Config, Fgm, Phase
 from ..data import (
@@ -181,6 +181,7 @@ class StepTricks:
     multilabel: bool = False
     fgm: Fgm | None = None
     ema: tricks.WeightEma | None = None  # updated after every optimizer update
+    erase: augment.Eraser | None = None  # train.aug.random_erasing, on the normalised batch
 
 
 def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: StepTricks):
@@ -239,6 +240,8 @@ def train_one_epoch(
     for i, (x, y) in enumerate(batches):
         waited += time.perf_counter() - t0
         x, y = engine.to_input(x, device, rt, dc), y.to(device, non_blocking=True)
+        if tr.erase is not None:
+            tr.erase(x, getattr(loader.sampler, "seed", 0), i, distributed.rank(), distributed.world_size())
         update = (i + 1) % accum == 0 or i + 1 == len(loader)
         with contextlib.nullcontext() if update or not hasattr(model, "no_sync") else model.no_sync():
             loss = forward_backward(model, x, y, loss_fn, scaler, device, rt, accum, tr)
@@ -316,6 +319,7 @@ class FoldRun:
     board: progress.Board | None = None  # TensorBoard's event files (process 0), opened by train_fold
     scale: TargetScale | None = None  # a number's target scale, fitted on the fold's training targets
     grades: np.ndarray | None = None  # an ordinal task's grades (the per-epoch kappa rounds to them)
+    eraser: augment.Eraser | None = None  # train.aug.random_erasing
 
     @property
     def act(self):
@@ -376,6 +380,7 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
         tricks.make_mixer(t.mixup) if t.mixup else None,
         scale=scale,
         grades=number_grades(cfg, folds),
+        eraser=augment.Eraser(t.aug.random_erasing, device) if t.aug.random_erasing else None,
     )
 
 
@@ -409,6 +414,7 @@ def step_tricks(run: FoldRun, p: int, epoch: int) -> StepTricks:
         run.cfg.data.multilabel,
         t.fgm,
         run.ema,
+        run.eraser,
     )
 
 
