@@ -73,9 +73,10 @@ def to_albumentations(spec, where: str, known: dict) -> dict:
     return {"__class_fullname__": name, **params}
 
 
-def build(specs: list, key: str = "train.aug.transforms") -> list:
-    """The transforms of a config list, each built and tried once on a blank 512 x 512 image (a
-    transform that needs a mask, boxes or other images is refused here, not in the first epoch)."""
+def build(specs: list, try_each: bool = True) -> list:
+    """The transforms of a config list, each built and (try_each: when the config loads) tried
+    once on a blank 512 x 512 image: a transform that needs a mask, boxes or other images is
+    refused then, not in the first epoch. A loader's list was tried when its config loaded."""
     if not specs:
         return []
     import albumentations as A
@@ -88,7 +89,8 @@ def build(specs: list, key: str = "train.aug.transforms") -> list:
             with warnings.catch_warnings():  # albumentations' advice (use Affine...) on every config load
                 warnings.simplefilter("ignore")
                 t = A.from_dict({"transform": d})
-                tried(d)
+                if try_each:
+                    tried(d)
         except Exception as e:  # noqa: BLE001 - albumentations' own words, on one line
             raise ValueError(f"{where} {d['__class_fullname__']}: {one_line(e)}") from None
         out.append(t)
@@ -126,7 +128,7 @@ def split(specs: list):
     """(before the crop, after it): two albumentations Compose, or None where a side is empty."""
     import albumentations as A
 
-    built = build(specs)
+    built = build(specs, try_each=False)
     sides = [t for t in built if geometric(t)], [t for t in built if not geometric(t)]
     return tuple(A.Compose(s, p=1.0) if s else None for s in sides)
 

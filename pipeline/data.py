@@ -157,6 +157,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, paths: list[Path], targets: np.ndarray | None, transform: A.Compose, source=None):
         self.paths, self.transform, self.source = paths, transform, source or read_image
         self.targets = np.full(len(paths), -1) if targets is None else np.asarray(targets)
+        # rows of class probabilities (soft pseudo-labels) or numbers (normalised), else class indices
+        self.soft = self.targets.ndim == 2 or np.issubdtype(self.targets.dtype, np.floating)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -167,9 +169,7 @@ class ImageDataset(torch.utils.data.Dataset):
             self.transform.set_random_seed((seed * 1_000_003 + i) % 2**32)
         image = self.transform(image=self.source(self.paths[i]))["image"]
         t = self.targets[i]
-        # a row of class probabilities (soft pseudo-labels) or a number (normalised), else a class index
-        soft = np.ndim(t) or np.issubdtype(self.targets.dtype, np.floating)
-        return image, (torch.as_tensor(t, dtype=torch.float32) if soft else int(t))
+        return image, (torch.as_tensor(t, dtype=torch.float32) if self.soft else int(t))
 
 
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}

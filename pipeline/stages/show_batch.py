@@ -18,7 +18,7 @@ from ..folds_file import load_folds, train_image_paths
 from ..plots import image_grid
 from ..runs import RunDir
 from ..tta import FLIPS, CropsDataset, make_views
-from .train import FoldRun, phase_loader, start_fold
+from .train import FoldRun, epoch_seed, phase_loader, start_fold
 
 PER_PHASE = 16  # images shown of each phase's first batch (two rows)
 ROW = 8
@@ -46,9 +46,8 @@ def label(run: FoldRun, y: torch.Tensor) -> str:
 def phase_batch(run: FoldRun, p: int) -> tuple[np.ndarray, list[str]]:
     """Phase p's first batch as the model gets it: the loader at that epoch's seed, moved to the
     device and normalised, random erasing applied; the images back in uint8 and their labels."""
-    t = run.cfg.train
     loader = phase_loader(run, p, PER_PHASE)
-    loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.phase_starts[p])  # as run_epoch seeds it
+    loader.sampler.set_epoch(epoch_seed(run, run.cfg.train.phase_starts[p]))
     x, y = next(iter(loader))
     x = engine.to_input(x, run.device, run.cfg.runtime, run.final_dc)
     if run.eraser is not None:

@@ -566,11 +566,17 @@ class PhaseRun:
     ema_pooled: torch.Tensor | None = None  # the same, when they serve the EMA too
 
 
+def epoch_seed(run: FoldRun, epoch: int) -> int:
+    """The seed of a fold's epoch (its order and every image's augmentation): a resumed run, or
+    show-batch, draws what the uninterrupted run did."""
+    return run.cfg.train.seed + 1000 * run.fold + epoch
+
+
 def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     """One epoch, validated (the EMA too) and checkpointed; history.csv gets its row, with where the
     time went: waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
     cfg, t = run.cfg, run.cfg.train
-    seed = t.seed + 1000 * run.fold + epoch  # per epoch, so a resumed run draws what it would have
+    seed = epoch_seed(run, epoch)
     seed_everything(seed)
     ph.train_dl.sampler.set_epoch(seed)
     start = time.time()
@@ -745,7 +751,7 @@ def finish_swa(run: FoldRun, valid_dl, y_val) -> None:
     if t.phases[p].bn_eval:
         run.swa.take_buffers(run.model)
     else:
-        loader.sampler.set_epoch(t.seed + 1000 * run.fold + t.epochs)
+        loader.sampler.set_epoch(epoch_seed(run, t.epochs))
         run.swa.recompute_bn(engine.to_input(x, run.device, run.cfg.runtime, run.final_dc) for x, _ in loader)
         distributed.pool_bn_stats(run.swa.module)  # each process saw its share of the images
     probs = validate(run, valid_dl, None, run.swa.module)
