@@ -10,15 +10,25 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 import yaml
 from helpers import ROOT, make, make_competition, make_config
 
 
-def test_chain_through_make(tmp_path, comp):
-    config = make_config(tmp_path, comp)
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory):
+    """A tiny experiment through `make ensemble`, deterministic so that a rebuilt file is bit-identical:
+    the chain test reads it, the rebuild test spoils its files and checks that Make restores them."""
+    tmp_path = tmp_path_factory.mktemp("chain")
+    comp = make_competition(tmp_path / "comp")
+    config = make_config(tmp_path, comp, runtime={"cache_dir": str(tmp_path / "cache"), "deterministic": True})
     common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
-    out = make("ensemble", *common).stdout
+    return tmp_path, comp, config, common, make("ensemble", *common).stdout
+
+
+def test_chain_through_make(chained):
+    tmp_path, comp, config, common, out = chained
     run = tmp_path / "runs" / "tiny"
 
     # folds: every image once, both folds used
@@ -154,16 +164,15 @@ def _files(root):
     return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def test_dry_runs_write_nothing_and_an_added_key_keeps_runs_up_to_date(tmp_path, comp):
-    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 3e-3}], "batch_size": 8})
-    common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
+def test_dry_runs_write_nothing_and_an_added_key_keeps_runs_up_to_date(tmp_path, comp, chained):
+    config = make_config(tmp_path, comp)
     before = _files(tmp_path)
-    plan = make("-n", "ensemble", *common).stdout
+    plan = make("-n", "ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}").stdout
     assert "pipeline folds" in plan and plan.count("pipeline train") == 2 and "pipeline infer" in plan
     assert _files(tmp_path) == before  # make -n: a plan, nothing written
-    make("ensemble", *common)
-    assert make("-q", "ensemble", *common, check=False).returncode == 0
     # A release that adds keys with defaults (here train.aug's) finds stamps written without them.
+    tmp_path, _, _, common, _ = chained
+    assert make("-q", "ensemble", *common, check=False).returncode == 0
     for stamp in (tmp_path / "runs" / "tiny" / "stamps").glob("*.yaml"):
         doc, written = yaml.safe_load(stamp.read_text()), stamp.stat().st_mtime_ns
         stamp.write_text(yaml.safe_dump({k: v for k, v in doc.items() if not k.startswith("train.aug.")}))
@@ -262,14 +271,13 @@ def test_launch_prefixes_every_stage_command(tmp_path, comp):
     assert (tmp_path / "subs" / "tiny.csv").is_file()
 
 
-def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(tmp_path, comp):
+def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(chained):
     """Delete or damage best.pt, a fold's oof.csv, oof.csv, test.csv or the folds file: a plain
     `make ensemble` rebuilds it, and only what depends on it. With runtime.deterministic the
-    rebuilt files are bit-identical to the first ones (a retrained fold included), through Make."""
-    config = make_config(tmp_path, comp, runtime={"cache_dir": str(tmp_path / "cache"), "deterministic": True})
-    common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
+    rebuilt files are bit-identical to the first ones (a retrained fold included), through Make,
+    so the finished run is left as the chain test found it."""
+    tmp_path, _, _, common, _ = chained
     run, folds_csv = tmp_path / "runs" / "tiny", tmp_path / "folds" / "comp.csv"
-    make("ensemble", *common)
     files = [folds_csv, run / "fold0" / "oof.csv", run / "oof.csv", run / "test.csv", tmp_path / "subs" / "tiny.csv"]
     first = {f: f.read_bytes() for f in files}
     weights = torch.load(run / "fold1" / "best.pt", weights_only=True)["state_dict"]

@@ -13,8 +13,9 @@ Run again after a crash or a kill, it resumes from last.pt; a finished fold is s
 On several GPUs, one fold's processes under torchrun (make train GPUS=N) train it with DDP:
   python -m torch.distributed.run --standalone --nproc_per_node=N -m pipeline train CONFIG --fold K
 
-lr_find builds on this stage through `start_fold`, `train_phases_before` and `phase_loader` (at
-the end of this file) and the FoldRun they pass around, and nothing else.
+lr_find and show_batch build on this stage through `start_fold`, `train_phases_before`,
+`phase_loader` and `epoch_seed` (at the end of this file) and the FoldRun they pass around, and
+nothing else: they are variants of training, so they see exactly the loader and model it builds.
 """
 
 from __future__ import annotations
@@ -566,12 +567,6 @@ class PhaseRun:
     ema_pooled: torch.Tensor | None = None  # the same, when they serve the EMA too
 
 
-def epoch_seed(run: FoldRun, epoch: int) -> int:
-    """The seed of a fold's epoch (its order and every image's augmentation): a resumed run, or
-    show-batch, draws what the uninterrupted run did."""
-    return run.cfg.train.seed + 1000 * run.fold + epoch
-
-
 def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     """One epoch, validated (the EMA too) and checkpointed; history.csv gets its row, with where the
     time went: waiting for batches (data_s), the training steps (train_s), validation and checkpoints."""
@@ -870,7 +865,7 @@ def main(cfg: Config, fold: int | None = None) -> None:
         train_fold(cfg, folds, k)
 
 
-# ----------------------------------------------------------------------------- what lr_find builds on
+# ----------------------------------------------------------------------------- what lr_find and show_batch build on
 
 
 def start_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
@@ -883,6 +878,12 @@ def train_phases_before(run: FoldRun, p: int) -> None:
     valid_dl, y_val = valid_loader(run.cfg, run.folds, run.fold, run.classes, run.final_dc, run.device, run.source)
     for q in range(p):
         run_phase(run, q, run.cfg.train.phase_starts[q], None, valid_dl, y_val)
+
+
+def epoch_seed(run: FoldRun, epoch: int) -> int:
+    """The seed of a fold's epoch (its order and every image's augmentation): a resumed run, or
+    show-batch, draws what the uninterrupted run did."""
+    return run.cfg.train.seed + 1000 * run.fold + epoch
 
 
 def phase_loader(run: FoldRun, p: int, batch: int | None = None):
