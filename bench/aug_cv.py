@@ -116,8 +116,9 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(markdown(table))
     if args.out:
+        text = markdown(merged(args.out, table))  # read before the file is opened for writing
         with open(args.out, "w") as f:
-            f.write(markdown(merged(args.out, table)) + "\n")
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
