@@ -91,6 +91,8 @@ def merged(path: str, table: pd.DataFrame) -> pd.DataFrame:
         return table
     with open(path) as f:
         lines = [line.strip().strip("|").split("|") for line in f if line.startswith("| ")]
+    if len(lines) < 2:  # an empty or header-only table keeps nothing
+        return table
     kept = pd.DataFrame([[c.strip() for c in line] for line in lines[1:]], columns=[c.strip() for c in lines[0]])
     kept = kept[~kept.dataset.isin(table.dataset)].astype({"cv": float, "minutes": float})
     return pd.concat([kept, table], ignore_index=True) if len(kept) else table

@@ -170,19 +170,20 @@ def test_dry_runs_write_nothing_and_an_added_key_keeps_runs_up_to_date(tmp_path,
     plan = make("-n", "ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}").stdout
     assert "pipeline folds" in plan and plan.count("pipeline train") == 2 and "pipeline infer" in plan
     assert _files(tmp_path) == before  # make -n: a plan, nothing written
-    # A release that adds keys with defaults (here train.aug's) finds stamps written without them.
-    tmp_path, _, _, common, _ = chained
+    # A release that adds keys with defaults (here train.aug's) finds stamps written without them:
+    # the shared finished run, its stamps stripped of those keys
+    finished, _, _, common, _ = chained
     assert make("-q", "ensemble", *common, check=False).returncode == 0
-    for stamp in (tmp_path / "runs" / "tiny" / "stamps").glob("*.yaml"):
+    for stamp in (finished / "runs" / "tiny" / "stamps").glob("*.yaml"):
         doc, written = yaml.safe_load(stamp.read_text()), stamp.stat().st_mtime_ns
         stamp.write_text(yaml.safe_dump({k: v for k, v in doc.items() if not k.startswith("train.aug.")}))
         os.utime(stamp, ns=(written, written))
-    done = _files(tmp_path)
+    done = _files(finished)
     assert make("-q", "ensemble", *common, check=False).returncode == 0
-    assert "pipeline" not in make("ensemble", *common).stdout and _files(tmp_path) == done
+    assert "pipeline" not in make("ensemble", *common).stdout and _files(finished) == done
     # but the key set away from its default retrains, and make -n says so without writing
     plan = make("-n", "ensemble", *common, "SET=train.aug.vflip=0.5").stdout
-    assert plan.count("pipeline train") == 2 and _files(tmp_path) == done
+    assert plan.count("pipeline train") == 2 and _files(finished) == done
     assert make("-q", "ensemble", *common, "SET=train.aug.vflip=0.5", check=False).returncode == 1
 
 
