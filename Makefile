@@ -156,7 +156,10 @@ PIPELINE = $(RUN_STAGE) pipeline
 ARGS = $(strip $(CONFIG) $(SET))
 TRAIN = $(RUN_STAGE) $(if $(GPUS),torch.distributed.run $(TORCHRUN) --nproc_per_node=$(GPUS) -m )pipeline train
 
-$(FOLDS_FILE): $(TRAIN_CSV)
+# Not train.csv's time but its bytes (make-vars compares its digest): a copied or moved competition
+# folder leaves every fold up to date. When the folds stage finds the rows unchanged it leaves the
+# file's time alone, and Make then remakes nothing after it.
+$(FOLDS_FILE): $(FOLDS_STALE)
 	$(PIPELINE) folds $(ARGS)
 
 $(RUN)/fold%/oof.csv $(RUN)/fold%/best.pt: $(FOLDS_FILE) $(STAMP_train) $(TRAINS_ON)

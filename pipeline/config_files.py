@@ -137,10 +137,14 @@ def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """An experiment config, with the files it names checked to exist."""
+    """An experiment config, with the files it names checked to exist; data.name set to the
+    folds file's when the competition folder was renamed since the split was made."""
     cfg = validate(Config, path, overrides)
     check_files(cfg, Path(path))
-    return cfg
+    from .folds_file import moved_competition  # pandas, only once the config holds
+
+    name = moved_competition(cfg)  # a renamed competition folder: its folds file, found by digest
+    return cfg if name is None else cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": name})})
 
 
 def load_ensemble(path: str | Path) -> Ensemble:

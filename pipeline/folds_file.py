@@ -17,18 +17,67 @@ from .config import Config
 from .errors import PipelineError
 from .io import image_paths, read_table
 from .labels import check_numbers, y_true
+from .provenance import file_digest
+
+# A folds file's JSON records where train.csv was and what it held (its digest) when the split was
+# made or last brought up to date; only the other keys decide whether the split is this config's.
+RECORDED = ("train_csv", "train_digest")
 
 
 def fold_spec(cfg: Config) -> dict:
-    """The settings a split is made from; stored beside it as folds/<competition>.json."""
+    """The settings a split is made from, and the train.csv it was made from; stored beside it as
+    folds/<competition>.json."""
     d = cfg.data
     return {
         "train_csv": str(d.path(d.train_csv)),
+        "train_digest": file_digest(d.path(d.train_csv)),
         "label_col": d.label_col,
         "group_col": d.group_col,
         "n_folds": cfg.folds.n_folds,
         "seed": cfg.folds.seed,
     }
+
+
+def split_differences(spec: dict, cfg: Config) -> dict:
+    """The split settings the config asks for that `spec` (a folds JSON) was not made with."""
+    now = fold_spec(cfg)
+    return {k: v for k, v in now.items() if k not in RECORDED and spec.get(k) != v}
+
+
+def read_spec(path: Path) -> dict | None:
+    """A folds file's JSON, or None when it is missing or unreadable."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def moved_competition(cfg: Config) -> str | None:
+    """The name of the folds file made from this train.csv when the competition folder has been
+    renamed: with data.name unset the name is the folder's, so its folds file is not where the
+    config looks. Found by train.csv's digest and the split settings; None when there is none."""
+    if cfg.data.name is not None or cfg.folds_file.with_suffix(".json").is_file():
+        return None
+    digest = file_digest(cfg.data.path(cfg.data.train_csv))
+    for spec_path in sorted(Path(cfg.folds.dir).glob("*.json")):
+        spec = read_spec(spec_path)
+        found = spec and spec.get("train_digest") == digest and not split_differences(spec, cfg)
+        if found and spec_path.with_suffix(".csv").is_file():
+            return spec_path.stem
+    return None
+
+
+def folds_stale(cfg: Config) -> bool:
+    """Whether `make folds` has work to do: no folds file, or train.csv's bytes are not those the
+    folds file was last checked against. Make asks this instead of comparing times, so a copied
+    folder (new times, same bytes) keeps every fold up to date."""
+    spec = read_spec(cfg.folds_file.with_suffix(".json"))
+    if spec is None or not cfg.folds_file.is_file():
+        return True
+    return spec.get("train_digest") != file_digest(cfg.data.path(cfg.data.train_csv)) or bool(
+        split_differences(spec, cfg)
+    )
 
 
 def check_folds(df: pd.DataFrame, id_col: str, n_folds: int, group_col: str | None = None) -> None:
@@ -48,9 +97,10 @@ def load_folds(cfg: Config) -> pd.DataFrame:
     path, spec_path = cfg.folds_file, cfg.folds_file.with_suffix(".json")
     if not path.is_file() or not spec_path.is_file():
         raise PipelineError(f"{path}: folds file not found (run make folds)")
-    spec = json.loads(spec_path.read_text())
-    if spec != fold_spec(cfg):
-        diff = {k: v for k, v in fold_spec(cfg).items() if spec.get(k) != v}
+    spec = read_spec(spec_path) or {}
+    diff = split_differences(spec, cfg)
+    if diff:
+        spec = {k: v for k, v in spec.items() if k not in RECORDED}
         raise PipelineError(
             f"{path}: made with {spec}, but the config asks for {diff}; "
             "delete it to re-split (every run on it must be retrained)"

@@ -1,6 +1,7 @@
 """What the Makefile needs from a config, as `NAME=value` words: the paths of the stage targets,
 the stamp each stage's target depends on (stamps.py), the other experiments whose outputs come
-first, and the artifacts that exist but are damaged (BROKEN: Make remakes them).
+first, the artifacts that exist but are damaged (BROKEN: Make remakes them), and whether the
+folds file is behind train.csv's contents (FOLDS_STALE).
 
 Usage: python -m pipeline make-vars CONFIG [key=value ...]
        python -m pipeline make-vars --ensemble ensembles/x.yaml
@@ -16,6 +17,7 @@ from typing import Any
 from .config import Config
 from .config_files import UPSTREAM, load_config, load_ensemble, load_upstream, read_chain
 from .errors import PipelineError
+from .folds_file import folds_stale
 from .io import damaged
 from .runs import RunDir
 from .stamps import STAGE_READS, stamp_path
@@ -40,11 +42,12 @@ def make_vars(cfg: Config, path: str) -> str:
         ("EXP", cfg.name),
         ("FOLDS_FILE", cfg.folds_file),
         ("N_FOLDS", cfg.folds.n_folds),
-        ("TRAIN_CSV", d.path(d.train_csv)),
         ("SAMPLE_SUB", d.path(d.sample_submission)),
     ]
     pairs += [(f"STAMP_{stage}", stamp_path(cfg, stage)) for stage in STAGE_READS]
     pairs += [("BROKEN+", f) for f in artifacts(cfg) if damaged(f)]
+    if folds_stale(cfg):  # train.csv's bytes, not its time: a copied folder stays up to date
+        pairs.append(("FOLDS_STALE", "FORCE"))
     for key, (_, target) in UPSTREAM.items():
         up = load_upstream(cfg, key)
         if up is not None:

@@ -88,15 +88,17 @@ def settings(cfg: Config, stage: str, exclude_defaults: bool = False) -> dict[st
     return {k: v for k, v in flat.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
 
 
+# Where the files are, not what they hold: a run copied to another machine or folder, or a
+# competition folder moved or renamed, still matches. What the files hold is checked where they
+# are read (the folds file against train.csv's rows; make-vars compares train.csv's digest).
+LOCATIONS = ("data.root", "data.name", "folds.dir")
+
+
 def same_settings(old: dict, now: dict, set_keys: set[str]) -> bool:
-    """Whether outputs made with `old` are what `now` makes: every key of `old` holds the same
-    value now (keys the schema has dropped are ignored), and each key `old` lacks is not among
-    `set_keys`, the keys set away from their defaults."""
-    return all(old[k] == v if k in old else k not in set_keys for k, v in now.items())
-
-
-# Where the files are, not what they hold: a run copied to another machine or folder still matches.
-LOCATIONS = ("data.root", "folds.dir")
+    """Whether outputs made with `old` are what `now` makes: every key of `old` other than
+    LOCATIONS holds the same value now (keys the schema has dropped are ignored), and each key
+    `old` lacks is not among `set_keys`, the keys set away from their defaults."""
+    return all(k in LOCATIONS or (old[k] == v if k in old else k not in set_keys) for k, v in now.items())
 
 
 def differences(cfg: Config, stage: str, old: dict) -> list[str]:

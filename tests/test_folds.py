@@ -1,6 +1,8 @@
 """pipeline/stages/folds.py: stratified, grouped, multi-label splits, written once, checked."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -9,7 +11,7 @@ from helpers import COLOURS, make_competition, make_config
 
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
-from pipeline.folds_file import check_folds, load_folds
+from pipeline.folds_file import check_folds, folds_stale, load_folds
 from pipeline.labels import encode
 from pipeline.stages import folds as folds_mod
 from pipeline.stages.folds import assign_folds
@@ -41,9 +43,9 @@ def test_groups_never_split():
 def test_main_writes_once_without_leaks(tmp_path, comp, capsys):
     cfg = load_config(make_config(tmp_path, comp))
     df = folds_mod.main(cfg)
-    printed = capsys.readouterr().out  # per-fold class counts: a row per fold, a column per class
-    assert "ants" in printed and "bees" in printed
-    assert [line.split() for line in printed.splitlines()[-2:]] == [["0", "8", "8"], ["1", "8", "8"]]
+    printed = capsys.readouterr().out  # a few classes: the full table, a row per class, a column per fold
+    assert "rows per fold: 16 16" in printed and "2 classes" in printed
+    assert [line.split() for line in printed.splitlines()[-2:]] == [["ants", "8", "8"], ["bees", "8", "8"]]
     path = cfg.folds_file
     on_disk = pd.read_csv(path, dtype={"image_id": str})
     train = pd.read_csv(comp / "train.csv")
@@ -154,3 +156,38 @@ def test_an_ordinal_task_is_stratified_on_its_grades(tmp_path):
     df = folds_mod.main(load_config(number_config(tmp_path, comp, task="ordinal")))
     counts = pd.crosstab(df["score"], df["fold"]).to_numpy()
     assert counts.shape == (4, 2) and (counts.max(1) - counts.min(1)).max() <= 1
+
+
+def test_a_hundred_classes_print_a_summary_and_keep_the_table_in_the_json(tmp_path, comp):
+    cfg = load_config(make_config(tmp_path, comp, folds={"n_folds": 3}))
+    classes = [f"c{i:03d}" for i in range(120)]
+    labels = [c for i, c in enumerate(classes) for _ in range(3 + i % 5)]  # 3..7 rows a class
+    df = pd.DataFrame({"image_id": range(len(labels)), "label": labels})
+    df["fold"] = folds_mod.assign_folds(df["label"], None, 3, 0)
+    lines = folds_mod.summary(cfg, df)
+    assert len(lines) == 4 and max(map(len, lines)) < 200  # whatever the number of classes
+    assert "120 classes" in lines[1] and "smallest 'c000' 3" in lines[1]
+    assert lines[2].startswith("smallest per fold: 0: 'c000' 1,")
+    assert "is in" in lines[3] and str(cfg.folds_file.with_suffix(".json")) in lines[3]
+    table = json.loads(folds_mod.spec_text(cfg, df))["rows_per_class_and_fold"]
+    assert len(table) == 120 and table["c004"] == [3, 2, 2]  # 7 rows, spread over the 3 folds
+
+
+def test_a_moved_or_renamed_competition_keeps_its_folds(tmp_path, comp, capsys):
+    cfg = load_config(make_config(tmp_path, comp))
+    folds_mod.main(cfg)
+    made = cfg.folds_file.stat().st_mtime_ns
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(comp, moved)
+    for f in moved.rglob("*"):
+        os.utime(f)  # a plain copy: every file newer than the folds file
+    config = make_config(tmp_path, comp, data={"root": str(moved)})
+    now = load_config(config)
+    assert now.data.competition == "comp" and now.folds_file == cfg.folds_file  # found by train.csv's digest
+    assert not folds_stale(now)  # so Make does not run the folds stage, and no fold is stale
+    folds_mod.main(now)
+    assert "up to date" in capsys.readouterr().out and cfg.folds_file.stat().st_mtime_ns == made
+    assert json.loads(cfg.folds_file.with_suffix(".json").read_text())["train_csv"] == str(moved / "train.csv")
+    with open(moved / "train.csv", "a") as f:  # an edited train.csv behaves as before
+        f.write("extra,ants\n")
+    assert folds_stale(now)

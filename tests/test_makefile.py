@@ -187,6 +187,21 @@ def test_dry_runs_write_nothing_and_an_added_key_keeps_runs_up_to_date(tmp_path,
     assert make("-q", "ensemble", *common, "SET=train.aug.vflip=0.5", check=False).returncode == 1
 
 
+def test_a_copied_and_renamed_competition_folder_keeps_every_fold_up_to_date(chained):
+    """The folder copied (every file newer than the run) under another name: the folds file is
+    found by train.csv's digest, and only the submission, which reads the sample's time, is made."""
+    finished, comp, _, common, _ = chained
+    moved = finished / "disk2" / "renamed"
+    moved.parent.mkdir()
+    subprocess.run(["cp", "-r", str(comp), str(moved)], check=True)  # no -p: new times
+    where = [*common, f"SET=data.root={moved}"]
+    done = _files(finished / "runs")
+    assert make("-q", "infer", *where, check=False).returncode == 0
+    out = make("ensemble", *where).stdout
+    assert "pipeline folds" not in out and "pipeline train" not in out and "pipeline infer" not in out
+    assert _files(finished / "runs") == done
+
+
 def test_help_lists_every_target_and_variable():
     out = make("help").stdout
     assert make().stdout == out  # a bare make prints the same

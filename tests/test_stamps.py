@@ -120,3 +120,10 @@ def test_the_test_side_keys_never_retrain(tmp_path, comp):
         assert stamps.stamp_path(_cfg(tmp_path, comp, key), "train") == train
         assert stamps.stamp_path(_cfg(tmp_path, comp, key), "lr_find") == lr_find
         assert stamps.stamp_path(_cfg(tmp_path, comp, key), "infer") != infer  # infer reads the sample
+
+
+def test_where_the_files_are_is_not_what_they_hold(tmp_path, comp):
+    cfg = _cfg(tmp_path, comp)
+    path = stamps.write_stamp(cfg, "train")
+    moved = _cfg(tmp_path, comp, f"data.root={tmp_path / 'moved'}", "data.name=other", "folds.dir=elsewhere")
+    assert stamps.stamp_path(moved, "train") == path and stamps.matches(moved, "train", stamps.read_stamp(path))

@@ -16,8 +16,8 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from ..config import Config
 from ..errors import PipelineError
-from ..folds_file import check_folds, fold_spec, load_folds
-from ..io import read_table, write_csv, write_text
+from ..folds_file import check_folds, fold_spec, load_folds, read_spec, split_differences
+from ..io import read_table, write_csv, write_text, write_text_if_changed
 from ..labels import N_BINS, check_numbers, quantile_bins, split_labels
 
 
@@ -133,33 +133,79 @@ def updated(cfg: Config) -> tuple[pd.DataFrame, str] | None:
 
 def main(cfg: Config) -> pd.DataFrame:
     """Write the folds file once; when train.csv is edited later, keep each row in its fold and
-    place only the new rows (delete the folds file to re-split on purpose)."""
+    place only the new rows (delete the folds file to re-split on purpose). A moved or copied
+    competition folder changes nothing but where the JSON says train.csv is."""
     path, spec_path = cfg.folds_file, cfg.folds_file.with_suffix(".json")
-    if spec_path.is_file() and json.loads(spec_path.read_text()) != fold_spec(cfg):
+    spec = read_spec(spec_path)
+    if spec is not None and split_differences(spec, cfg):
         load_folds(cfg)  # raises, naming what differs: other runs may depend on these folds
-    if path.is_file() and spec_path.is_file() and _same_rows(cfg):
-        print(f"{path}: up to date")
-        path.touch()  # so Make sees it newer than train.csv
-        return load_folds(cfg)
-    kept = updated(cfg) if path.is_file() and spec_path.is_file() else None
+    if path.is_file() and spec is not None and _same_rows(cfg):
+        df = load_folds(cfg)
+        # The CSV keeps its time, so Make sees every fold still up to date
+        write_text_if_changed(spec_path, spec_text(cfg, df))
+        print(f"{path}: up to date with {cfg.data.path(cfg.data.train_csv)}")
+        return df
+    kept = updated(cfg) if path.is_file() and spec is not None else None
     df = kept[0] if kept else make_folds(cfg)
     write_csv(path, df)
-    write_text(spec_path, json.dumps(fold_spec(cfg), indent=1) + "\n")
+    write_text(spec_path, spec_text(cfg, df))
     if kept:
         print(
             f"{path}: {cfg.data.train_csv} changed ({kept[1]}): every other row keeps its fold and new "
             "rows were placed by class; every fold's training rows changed, so every run retrains. To "
             f"re-split from scratch instead, delete {path} and run make folds."
         )
+    print("\n".join(summary(cfg, df)))
+    return df
+
+
+# At most this many classes print their full fold-by-class table; more get the summary alone.
+TABLE_CLASSES = 12
+
+
+def class_table(cfg: Config, df: pd.DataFrame) -> pd.DataFrame:
+    """Rows per class (or label, or grade) and fold: the table stratification balances."""
+    d = cfg.data
+    labels = df[d.label_col] if not d.multilabel else rarest_label(df[d.label_col], d.label_sep)
+    return pd.crosstab(labels, df["fold"]).rename_axis(index=None, columns=None)
+
+
+def spec_text(cfg: Config, df: pd.DataFrame) -> str:
+    """The folds JSON: the split's settings, where train.csv was and its digest, and the full
+    per-fold table (class counts, or the target's spread for a number)."""
+    doc = fold_spec(cfg)
+    if cfg.data.numeric and not cfg.data.ordinal:
+        values = pd.to_numeric(df[cfg.data.label_col])
+        desc = values.groupby(df["fold"]).describe()[["count", "mean", "std", "min", "max"]].round(4)
+        doc["target_per_fold"] = {str(k): row.to_dict() for k, row in desc.iterrows()}
+    else:
+        table = class_table(cfg, df)
+        doc["rows_per_class_and_fold"] = {str(c): [int(n) for n in row] for c, row in table.iterrows()}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def summary(cfg: Config, df: pd.DataFrame) -> list[str]:
+    """A few lines whatever the number of classes: rows per fold, the classes and the smallest
+    class in each fold (the full table is in the folds JSON, and printed up to TABLE_CLASSES)."""
+    path, n = cfg.folds_file, cfg.folds.n_folds
+    sizes = df["fold"].value_counts().reindex(range(n), fill_value=0)
+    lines = [f"{path}: {len(df)} rows in {n} folds; rows per fold: {' '.join(map(str, sizes))}"]
     if cfg.data.numeric and not cfg.data.ordinal:
         values = pd.to_numeric(df[cfg.data.label_col])
         table = values.groupby(df["fold"]).describe()[["count", "mean", "std", "min", "max"]]
-        what = "the target per fold"
+        return lines + ["the target per fold:", table.to_string()]
+    table = class_table(cfg, df)
+    what = "grades" if cfg.data.ordinal else "labels (each row by its rarest)" if cfg.data.multilabel else "classes"
+    total = table.sum(axis=1)
+    big, small = total.idxmax(), total.idxmin()
+    lines.append(f"{len(table)} {what}: largest '{big}' {total[big]} rows, smallest '{small}' {total[small]}")
+    smallest = [f"{k}: '{table[k].idxmin()}' {table[k].min()}" for k in table.columns]
+    lines.append("smallest per fold: " + ", ".join(smallest))
+    if len(table) <= TABLE_CLASSES:
+        lines += ["rows per class and fold:", table.to_string()]
     else:
-        table, what = pd.crosstab(df["fold"], df[cfg.data.label_col]), "class counts per fold"
-    print(f"{path}: {len(df)} rows in {cfg.folds.n_folds} folds; {what}:")
-    print(table.to_string())
-    return df
+        lines.append(f"the full table ({len(table)} x {n}) is in {path.with_suffix('.json')}")
+    return lines
 
 
 def _same_rows(cfg: Config) -> bool:

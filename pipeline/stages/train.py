@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -66,9 +67,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def data_digest(folds: pd.DataFrame, extra: Images) -> str:
-    """The rows a fold trains on; with the train settings, what decides whether last.pt resumes."""
-    text = folds.to_csv(index=False) + "".join(map(str, extra.paths)) + np.array2string(extra.targets, threshold=np.inf)
+def data_digest(folds: pd.DataFrame, extra: Images, root: str | None) -> str:
+    """The rows a fold trains on; with the train settings, what decides whether last.pt resumes.
+    Extra images count by their path under `root` (data.root), so a moved competition folder
+    resumes; root None gives the digest of the release that counted them by their whole path."""
+    paths = [os.path.relpath(p, root) if root else str(p) for p in extra.paths]
+    text = folds.to_csv(index=False) + "".join(paths) + np.array2string(extra.targets, threshold=np.inf)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -355,7 +359,7 @@ def build(cfg: Config, folds: pd.DataFrame, fold: int) -> FoldRun:
     model = engine.prepare(model, device, cfg.runtime)
     optimizer = optim.make_optimizer(model, cfg.train)
     extra = extra_rows(cfg, folds, fold, classes)  # read once: the resume check and every phase use it
-    made_with = {"settings": settings(cfg, "train"), "data": data_digest(folds, extra)}
+    made_with = {"settings": settings(cfg, "train"), "data": data_digest(folds, extra, cfg.data.root)}
     scaler = engine.grad_scaler(device, cfg.runtime)
     net = engine.compiled(distributed.wrap(model, device), cfg.runtime)
     source = run_cache(cfg, final_dc)
@@ -454,7 +458,8 @@ def load_state(run: FoldRun) -> Resume | None:
         same = state["fingerprint"] == legacy_fingerprint(run.cfg, run.folds, run.extra)
         state["kept"] = state.get("best")
     else:
-        same = state.get("data") == run.made_with["data"] and matches(run.cfg, "train", state.get("settings"))
+        rows = (run.made_with["data"], data_digest(run.folds, run.extra, None))  # now, or as an older release had it
+        same = state.get("data") in rows and matches(run.cfg, "train", state.get("settings"))
     if not same or any(avg is not None and name not in state for name, avg in (("ema", run.ema), ("swa", run.swa))):
         return None
     run.model.load_state_dict(state["model"])
