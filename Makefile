@@ -129,6 +129,10 @@ FOLDS := $(if $(N_FOLDS),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
 fold_out = $(RUN)/fold$(1)/oof.csv $(RUN)/fold$(1)/best.pt
 INFER_OUT = $(RUN)/test.csv $(RUN)/oof.csv $(foreach k,$(FOLDS),$(RUN)/test_fold$(k).csv)
 $(foreach b,$(BROKEN),$(eval $(b): FORCE))
+# Make deletes a target its recipe had touched when Ctrl-C or SIGTERM stops it. Every file here is
+# written whole (beside it, then renamed) and a fold's oof.csv last, so a fold keeps its best.pt
+# and resumes from last.pt; an infer stopped midway leaves older files, which Make sees as stale.
+.PRECIOUS: $(foreach k,$(FOLDS),$(call fold_out,$(k))) $(INFER_OUT)
 
 ifeq ($(ENSEMBLE),)
 folds: $(FOLDS_FILE)

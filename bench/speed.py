@@ -1,6 +1,6 @@
 """The pipeline's own cost against the model's, as ratios measured in one run (make bench).
 
-Usage: python bench/speed.py [--only loop|cache|aug|gpu] [--epochs 3] [--workers N]
+Usage: python bench/speed.py [--only loop|cache|aug|two|gpu] [--epochs 3] [--workers N]
 
   loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
       pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
@@ -11,6 +11,10 @@ Usage: python bench/speed.py [--only loop|cache|aug|gpu] [--epochs 3] [--workers
   default_vs_photo_list / _randaugment / _trivial: the training loader's images/s with the
       default OpenCV augmentation against the same with a photo competition's albumentations list
       (PHOTO_LIST), timm's RandAugment, or TrivialAugment, from the decode cache at 128 px.
+  two_runs_each: two trainings started at once (the all-layer loop of loop_vs_plain, each its own
+      process) against one alone: the slower one's images/s over the lone one's, the cores shared
+      through pipeline/cores.py's registry; _unshared: the same with a cache dir each, so neither
+      sees the other and both take every core, as before the registry.
   gpu_real_vs_synthetic (with a GPU): efficientnet_b0 at 224, bf16 autocast, channels-last:
       training on cached real images against random tensors already on the GPU.
 
@@ -21,6 +25,8 @@ Each figure is the best of --epochs timed passes after a warm-up one, the two si
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -218,16 +224,81 @@ def gpu_real_vs_synthetic(tmp: Path, rounds: int) -> dict[str, float]:
     return {"gpu_real_vs_synthetic": t["synthetic"] / t["real"]}
 
 
+# ----------------------------------------------------------------------------- two runs at once
+
+
+def one_run(tmp: Path, cache: str, ready: Path, others: int, passes: int) -> None:
+    """One training process (its own run folder, `cache` its decode cache and so its registry of
+    processes sharing the cores): the all-layer loop over the fold's images, `passes` times once
+    `others` other processes are ready too; prints its images/s."""
+    overrides = [
+        f"runs_dir={tmp}/runs-{os.getpid()}",
+        f"folds.dir={tmp}/folds",
+        f"runtime.cache_dir={cache}",
+        "model.pretrained=none",
+        "model.img_size=64",
+        "train.batch_size=32",
+        "train.phases=[{epochs: 1, lr: 0.001}]",
+    ]
+    cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", overrides)
+    run = train.build(cfg, load_folds(cfg), 0)
+    dl = train.phase_loader(run, 0)
+    schedule = optim.PhaseSchedule(run.optimizer, cfg.train.phases[0], [0.001] * len(run.optimizer.param_groups), 10**6)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    epoch = lambda: train.train_one_epoch(  # noqa: E731
+        run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, False, run.final_dc
+    )
+    epoch()  # warm-up, and the decode cache built
+    (ready / str(os.getpid())).touch()
+    while len(list(ready.iterdir())) < others + 1:
+        time.sleep(0.05)
+    t = time.perf_counter()
+    for _ in range(passes):
+        epoch()
+    print(f"{passes * len(dl) * dl.batch_size / (time.perf_counter() - t):.1f}", flush=True)
+
+
+def started_runs(tmp: Path, caches: list[str], passes: int) -> list[float]:
+    """Images/s of len(caches) training processes started at once, each timed while all run."""
+    ready = Path(tempfile.mkdtemp(dir=tmp))
+    cmd = [sys.executable, __file__, "--one-run", str(tmp), "--ready", str(ready), "--passes", str(passes)]
+    procs = [
+        subprocess.Popen([*cmd, "--cache", c, "--others", str(len(caches) - 1)], stdout=subprocess.PIPE, text=True)
+        for c in caches
+    ]
+    return [float(p.communicate()[0].split()[-1]) for p in procs]
+
+
+def two_runs(tmp: Path, rounds: int) -> dict[str, float]:
+    """Two trainings at once against one alone: each process's images/s over the one's alone,
+    with the cores shared through the registry (one cache dir), and as before it (two cache dirs:
+    neither sees the other, both take every core)."""
+    cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", [f"folds.dir={tmp}/folds"])
+    folds_stage.main(cfg)
+    passes = max(2, rounds)
+    alone = started_runs(tmp, [f"{tmp}/cache"], passes)[0]
+    shared = started_runs(tmp, [f"{tmp}/cache"] * 2, passes)
+    blind = started_runs(tmp, [f"{tmp}/cache", f"{tmp}/cache-b"], passes)
+    print(f"two runs: alone {alone:.0f} img/s; sharing {shared[0]:.0f} and {shared[1]:.0f}; not sharing "
+          f"{blind[0]:.0f} and {blind[1]:.0f}", flush=True)  # fmt: skip
+    return {"two_runs_each": min(shared) / alone, "two_runs_each_unshared": min(blind) / alone}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["loop", "cache", "aug", "gpu"])
+    ap.add_argument("--only", choices=["loop", "cache", "aug", "two", "gpu"])
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per side (after one warm-up)")
     ap.add_argument("--workers", help="runtime.num_workers for the training loop (default: the machine's choice)")
+    for flag in ("--one-run", "--ready", "--cache", "--others", "--passes"):  # two_runs' own processes
+        ap.add_argument(flag, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one_run:
+        return one_run(Path(args.one_run), args.cache, Path(args.ready), int(args.others), int(args.passes))
     benches = {
         "loop": lambda tmp, rounds: loop_vs_plain(tmp, rounds, args.workers),
         "cache": cache_vs_decode,
         "aug": aug_vs_default,
+        "two": two_runs,
         "gpu": gpu_real_vs_synthetic,
     }
     ratios = {}

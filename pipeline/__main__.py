@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from .errors import PipelineError
+from .errors import Interrupted, PipelineError, interrupts_say
 
 STAGES = ("folds", "train", "infer", "lr_find", "show_batch", "mine", "pseudo", "sanity", "report")
 
@@ -101,10 +101,9 @@ def run_stage(args: argparse.Namespace) -> None:
         log = logged(RunDir(cfg.run_dir).log(args.command), " ".join(sys.argv)) if main_process else None
         with log or contextlib.nullcontext():
             stage = importlib.import_module(f".stages.{args.command}", __package__)
-            if args.command == "train":
-                stage.main(cfg, args.fold)
-            else:
-                stage.main(cfg)
+            stopped = f"{args.command} stopped before it finished; every file it wrote is whole: run it again to go on"
+            with interrupts_say(lambda: stopped):
+                stage.main(cfg, args.fold) if args.command == "train" else stage.main(cfg)
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -181,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[-1].split("PipelineError: ", 1)[-1]
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.code
     return 0
 
 

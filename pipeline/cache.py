@@ -1,4 +1,6 @@
-"""The decode cache: each image of a competition decoded once, resized, and kept on disk as uint8.
+"""The decode cache: each image of a competition decoded once, resized, and kept on disk as uint8
+pixels (raw) or, where those would not fit the disk or the memory, as a JPEG re-encoded once at
+the cached size (runtime.cache_format; auto chooses, and the choice and size are printed).
 
 Without it every epoch decodes every JPEG again, at full size, even for a phase at 128 px. With it
 an image is read from one memory-mapped file at the size the run needs (its largest phase or TTA
@@ -8,6 +10,8 @@ and normalises. A cache holds every train and test image of a competition at one
     cache/<short>px-<interpolation>-<digest>/pixels.u8    the images, one after another (H, W, 3)
                                               index.npy    offset, height, width of each image
                                               files.csv    path, bytes, mtime_ns of each source file
+    cache/<short>px-<interpolation>-jpeg-<digest>/pixels.jpg   the JPEGs, one after another
+                                                   index.npy    offset and length of each
 
 The digest covers the resize and every source file's path, size and modification time, so a
 changed, added or removed image (or another size) names another folder: a cache is never read
@@ -26,12 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from .config import Config
 from .data import DataConfig, read_image, resize_short
+from .errors import PipelineError
 from .io import image_paths, read_table
 from .submission import read_sample
 
@@ -62,9 +68,84 @@ def source_files(paths: list[Path]) -> pd.DataFrame:
     )
 
 
-def folder_name(files: pd.DataFrame, dc: DataConfig) -> str:
+def folder_name(files: pd.DataFrame, dc: DataConfig, fmt: str = "raw") -> str:
     text = f"{dc.size} {dc.interpolation}\n" + files.to_csv(index=False)
-    return f"{dc.size}px-{dc.interpolation}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    tag = "" if fmt == "raw" else f"-{fmt}"  # a raw cache keeps the name it had before formats
+    return f"{dc.size}px-{dc.interpolation}{tag}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+# ----------------------------------------------------------------------------- raw or jpeg
+
+JPEG_QUALITY = 95  # re-encoded once, at the cached size: visually lossless for training
+RAW_SHARE = 0.5  # auto: raw while it takes at most this share of the free disk and of the memory
+SAMPLED = 256  # image headers read to estimate a raw cache's size
+
+
+def raw_bytes(paths: list[Path], short: int) -> int:
+    """About how many bytes a raw cache of these images takes at this short side, from the sizes in
+    the headers of up to SAMPLED of them (spread over the list)."""
+    from PIL import Image
+
+    ratios = []
+    for p in paths[:: max(1, len(paths) // SAMPLED)][:SAMPLED]:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+            ratios.append(max(w, h) / max(1, min(w, h)))
+        except Exception:  # noqa: BLE001 (not one PIL reads: counted as square)
+            ratios.append(1.0)
+    return round(len(paths) * short * short * 3 * (float(np.mean(ratios)) if ratios else 1.0))
+
+
+def memory_limit() -> int:
+    """The bytes of memory this process may still use: the memory available on the machine, or
+    less where its cgroup (a container, systemd-run -p MemoryMax=) allows less."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limit = int(line.split()[1]) * 1024
+        groups = dict(line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines())
+    except (OSError, ValueError):
+        return limit
+    # cgroup v2 (one hierarchy, named ""), else v1's memory controller
+    v1 = Path("/sys/fs/cgroup/memory") / groups.get("memory", "").lstrip("/")
+    for top, most, used in (
+        (Path("/sys/fs/cgroup") / groups.get("", "").lstrip("/"), "memory.max", "memory.current"),
+        (v1, "memory.limit_in_bytes", "memory.usage_in_bytes"),
+    ):
+        try:
+            cap, now = (top / most).read_text().strip(), int((top / used).read_text())
+        except (OSError, ValueError):
+            continue
+        if cap != "max" and int(cap) < 2**60:  # v1 writes "no limit" as a huge number
+            limit = min(limit, int(cap) - now)
+    return max(0, limit)
+
+
+def choose_format(fmt: str, paths: list[Path], short: int, root: Path) -> tuple[str, str]:
+    """runtime.cache_format, with auto decided by the estimated raw size against the room; and why."""
+    if fmt != "auto":
+        return fmt, "runtime.cache_format"
+    need, disk, memory = raw_bytes(paths, short), shutil.disk_usage(root).free, memory_limit()
+    sizes = f"raw about {gb(need)}; free disk {gb(disk)}, memory {gb(memory)}"
+    if need <= RAW_SHARE * min(disk, memory):
+        return "raw", f"auto: {sizes}"
+    return "jpeg", f"auto: {sizes}; raw would take more than {RAW_SHARE:.0%} of one of them"
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def encode(img: np.ndarray, fmt: str) -> bytes:
+    """An image's bytes in the cache: its pixels, or a JPEG of them."""
+    if fmt == "raw":
+        return np.ascontiguousarray(img).tobytes()
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise PipelineError(f"decode cache: OpenCV could not encode an image of {img.shape} as JPEG")
+    return buf.tobytes()
 
 
 class DecodedImages:
@@ -74,7 +155,8 @@ class DecodedImages:
     def __init__(self, folder: Path, dc: DataConfig):
         self.folder, self.resize = folder, resize_short(dc)
         self.where = {p: i for i, p in enumerate(pd.read_csv(folder / "files.csv")["path"])}
-        self.index = np.load(folder / "index.npy")
+        self.index = np.load(folder / "index.npy")  # raw: offset, height, width; jpeg: offset, bytes
+        self.jpeg = (folder / "pixels.jpg").is_file()
         self._pixels = None
 
     def __len__(self) -> int:
@@ -88,7 +170,11 @@ class DecodedImages:
         if i is None:
             return self.resize(image=read_image(path))["image"]
         if self._pixels is None:
-            self._pixels = np.memmap(self.folder / "pixels.u8", dtype=np.uint8, mode="r")
+            name = "pixels.jpg" if self.jpeg else "pixels.u8"
+            self._pixels = np.memmap(self.folder / name, dtype=np.uint8, mode="r")
+        if self.jpeg:
+            start, n = self.index[i][:2]
+            return cv2.cvtColor(cv2.imdecode(self._pixels[start : start + n], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         start, h, w = self.index[i]
         return np.asarray(self._pixels[start : start + h * w * 3]).reshape(h, w, 3)
 
@@ -105,23 +191,31 @@ def locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int) -> None:
-    """Decode and resize every file (OpenCV releases the GIL, so threads run in parallel) into a
-    folder beside `folder`, renamed into place once whole."""
+def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int, fmt: str = "raw") -> None:
+    """Decode, resize (and encode, for jpeg) every file (OpenCV releases the GIL, so threads run in
+    parallel) into a folder beside `folder`, renamed into place once whole."""
     resize = resize_short(dc)
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    index = np.zeros((len(files), 3), dtype=np.int64)
+    index = np.zeros((len(files), 3 if fmt == "raw" else 2), dtype=np.int64)
     offset = 0
+
+    def prepared(p):
+        img = resize(image=read_image(p))["image"]
+        return encode(img, fmt), img.shape
+
+    name = "pixels.u8" if fmt == "raw" else "pixels.jpg"
     try:
-        with open(tmp / "pixels.u8", "wb") as out, ThreadPoolExecutor(workers) as pool:
-            images = pool.map(lambda p: resize(image=read_image(p))["image"], files["path"])
+        with open(tmp / name, "wb") as out, ThreadPoolExecutor(workers) as pool:
+            images = pool.map(prepared, files["path"])
             desc = f"decode cache {folder.name[: folder.name.rindex('-')]}"
-            for i, img in enumerate(tqdm(images, total=len(files), desc=desc, unit="img", mininterval=2, disable=None)):
-                out.write(np.ascontiguousarray(img).tobytes())
-                index[i] = offset, img.shape[0], img.shape[1]
-                offset += img.size
+            for i, (data, shape) in enumerate(
+                tqdm(images, total=len(files), desc=desc, unit="img", mininterval=2, disable=None)
+            ):
+                out.write(data)
+                index[i] = (offset, shape[0], shape[1]) if fmt == "raw" else (offset, len(data))
+                offset += len(data)
         np.save(tmp / "index.npy", index)
         files.to_csv(tmp / "files.csv", index=False)
         os.replace(tmp, folder)
@@ -129,17 +223,26 @@ def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int) -> No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def open_cache(paths: list[Path], dc: DataConfig, root: str | Path, workers: int | None = None) -> DecodedImages:
+def open_cache(
+    paths: list[Path], dc: DataConfig, root: str | Path, workers: int | None = None, fmt: str = "raw"
+) -> DecodedImages:
     """The cache of these images at dc's short side (dc.size is that side here), built first if
-    no folder matches them as they are on disk now."""
+    no folder matches them as they are on disk now; `fmt` raw, jpeg, or auto (a cache of either
+    format that is already there, else choose_format's choice)."""
     files = source_files(paths)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / folder_name(files, dc)
-    if not (folder / "index.npy").is_file():
-        with locked(root / f"{folder.name}.lock"):
-            if not (folder / "index.npy").is_file():  # another process may have built it meanwhile
-                build(folder, files, dc, workers or os.cpu_count() or 1)
+    built = [f for f in ("raw", "jpeg") if (root / folder_name(files, dc, f) / "index.npy").is_file()]
+    found = [f for f in built if fmt in (f, "auto")]
+    if found:
+        return DecodedImages(root / folder_name(files, dc, found[0]), dc)
+    fmt, why = choose_format(fmt, paths, dc.size, root)
+    folder = root / folder_name(files, dc, fmt)
+    with locked(root / f"{folder.name}.lock"):
+        if not (folder / "index.npy").is_file():  # another process may have built it meanwhile
+            build(folder, files, dc, workers or os.cpu_count() or 1, fmt)
+            size = sum(f.stat().st_size for f in folder.iterdir())
+            print(f"decode cache {folder}: {len(files)} images at {dc.size} px, {fmt} ({why}): {gb(size)}", flush=True)
     return DecodedImages(folder, dc)
 
 
@@ -150,4 +253,5 @@ def run_cache(cfg: Config, final: DataConfig, paths: list[Path] | None = None) -
     if not cfg.runtime.cache:
         return None
     dc = DataConfig(stored_short(cfg, final), final.mean, final.std, final.interpolation, crop_pct=1.0)
-    return open_cache(competition_images(cfg) if paths is None else paths, dc, cfg.runtime.cache_dir)
+    images = competition_images(cfg) if paths is None else paths
+    return open_cache(images, dc, cfg.runtime.cache_dir, fmt=cfg.runtime.cache_format)

@@ -492,6 +492,12 @@ class Runtime(_Section):
     )
     cache: bool = Field(True, description="decode each image once into runtime.cache_dir (false: decode every epoch)")
     cache_dir: str = Field("cache", description="where decoded images are kept, shared by experiments")
+    cache_format: Literal["auto", "raw", "jpeg"] = Field(
+        "auto",
+        description="raw: pixels (fastest to read); jpeg: each image re-encoded once at the cached size, "
+        "quality 95 (about a sixth of raw on disk, decoded with OpenCV); auto: raw while it takes at most "
+        "half the free disk and half the memory this process may use, else jpeg",
+    )
     check_images: bool = Field(
         True,
         description="before train and infer, decode every train and test image once (those unchanged since "

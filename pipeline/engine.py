@@ -9,6 +9,7 @@ import torch
 
 from . import progress
 from .config import Runtime
+from .cores import cores, share_cores
 from .errors import PipelineError
 
 _claimed: list = []  # the lock file of the GPU this process took (held while it lives)
@@ -51,17 +52,9 @@ def pick_device(rt: Runtime) -> torch.device:
     return torch.device(rt.device)
 
 
-def cores() -> int:
-    """The cores this process may use: what a cluster launcher granted (SLURM_CPUS_PER_TASK),
-    else its CPU affinity."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def setup(rt: Runtime, device: torch.device) -> None:
-    """Backend switches: cudnn's autotuner unless runtime.deterministic; on a CPU, one share of the
-    cores per process when Make runs several (make -j N exports PIPELINE_JOBS) or torchrun does."""
+    """Backend switches: cudnn's autotuner unless runtime.deterministic; on a CPU, this process's
+    share of the cores among the pipeline processes running now (cores.py)."""
     torch.backends.cudnn.benchmark = not rt.deterministic
     if rt.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -70,8 +63,7 @@ def setup(rt: Runtime, device: torch.device) -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     else:
-        sharers = int(os.environ.get("PIPELINE_JOBS", "1")) * int(os.environ.get("WORLD_SIZE", "1"))
-        torch.set_num_threads(max(1, cores() // sharers))
+        share_cores(rt.cache_dir)
 
 
 def num_workers(rt: Runtime, device: torch.device) -> int:

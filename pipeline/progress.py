@@ -62,7 +62,7 @@ class _Tee:
 @contextlib.contextmanager
 def logged(path: Path, header: str):
     """Append this stage's stdout to `path` (with a header line naming the command and time) while
-    it runs; its error line too, when it fails with one."""
+    it runs; its error line too, when it fails with one, or its line when it is interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as log:
         log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {header}\n")
@@ -70,11 +70,13 @@ def logged(path: Path, header: str):
         sys.stdout = _Tee(out, log)
         try:
             yield
-        except Exception as e:
-            from .errors import PipelineError
+        except BaseException as e:
+            from .errors import Interrupted, PipelineError
 
             if isinstance(e, PipelineError):
                 log.write(f"error: {str(e).strip().splitlines()[-1]}\n")
+            elif isinstance(e, Interrupted):
+                log.write(f"interrupted: {e}\n")
             raise
         finally:
             sys.stdout = out

@@ -92,3 +92,44 @@ def test_a_run_caches_at_its_largest_size_and_can_turn_it_off(tmp_path):
     assert len(images) == 6 and images.folder.parent == tmp_path / "cache"
     off = load_config(make_config(tmp_path, comp, runtime={"cache": False}))
     assert cache.run_cache(off, DC) is None
+
+
+def _photos(folder, n=8):
+    """Smooth 96x128 pictures (gradients and a disc), as photos are, unlike the tests' noise."""
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[0:96, 0:128]
+    paths = []
+    for k in range(n):
+        img = np.stack([xx * 2, yy * 2 + 10 * k, 255 - xx - yy], -1).clip(0, 255)
+        img[(yy - 48) ** 2 + (xx - 20 - 10 * k) ** 2 < 300] = (250, 200, 40)
+        paths.append(folder / f"{k}.jpg")
+        Image.fromarray(img.astype(np.uint8)).save(paths[-1], quality=95)
+    return paths
+
+
+def test_a_jpeg_cache_is_a_fraction_of_raw_and_close_to_its_pixels(tmp_path, capsys):
+    paths = _photos(tmp_path / "photos")
+    big = STORED.at(96)
+    raw = cache.open_cache(paths, big, tmp_path / "cache")
+    jpeg = cache.open_cache(paths, big, tmp_path / "cache", fmt="jpeg")
+    assert jpeg.folder != raw.folder and jpeg.jpeg and not raw.jpeg
+    printed = capsys.readouterr().out
+    assert f"decode cache {jpeg.folder}: 8 images at 96 px, jpeg (runtime.cache_format)" in printed
+    size = {c: (c.folder / ("pixels.jpg" if c.jpeg else "pixels.u8")).stat().st_size for c in (raw, jpeg)}
+    assert size[jpeg] < size[raw] / 4
+    for p in paths:
+        a, b = raw(p).astype(int), jpeg(p).astype(int)
+        assert a.shape == b.shape == (96, 128, 3) and np.abs(a - b).mean() < 2  # quality 95
+    # auto takes whichever is built; with neither, raw while it fits, jpeg when it would not
+    assert cache.open_cache(paths, big, tmp_path / "cache", fmt="auto").folder == raw.folder
+    assert cache.choose_format("auto", paths, 96, tmp_path)[0] == "raw"
+    assert cache.raw_bytes(paths, 96) == 8 * 96 * 128 * 3 and cache.memory_limit() > 0
+
+
+def test_auto_chooses_jpeg_when_raw_would_not_fit_the_memory(tmp_path, monkeypatch, capsys):
+    paths = _photos(tmp_path / "photos", 3)
+    monkeypatch.setattr(cache, "memory_limit", lambda: 10_000)  # as under systemd-run -p MemoryMax=
+    fmt, why = cache.choose_format("auto", paths, 64, tmp_path)
+    assert fmt == "jpeg" and "raw about" in why and "more than 50%" in why
+    built = cache.open_cache(paths, STORED, tmp_path / "cache", fmt="auto")
+    assert built.jpeg and "-jpeg-" in built.folder.name and "jpeg (auto: raw about" in capsys.readouterr().out

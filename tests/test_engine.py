@@ -7,7 +7,7 @@ import timm
 import torch
 from helpers import CPU, make_config
 
-from pipeline import engine, optim
+from pipeline import cores, engine, optim
 from pipeline.config import Runtime
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
@@ -23,15 +23,15 @@ def test_loader_options_follow_the_machine_and_the_config(monkeypatch):
     assert two == {"num_workers": 2, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 3}
 
 
-def test_cpu_threads_are_shared_between_make_jobs(monkeypatch):
-    monkeypatch.setattr(engine, "cores", lambda: 8)
+def test_cpu_threads_are_shared_between_make_jobs(monkeypatch, tmp_path):
+    monkeypatch.setattr(cores, "cores", lambda: 8)
     threads = torch.get_num_threads()
     try:
         monkeypatch.setenv("PIPELINE_JOBS", "4")
-        engine.setup(Runtime(), CPU)
+        engine.setup(Runtime(cache_dir=str(tmp_path)), CPU)
         assert torch.get_num_threads() == 2
         assert torch.backends.cudnn.benchmark  # autotuned unless runtime.deterministic
-        engine.setup(Runtime(deterministic=True), CPU)
+        engine.setup(Runtime(deterministic=True, cache_dir=str(tmp_path)), CPU)
         assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
     finally:
         torch.set_num_threads(threads)

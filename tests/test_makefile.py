@@ -4,6 +4,7 @@ images and a tiny model; only stale stages rerun, make -n writes nothing, upgrad
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import ROOT, make, make_competition, make_config
+from helpers import ROOT, make, make_command, make_competition, make_config
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,9 @@ def test_chain_through_make(chained):
     assert list(sub.columns) == list(sample.columns) and sub.image_id.tolist() == sample.image_id.tolist()
     assert set(sub.label) <= {"ants", "bees"}
     assert "CV accuracy" in out
+    # the estimate after a fold's first steps: fold 0 then the run, fold 1 its own rest
+    assert re.search(r"fold 0 phase 0: \d+ img/s in training steps.* the rest of the run .* \(1 more fold\)", out)
+    assert "fold 1 phase 0:" in out and "(0 more folds)" in out
     assert (run / "config.yaml").is_file()
     assert "report.html" in make("report", *common).stdout and (run / "report.html").is_file()
     assert "pipeline report" not in make("report", *common).stdout  # up to date
@@ -100,30 +104,56 @@ def test_one_fold_and_config_error_through_make(tmp_path, comp):
     assert res.returncode != 0 and "only `make ensemble` and `make bundle` take it" in res.stderr
 
 
-def test_make_train_resumes_after_a_kill(tmp_path, comp):
-    """SIGKILL a fold in training, then `make train` again: it resumes, and only the rest runs."""
-    config = make_config(
-        tmp_path, comp, train={"phases": [{"epochs": 2, "lr": 1e-2, "frozen": True}, {"epochs": 6, "lr": 1e-3}]}
+def _interrupted(config, last, send) -> str:
+    """`make train FOLD=0` (a session of its own, as a terminal's job), stopped by `send` once
+    last.pt has been written since it started; its stderr."""
+    before = last.stat().st_mtime_ns if last.exists() else 0
+    proc = subprocess.Popen(
+        make_command("train", f"CONFIG={config}", "FOLD=0"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    while (not last.exists() or last.stat().st_mtime_ns == before) and proc.poll() is None:
+        time.sleep(0.01)
+    send(proc)
+    return proc.communicate()[1]
+
+
+def test_a_kill_ctrl_c_or_sigterm_costs_at_most_the_epoch_in_progress(tmp_path, comp):
+    """SIGKILL the fold's process; then Ctrl-C (SIGINT to make and the stage, as a terminal sends
+    it); then SIGTERM to make alone. Each time best.pt stays, an interrupt prints one line saying
+    where the fold stopped, and make train resumes it, running only the epochs that were missing."""
+    phases = [{"epochs": 3, "lr": 1e-2, "frozen": True}, {"epochs": 7, "lr": 1e-3}]
+    config = make_config(tmp_path, comp, train={"phases": phases})
     make("folds", f"CONFIG={config}")
-    last = tmp_path / "runs" / "tiny" / "fold0" / "last.pt"
+    fold = tmp_path / "runs" / "tiny" / "fold0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not last.exists() and proc.poll() is None:
+    while not (fold / "last.pt").exists() and proc.poll() is None:
         time.sleep(0.02)
     proc.kill()
     proc.wait()
-    done = torch.load(last, weights_only=True)["epoch"]
-    assert done < 7 and not (last.parent / "oof.csv").exists()
+    stopped = [torch.load(fold / "last.pt", weights_only=True)["epoch"]]
+    for send in (lambda p: os.killpg(p.pid, signal.SIGINT), lambda p: os.kill(p.pid, signal.SIGTERM)):
+        err = _interrupted(config, fold / "last.pt", send)
+        stopped.append(torch.load(fold / "last.pt", weights_only=True)["epoch"])
+        assert stopped[-1] < 9 and (fold / "best.pt").is_file() and not (fold / "oof.csv").exists(), err
+        ours = [line for line in err.splitlines() if line.startswith("interrupted:")]
+        assert len(ours) == 1 and "Traceback" not in err, err
+        assert ours[0].startswith("interrupted: fold 0 stopped after epoch") and f"epoch {stopped[-1] + 1}" in ours[0]
+    assert make("-q", "train", f"CONFIG={config}", "FOLD=0", check=False).returncode == 1  # not done
     out = make("train", f"CONFIG={config}", "FOLD=0").stdout
-    assert f"resuming after epoch {done}" in out
-    assert out.count("fold 0 epoch ") == 7 - done  # only the epochs that were missing
-    hist = pd.read_csv(last.parent / "history.csv")
-    assert hist.epoch.tolist() == list(range(8)) and (last.parent / "oof.csv").is_file()
+    assert f"resuming after epoch {stopped[-1]}" in out and "missing" not in out
+    assert out.count("fold 0 epoch ") == 9 - stopped[-1]  # only the epochs that were missing
+    hist = pd.read_csv(fold / "history.csv")
+    assert hist.epoch.tolist() == list(range(10)) and (fold / "oof.csv").is_file()
 
 
 def test_mining_and_pseudo_labels_chain_through_make(tmp_path):
@@ -280,11 +310,14 @@ def test_make_j2_trains_two_folds_at_once_as_one_at_a_time_does(tmp_path, comp):
 def test_launch_prefixes_every_stage_command(tmp_path, comp):
     config = make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}]})
     launcher, log = _recorder(tmp_path, "launcher", "")
-    make("ensemble", f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}", f"LAUNCH={launcher}")
+    make("train", f"CONFIG={config}", f"LAUNCH={launcher}")
     stages = [ln.split(" ", 3)[3].split()[2:4] for ln in log.read_text().splitlines() if ln.startswith("start")]
-    assert [s[0] for s in stages] == ["pipeline"] * 5
-    assert [s[1] for s in stages] == ["folds", "train", "train", "infer", "ensemble"]
-    assert (tmp_path / "subs" / "tiny.csv").is_file()
+    assert stages == [["pipeline", "folds"], ["pipeline", "train"], ["pipeline", "train"]]
+    assert (tmp_path / "runs" / "tiny" / "fold1" / "oof.csv").is_file()  # each ran through the launcher
+    # the rest of the chain, planned: every command behind the launcher too
+    plan = make("-n", "ensemble", f"CONFIG={config}", f"LAUNCH={launcher}").stdout.splitlines()
+    assert [line.split()[:4] for line in plan] == [[str(launcher), sys.executable, "-m", "pipeline"]] * 2
+    assert [line.split()[4] for line in plan] == ["infer", "ensemble"]
 
 
 def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(chained):

@@ -41,7 +41,7 @@ def test_bars_on_a_terminal_and_none_in_a_pipe(tmp_path, comp):
     assert main(["folds", str(config)]) == 0
     code, shown = run_on_terminal([sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"])
     assert code == 0
-    assert "fold 0 epoch 1" in shown and ("batch/s" in shown or "s/batch" in shown)  # tqdm's rate
+    assert "fold 0 epoch 1" in shown and ("img/s" in shown or "s/img" in shown)  # tqdm's rate, in images
     assert "loss=" in shown and "lr=" in shown  # live values on the training bar
     assert "validate" in shown
     argv = [sys.executable, "-m", "pipeline", "train", str(config), "--fold", "1"]

@@ -97,3 +97,16 @@ def test_a_numbers_report_shows_predicted_against_true_and_the_largest_errors(nu
     low = oof[oof.score <= table["true to"].iloc[0]]  # the lowest bin, by hand
     assert table.bias.iloc[0] == pytest.approx((low.prediction - low.score).mean())
     assert table.rmse.iloc[0] == pytest.approx(np.sqrt(((low.prediction - low.score) ** 2).mean()))
+
+
+def test_at_a_hundred_classes_the_matrix_shows_the_classes_with_the_most_errors():
+    n = 101
+    classes = [f"c{i:03d}" for i in range(n)]
+    cm = np.diag(np.full(n, 10))
+    cm[7, 50], cm[60, 3] = 4, 2  # class 7 taken for 50, 60 for 3: the four classes with errors
+    shown, names, title = report.confusion_view(cm, classes)
+    assert shown.shape == (report.MATRIX_CLASSES,) * 2 and "of 101" in title
+    assert {"c003", "c007", "c050", "c060"} <= set(names) and names == sorted(names)
+    assert shown[names.index("c007"), names.index("c050")] == 4 and shown.sum() == 10 * 25 + 6
+    small, few, _ = report.confusion_view(cm[:5, :5], classes[:5])
+    assert few == classes[:5] and (small == cm[:5, :5]).all()

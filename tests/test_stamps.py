@@ -2,6 +2,7 @@
 newer release adds, at its default, leaves finished runs as they are."""
 
 import hashlib
+import shutil
 
 import yaml
 from helpers import make_config
@@ -125,5 +126,6 @@ def test_the_test_side_keys_never_retrain(tmp_path, comp):
 def test_where_the_files_are_is_not_what_they_hold(tmp_path, comp):
     cfg = _cfg(tmp_path, comp)
     path = stamps.write_stamp(cfg, "train")
+    shutil.copytree(comp, tmp_path / "moved")
     moved = _cfg(tmp_path, comp, f"data.root={tmp_path / 'moved'}", "data.name=other", "folds.dir=elsewhere")
     assert stamps.stamp_path(moved, "train") == path and stamps.matches(moved, "train", stamps.read_stamp(path))

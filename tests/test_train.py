@@ -2,6 +2,7 @@
 training on other experiments' rows."""
 
 import hashlib
+import types
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from helpers import CLASSES, COLOURS, CPU, DC, killed_in_epoch, make_competition
 from pipeline import engine, optim
 from pipeline.config import Runtime
 from pipeline.config_files import load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
 from pipeline.folds_file import load_folds
 from pipeline.losses import FocalLoss, make_loss
 from pipeline.stages import folds as folds_stage
@@ -97,7 +98,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in
         return real(*args, **kw)
 
     monkeypatch.setattr(train, "train_one_epoch", dies)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="fold 0 stopped after epoch"):  # the one line Ctrl-C prints
         train.train_fold(cfg, folds, 0)
     out = cfg.run_dir / "fold0"
     assert not (out / "oof.csv").exists()
@@ -356,3 +357,19 @@ def test_monitor_metric_keeps_the_epoch_with_the_lowest_rmse(tmp_path):
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     kept = torch.load(cfg.run_dir / "fold0" / "best.pt", weights_only=True)["epoch"]
     assert kept == int(hist.valid_rmse.idxmin())
+
+
+def test_the_estimate_scales_the_timed_phase_to_the_rest_of_the_fold_and_the_run(tmp_path, comp):
+    phases = [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 1e-3}]  # both at DC's size
+    cfg = load_config(make_config(tmp_path, comp, train={"phases": phases}))
+    folds = pd.DataFrame({"fold": [0] * 50 + [1] * 100})
+    run = types.SimpleNamespace(cfg=cfg, folds=folds, fold=0, final_dc=DC, folds_after=4)
+    clock = train.Clock(run, 0, 0, steps=10, images=100)
+    # head-only at 100 img/s: 1 s of steps and 0.5 s of validation an epoch; every layer 4x that per
+    # image (ALL_LAYERS_COST), validation a third of it: 4.67 s; the fold 1.5 + 2 * 4.67 = 10.8 s
+    line = clock.estimate(100.0)
+    assert "100 img/s" in line and "an epoch takes about 2 s" in line
+    assert "the rest of the fold 11 s" in line and "the rest of the run 54 s (4 more folds)" in line
+    later = train.Clock(run, 1, 2, steps=10, images=100).estimate(25.0)  # the last epoch, timed itself
+    assert "an epoch takes about 5 s" in later and "the rest of the fold 5 s" in later
+    assert train.duration(30) == "30 s" and train.duration(600) == "10 min" and train.duration(9000) == "2.5 h"

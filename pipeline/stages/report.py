@@ -51,6 +51,21 @@ def figure(cfg: Config, image_id: str, caption: str) -> str:
     return f"<figure>{pages.img_tag(png, image_id)}<figcaption>{caption}</figcaption></figure>"
 
 
+# More classes than this: the confusion matrix shows those with the most errors, the table the worst first.
+MATRIX_CLASSES = 25
+
+
+def confusion_view(cm: np.ndarray, classes: list[str]) -> tuple[np.ndarray, list[str], str]:
+    """The confusion matrix to draw, its classes and title: all of them up to MATRIX_CLASSES, else
+    the MATRIX_CLASSES classes with the most errors (as the true or the predicted class), in order."""
+    if len(classes) <= MATRIX_CLASSES:
+        return cm, classes, "OOF confusion matrix"
+    errors = cm.sum(0) + cm.sum(1) - 2 * np.diag(cm)
+    shown = np.sort(np.argsort(-errors, kind="stable")[:MATRIX_CLASSES])
+    title = f"OOF confusion among the {MATRIX_CLASSES} classes with the most errors (of {len(classes)})"
+    return cm[np.ix_(shown, shown)], [classes[i] for i in shown], title
+
+
 def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.ndarray) -> str:
     """Confusion matrix, per-class precision and recall, and the most confidently wrong images."""
     d, probs = cfg.data, oof[classes].to_numpy()
@@ -58,6 +73,8 @@ def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.nda
     cm = confusion_matrix(y, pred, labels=range(len(classes)))
     p, r, f, n = precision_recall_fscore_support(y, pred, labels=range(len(classes)), zero_division=0)
     per_class = pd.DataFrame({"class": classes, "precision": p, "recall": r, "f1": f, "images": n})
+    if len(classes) > MATRIX_CLASSES:  # the worst first
+        per_class = per_class.sort_values(["f1", "images"], ascending=[True, False])
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:WRONG]
     cells = []
@@ -70,7 +87,7 @@ def errors_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.nda
         cells.append(figure(cfg, str(row[d.id_col]), caption))
     return (
         "<h2>Errors (OOF)</h2>"
-        + pages.img_tag(confusion_png(cm, classes, "OOF confusion matrix"), "confusion matrix")
+        + pages.img_tag(confusion_png(*confusion_view(cm, classes)), "confusion matrix")
         + pages.table(per_class)
         + f"<h3>The {len(cells)} most confidently wrong</h3><div class='grid'>{''.join(cells) or 'none'}</div>"
     )

@@ -33,7 +33,7 @@ import timm
 import torch
 import yaml
 
-from .. import augment, distributed, engine, optim, progress, tricks
+from .. import augment, cores, distributed, engine, optim, progress, tricks
 from ..cache import run_cache
 from ..config import Config, Fgm, Phase
 from ..data import (
@@ -45,7 +45,7 @@ from ..data import (
     oversample,
     train_transform,
 )
-from ..errors import PipelineError
+from ..errors import PipelineError, interrupts_say
 from ..folds_file import Images, fold_images, load_folds, training_rows
 from ..io import atomic_path, damaged, write_csv
 from ..labels import class_list, prob_frame, quantile_bins, width_edges
@@ -187,6 +187,7 @@ class StepTricks:
     fgm: Fgm | None = None
     ema: tricks.WeightEma | None = None  # updated after every optimizer update
     erase: augment.Eraser | None = None  # train.aug.random_erasing, on the normalised batch
+    clock: Clock | None = None  # times the first steps of a fold's phase, then says what is left
 
 
 def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: StepTricks):
@@ -211,6 +212,66 @@ def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: S
                     adversarial = loss_fn(model(x), y)
                 scaler.scale(adversarial / accum).backward()
     return loss
+
+
+# The steps timed for the estimate: those after the first few (start-up, first allocations, the
+# loader's workers), up to this many, or to the end of a shorter epoch.
+WARM_STEPS, TIMED_STEPS = 3, 20
+# An all-layer step's cost against a head-only one's at the same size (the head-only backward stops
+# at the head), for a phase not yet timed; from `make bench`'s loop (154 against 618 img/s).
+ALL_LAYERS_COST = 4.0
+
+
+@dataclass
+class Clock:
+    """Times the first steps of a phase (its first epoch in this process), then prints what the
+    fold and the run will take at that speed: the phases not yet timed are scaled by their pixels
+    and by ALL_LAYERS_COST, validation by its images at a forward's share of a step."""
+
+    run: FoldRun
+    p: int
+    epoch: int  # the epoch being timed
+    steps: int  # the epoch's steps
+    images: int  # the epoch's training images (every process's)
+    marks: list = field(default_factory=list)
+
+    def step(self, done: int, images: int) -> None:
+        if done == min(WARM_STEPS, self.steps - 1) or done == min(WARM_STEPS + TIMED_STEPS, self.steps):
+            self.marks.append((images, time.perf_counter()))
+            if len(self.marks) == 2 and self.marks[1][1] > self.marks[0][1]:
+                say(self.estimate((self.marks[1][0] - self.marks[0][0]) / (self.marks[1][1] - self.marks[0][1])))
+
+    def estimate(self, rate: float) -> str:
+        """The message: `rate` images/s in this phase's steps."""
+        run, t = self.run, self.run.cfg.train
+        n_train = self.images
+        n_valid = int((run.folds["fold"] == run.fold).sum())
+        cost = [self.cost(q) / self.cost(self.p) / rate for q in range(len(t.phases))]  # seconds an image
+        forward = [c / (1 if t.phases[q].frozen else 3) for q, c in enumerate(cost)]  # validation's share
+        epoch_s = [n_train * c + n_valid * f for c, f in zip(cost, forward)]
+        left_in_phase = t.phase_starts[self.p] + t.phases[self.p].epochs - self.epoch
+        fold_left = left_in_phase * epoch_s[self.p] + sum(
+            t.phases[q].epochs * epoch_s[q] for q in range(self.p + 1, len(t.phases))
+        )
+        whole = sum(ph.epochs * e for ph, e in zip(t.phases, epoch_s))
+        run_left = fold_left + run.folds_after * whole
+        return (
+            f"fold {run.fold} phase {self.p}: {rate:.0f} img/s in training steps; at this speed an epoch takes "
+            f"about {duration(epoch_s[self.p])}, the rest of the fold {duration(fold_left)}, the rest of the "
+            f"run {duration(run_left)} ({run.folds_after} more fold{'' if run.folds_after == 1 else 's'})"
+        )
+
+    def cost(self, q: int) -> float:
+        """Phase q's cost per image, relative: pixels, times ALL_LAYERS_COST with every layer training."""
+        ph = self.run.cfg.train.phases[q]
+        return phase_size(ph, self.run.final_dc) ** 2 * (1 if ph.frozen else ALL_LAYERS_COST)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def train_one_epoch(
@@ -240,7 +301,9 @@ def train_one_epoch(
         optim.freeze_bn(model)
     total, seen, waited = torch.zeros((), device=device), 0, 0.0  # loss summed on the device: no sync per step
     optimizer.zero_grad(set_to_none=True)
-    shown = progress.bar(loader, len(loader), desc) if distributed.is_main() else loader  # a terminal only
+    shown = loader
+    if distributed.is_main():  # a bar on a terminal only, its rate in images/s
+        shown = progress.bar(loader, len(loader), desc, unit="img", unit_scale=getattr(loader, "batch_size", 1))
     batches, t0 = iter(shown), time.perf_counter()
     for i, (x, y) in enumerate(batches):
         waited += time.perf_counter() - t0
@@ -264,6 +327,9 @@ def train_one_epoch(
         seen += len(y)
         if (i + 1) % FINITE_EVERY == 0 and not torch.isfinite(total):  # a sync, so not every step
             raise PipelineError(f"training loss is not finite at step {i + 1}: {DIVERGED}")
+        if tr.clock is not None:
+            tr.clock.step(i + 1, seen * distributed.world_size())
+        cores.rebalance()  # another run started or ended: take this process's share of the cores
         if shown is not loader and i % 10 == 0:  # live values on the bar: a sync, so not every step
             progress.show(shown, loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
         t0 = time.perf_counter()
@@ -325,6 +391,8 @@ class FoldRun:
     scale: TargetScale | None = None  # a number's target scale, fitted on the fold's training targets
     grades: np.ndarray | None = None  # an ordinal task's grades (the per-epoch kappa rounds to them)
     eraser: augment.Eraser | None = None  # train.aug.random_erasing
+    folds_after: int = 0  # the run's other folds not yet trained (the run's estimate)
+    timed: set | None = None  # phases whose first steps Clock has timed; None: no estimates (lr-find)
 
     @property
     def act(self):
@@ -410,8 +478,12 @@ def train_labels(cfg: Config, folds: pd.DataFrame, fold: int, classes: list[str]
     return training_rows(cfg, folds, fold)[cfg.data.label_col].astype(str).map(index).to_numpy()
 
 
-def step_tricks(run: FoldRun, p: int, epoch: int) -> StepTricks:
+def step_tricks(run: FoldRun, p: int, epoch: int, loader) -> StepTricks:
     t = run.cfg.train
+    clock = None
+    if run.timed is not None and p not in run.timed and distributed.is_main():  # a phase's first epoch here
+        run.timed.add(p)
+        clock = Clock(run, p, epoch, len(loader), len(loader) * loader.batch_size * distributed.world_size())
     return StepTricks(
         run.mixer if t.mixes(p, epoch) else None,
         len(run.classes),
@@ -420,6 +492,7 @@ def step_tricks(run: FoldRun, p: int, epoch: int) -> StepTricks:
         t.fgm,
         run.ema,
         run.eraser,
+        clock,
     )
 
 
@@ -593,7 +666,7 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
         ph.phase.bn_eval,
         run.final_dc,
         t.clip_grad_norm,
-        step_tricks(run, ph.p, epoch),
+        step_tricks(run, ph.p, epoch, ph.train_dl),
         f"fold {run.fold} epoch {epoch}",
     )
     if run.swa is not None and epoch >= t.epochs - t.swa.epochs:
@@ -786,14 +859,16 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
+def train_fold(cfg: Config, folds: pd.DataFrame, fold: int, folds_after: int = 0) -> None:
     run = build(cfg, folds, fold)
+    run.folds_after, run.timed = folds_after, set()
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
     if resume is not None and resume.done:
         if not kept_model_ok(run):  # the kept epoch's weights are not in last.pt: train again
             say(f"fold {fold}: {run.paths.best(fold)} is missing or damaged; training the fold again")
             run, resume = build(cfg, folds, fold), None
+            run.folds_after, run.timed = folds_after, set()
         elif readable_csv(oof_path):  # else oof.csv is rewritten from last.pt below
             say(f"fold {fold}: already trained ({run.paths.last(fold)}); skipping")
             if distributed.is_main():  # Make reran this for a newer input (the folds file remade
@@ -808,11 +883,29 @@ def train_fold(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
         run.board = progress.Board(run.paths.tensorboard(fold), next_epoch)
     if resume:
         say(f"fold {fold}: resuming after epoch {resume.epoch} from {run.paths.last(fold)}")
-    for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
-        if next_epoch < start + phase.epochs:
-            run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val)
-    finish_swa(run, valid_dl, y_val)
-    finish(run)
+        if not resume.done and not kept_model_ok(run):  # deleted by hand, or by an older Makefile's Ctrl-C
+            say(f"fold {fold}: {run.paths.best(fold)} is missing; the next epoch's model is kept in its place")
+            run.kept = None
+    with interrupts_say(lambda: stopped_at(run)):
+        for p, (phase, start) in enumerate(zip(cfg.train.phases, cfg.train.phase_starts)):
+            if next_epoch < start + phase.epochs:
+                run_phase(run, p, max(next_epoch, start), resume, valid_dl, y_val)
+        finish_swa(run, valid_dl, y_val)
+        finish(run)
+
+
+def stopped_at(run: FoldRun) -> str:
+    """Where an interrupted fold stopped and how to go on, from what last.pt holds (an epoch whose
+    last.pt was not written when the signal came counts as not finished)."""
+    try:
+        state = torch.load(run.paths.last(run.fold), map_location="cpu", weights_only=True, mmap=True)
+        done, kept = state["epoch"], state["kept"]["epoch"]
+    except Exception:  # no last.pt yet: the first epoch did not finish
+        return f"fold {run.fold} stopped in its first epoch; make train starts it again"
+    return (
+        f"fold {run.fold} stopped after epoch {done} (last.pt; best.pt holds epoch {kept}); "
+        f"make train resumes it at epoch {done + 1}"
+    )
 
 
 def readable_csv(path) -> bool:
@@ -866,8 +959,11 @@ def main(cfg: Config, fold: int | None = None) -> None:
     check_competition(cfg, folds)  # every train and test image, before the first epoch
     if cfg.data.numeric:  # a fixed model.y_range that leaves out a training target: before any epoch
         fit_scale(cfg.model.y_range, pd.to_numeric(folds[cfg.data.label_col]).to_numpy(dtype=float))
-    for k in range(cfg.folds.n_folds) if fold is None else [fold]:
-        train_fold(cfg, folds, k)
+    todo = list(range(cfg.folds.n_folds)) if fold is None else [fold]
+    for i, k in enumerate(todo):
+        # the folds still to train besides this one (under Make each fold is a process of its own)
+        later = [j for j in range(cfg.folds.n_folds) if j != k and j not in todo[:i]]
+        train_fold(cfg, folds, k, sum(not readable_csv(RunDir(cfg.run_dir).fold_oof(j)) for j in later))
 
 
 # ----------------------------------------------------------------------------- what lr_find and show_batch build on

@@ -1,0 +1,118 @@
+"""The CPU cores shared by the pipeline processes running on one machine at once.
+
+Each stage process registers in runtime.cache_dir/processes/ (a file named by its pid, holding its
+start time, so a reused pid is not taken for it) and sizes torch's thread pool to its share of the
+cores: the cores over the live processes registered there, at least the share that `make -j N`
+(PIPELINE_JOBS) or torchrun (WORLD_SIZE) implies. A process looks again every few seconds while it
+trains, so the first of two runs gives up half its threads when the second starts, and takes them
+back when it ends. Files of processes that died without unregistering (SIGKILL) are removed by the
+next process that looks. Runs with another cache_dir do not see each other.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from pathlib import Path
+
+FOLDER = "processes"
+RECHECK_S = 5.0  # how often a running process recounts the others
+
+
+def cores() -> int:
+    """The cores this process may use: what a cluster launcher granted (SLURM_CPUS_PER_TASK),
+    else its CPU affinity."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def started(pid: int) -> str | None:
+    """A process's start time as the kernel counts it (/proc/<pid>/stat), or None when it is gone;
+    where there is no /proc, whether the pid exists at all."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command's parentheses
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            os.kill(pid, 0)
+            return "alive"
+        except OSError:
+            return None
+
+
+def live(folder: Path) -> list[int]:
+    """The pids registered in `folder` whose processes still run; the files of the rest removed."""
+    pids = []
+    for f in Path(folder).glob("*.json"):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written, or removed, this moment
+        if started(doc["pid"]) == doc["start"]:
+            pids.append(doc["pid"])
+        else:
+            f.unlink(missing_ok=True)
+    return sorted(pids)
+
+
+class Share:
+    """This process's entry in the registry and the thread count it sets."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.folder = Path(cache_dir) / FOLDER
+        self.me = self.folder / f"{os.getpid()}.json"
+        self.checked, self.threads = 0.0, 0
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.me.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "start": started(os.getpid())}))
+            tmp.replace(self.me)
+        except OSError:  # a read-only cache dir: share by PIPELINE_JOBS alone
+            self.me = None
+        atexit.register(self.leave)
+
+    def leave(self) -> None:
+        if self.me is not None and self.me.stem == str(os.getpid()):  # not a forked worker's exit
+            self.me.unlink(missing_ok=True)
+
+    def sharers(self) -> int:
+        """The processes sharing the cores: those registered, at least what Make and torchrun say."""
+        implied = int(os.environ.get("PIPELINE_JOBS", "1")) * int(os.environ.get("WORLD_SIZE", "1"))
+        return max(implied, len(live(self.folder)) if self.me is not None else 1)
+
+    def threads_now(self) -> int:
+        return max(1, cores() // self.sharers())
+
+
+_SHARE: Share | None = None
+
+
+def share_cores(cache_dir: str | Path) -> int:
+    """Register this process (once) and size torch's threads to its share; the thread count."""
+    global _SHARE
+    if _SHARE is None or _SHARE.folder != Path(cache_dir) / FOLDER:
+        _SHARE = Share(cache_dir)
+    _SHARE.checked = 0.0
+    return rebalance()
+
+
+def rebalance() -> int:
+    """Recount the processes sharing the cores (at most every RECHECK_S) and set torch's threads
+    to this process's share; cheap enough to call every training step. The thread count."""
+    import torch
+
+    if _SHARE is None:
+        return torch.get_num_threads()
+    now = time.monotonic()
+    if now - _SHARE.checked >= RECHECK_S:
+        _SHARE.checked = now
+        threads = _SHARE.threads_now()
+        if threads != _SHARE.threads:
+            torch.set_num_threads(threads)
+            _SHARE.threads = threads
+    return _SHARE.threads
