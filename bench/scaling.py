@@ -184,7 +184,11 @@ def limited_rate(root: Path, cache_dir: Path, size: int, fmt: str, images: int, 
             text=True,
             preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
         )
-        return float(proc.communicate()[0].split()[-1])
+        out = proc.communicate()[0].split()
+        if proc.returncode != 0 or not out:  # killed: the limit is below what the process itself needs
+            print(f"memory limit {limit}: the loader process failed ({proc.returncode}); raise --memory-limit")
+            return None
+        return float(out[-1])
     finally:
         group.rmdir()
 
