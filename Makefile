@@ -71,10 +71,10 @@ test: .venv/.installed  ## ruff (lint, format check) and the test suite: what CI
 	$(PY) -m ruff format --check pipeline tests bench tools
 	$(PY) -m pytest -q tests
 
-bench: .venv/.installed  ## speed ratios: the loop against a plain one, the decode cache against decoding
+bench: .venv/.installed  ## speed ratios: the loop against a plain one, the decode cache against decoding, two runs at once
 	$(PY) bench/speed.py
 
-bench-scaling: .venv/.installed  ## seconds per image at 1k, 4k and 16k real-size JPEGs (about 10 min)
+bench-scaling: .venv/.installed  ## seconds per image at 1k, 8k and 64k real-size JPEGs, cache sizes raw and jpeg, loader speeds (about 1 h, 35 GB of disk)
 	$(PY) bench/scaling.py
 
 bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-fold CV on digits and ants-bees (2 h on a CPU)

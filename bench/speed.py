@@ -258,12 +258,16 @@ def one_run(tmp: Path, cache: str, ready: Path, others: int, passes: int) -> Non
     print(f"{passes * len(dl) * dl.batch_size / (time.perf_counter() - t):.1f}", flush=True)
 
 
-def started_runs(tmp: Path, caches: list[str], passes: int) -> list[float]:
-    """Images/s of len(caches) training processes started at once, each timed while all run."""
+def started_runs(tmp: Path, caches: list[str], passes: int, wait_policy: str | None = None) -> list[float]:
+    """Images/s of len(caches) training processes started at once, each timed while all run;
+    `wait_policy`: OpenMP's OMP_WAIT_POLICY for them (PASSIVE: idle threads sleep, not spin)."""
     ready = Path(tempfile.mkdtemp(dir=tmp))
     cmd = [sys.executable, __file__, "--one-run", str(tmp), "--ready", str(ready), "--passes", str(passes)]
+    env = {**os.environ, **({"OMP_WAIT_POLICY": wait_policy} if wait_policy else {})}
     procs = [
-        subprocess.Popen([*cmd, "--cache", c, "--others", str(len(caches) - 1)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*cmd, "--cache", c, "--others", str(len(caches) - 1)], stdout=subprocess.PIPE, text=True, env=env
+        )
         for c in caches
     ]
     return [float(p.communicate()[0].split()[-1]) for p in procs]
@@ -275,13 +279,22 @@ def two_runs(tmp: Path, rounds: int) -> dict[str, float]:
     neither sees the other, both take every core)."""
     cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", [f"folds.dir={tmp}/folds"])
     folds_stage.main(cfg)
-    passes = max(2, rounds)
-    alone = started_runs(tmp, [f"{tmp}/cache"], passes)[0]
-    shared = started_runs(tmp, [f"{tmp}/cache"] * 2, passes)
-    blind = started_runs(tmp, [f"{tmp}/cache", f"{tmp}/cache-b"], passes)
-    print(f"two runs: alone {alone:.0f} img/s; sharing {shared[0]:.0f} and {shared[1]:.0f}; not sharing "
-          f"{blind[0]:.0f} and {blind[1]:.0f}", flush=True)  # fmt: skip
-    return {"two_runs_each": min(shared) / alone, "two_runs_each_unshared": min(blind) / alone}
+    passes, one, two = 4 * rounds, [f"{tmp}/cache"], [f"{tmp}/cache", f"{tmp}/cache-b"]
+    rates = {
+        "alone": started_runs(tmp, one, passes),
+        "alone, passive": started_runs(tmp, one, passes, "PASSIVE"),
+        "sharing": started_runs(tmp, one * 2, passes),
+        "not sharing": started_runs(tmp, two, passes),
+        "not sharing, passive": started_runs(tmp, two, passes, "PASSIVE"),
+    }
+    print("two runs, img/s: " + "; ".join(f"{k} {' and '.join(f'{r:.0f}' for r in v)}" for k, v in rates.items()))
+    alone = rates["alone"][0]
+    return {
+        "two_runs_each": min(rates["sharing"]) / alone,
+        "two_runs_each_unshared": min(rates["not sharing"]) / alone,
+        "two_runs_each_unshared_passive": min(rates["not sharing, passive"]) / alone,
+        "alone_passive_vs_alone": rates["alone, passive"][0] / alone,
+    }
 
 
 def main() -> None:

@@ -16,14 +16,21 @@ import torch
 import yaml
 from helpers import ROOT, make, make_command, make_competition, make_config
 
+# Each fold's process under make -j2 has one core, not two: its sums round differently. SGD with
+# BatchNorm as initialised keeps that noise small; Adam's sign-like first steps and batch statistics
+# of 8 random-init images would amplify it.
+J2_SAFE = {"optimizer": "sgd", "phases": [{"epochs": 2, "lr": 1e-2, "freeze_bn": True}]}
+DETERMINISTIC = {"deterministic": True}
+
 
 @pytest.fixture(scope="module")
 def chained(tmp_path_factory):
     """A tiny experiment through `make ensemble`, deterministic so that a rebuilt file is bit-identical:
-    the chain test reads it, the rebuild test spoils its files and checks that Make restores them."""
+    the chain test reads it, the rebuild test spoils its files and checks that Make restores them, the
+    make -j2 test trains its twin."""
     tmp_path = tmp_path_factory.mktemp("chain")
     comp = make_competition(tmp_path / "comp")
-    config = make_config(tmp_path, comp, runtime={"cache_dir": str(tmp_path / "cache"), "deterministic": True})
+    config = make_config(tmp_path, comp, train=J2_SAFE, runtime=DETERMINISTIC)
     common = [f"CONFIG={config}", f"SUBMISSIONS={tmp_path / 'subs'}"]
     return tmp_path, comp, config, common, make("ensemble", *common).stdout
 
@@ -87,12 +94,10 @@ def test_chain_through_make(chained):
     assert "pipeline" not in make("ensemble", f"ENSEMBLE={spec}").stdout  # up to date: nothing runs
 
 
-def test_one_fold_and_config_error_through_make(tmp_path, comp):
+def test_lr_find_and_config_errors_through_make(tmp_path, comp):
     config = make_config(tmp_path, comp)
-    make("train", f"CONFIG={config}", "FOLD=1")
     run = tmp_path / "runs" / "tiny"
-    assert (run / "fold1" / "oof.csv").is_file() and not (run / "fold0").exists()
-    out = make("lr-find", f"CONFIG={config}", "SET=lr_find.num_iter=8").stdout
+    out = make("lr-find", f"CONFIG={config}", "SET=lr_find.num_iter=8").stdout  # the folds first
     assert "suggested lr" in out and len(pd.read_csv(run / "lr_find.csv")) <= 8
     assert "pipeline lr_find" not in make("-n", "lr-find", f"CONFIG={config}", "SET=lr_find.num_iter=8").stdout
     bad = make_config(tmp_path, comp, name="bad", train={"phases": [{"epochs": 0, "lr": 1e-3}]})
@@ -154,6 +159,7 @@ def test_a_kill_ctrl_c_or_sigterm_costs_at_most_the_epoch_in_progress(tmp_path, 
     assert out.count("fold 0 epoch ") == 9 - stopped[-1]  # only the epochs that were missing
     hist = pd.read_csv(fold / "history.csv")
     assert hist.epoch.tolist() == list(range(10)) and (fold / "oof.csv").is_file()
+    assert not (fold.parent / "fold1").exists()  # FOLD=0: that fold alone
 
 
 def test_mining_and_pseudo_labels_chain_through_make(tmp_path):
@@ -286,22 +292,17 @@ def _calls(log, word: str) -> list[tuple[float, float, str]]:
     return [(s, ends[args], jobs) for s, jobs, args in starts if word in args.split()]
 
 
-def test_make_j2_trains_two_folds_at_once_as_one_at_a_time_does(tmp_path, comp):
-    # Each fold's process has one core, not two: its sums round differently. SGD with BatchNorm as
-    # initialised keeps that noise small; Adam's sign-like first steps and batch statistics of 8
-    # random-init images would amplify it.
-    keys = {"optimizer": "sgd", "phases": [{"epochs": 2, "lr": 1e-2, "freeze_bn": True}]}
-    one, two = (make_config(tmp_path, comp, name=n, train=keys) for n in ("one", "two"))
-    make("folds", f"CONFIG={one}")
-    make("train", f"CONFIG={one}")
+def test_make_j2_trains_two_folds_at_once_as_one_at_a_time_does(chained, tmp_path):
+    finished, comp, _, _, _ = chained  # "tiny", trained one fold at a time
+    two = make_config(finished, comp, name="two", train=J2_SAFE, runtime=DETERMINISTIC)
     python, log = _recorder(tmp_path, "python", sys.executable)
     make("-j", "2", "train", f"CONFIG={two}", f"PY={python}")
     (s0, e0, jobs0), (s1, e1, jobs1) = _calls(log, "train")
     assert s0 < e1 and s1 < e0, "the two folds' processes ran at the same time"
     assert jobs0 == jobs1 == "2"  # each took its share of the cores
     for k in (0, 1):
-        a = torch.load(tmp_path / "runs" / "one" / f"fold{k}" / "last.pt", weights_only=True)["model"]
-        b = torch.load(tmp_path / "runs" / "two" / f"fold{k}" / "last.pt", weights_only=True)["model"]
+        a = torch.load(finished / "runs" / "tiny" / f"fold{k}" / "last.pt", weights_only=True)["model"]
+        b = torch.load(finished / "runs" / "two" / f"fold{k}" / "last.pt", weights_only=True)["model"]
         for key, value in a.items():
             assert torch.allclose(b[key].float(), value.float(), rtol=1e-3, atol=1e-4), key
     assert make("-q", "train", f"CONFIG={two}", check=False).returncode == 0
@@ -347,15 +348,16 @@ def test_every_deleted_or_damaged_artifact_is_rebuilt_by_a_plain_make(chained):
         p.unlink()
 
     best, oof0 = run / "fold1" / "best.pt", run / "fold0" / "oof.csv"
-    rebuilt([(rm, best), (rm, oof0), (rm, run / "oof.csv"), (rm, run / "test.csv"), (rm, run / "test_fold1.csv")],
+    # deleted: fold 1's model (retrained), fold 0's OOF (written from last.pt), and infer's files;
+    # damaged: fold 0's OOF and infer's test.csv
+    rebuilt([(rm, best), (cut, oof0), (rm, run / "oof.csv"), (cut, run / "test.csv"), (rm, run / "test_fold1.csv")],
             [f"fold 1: {best} is missing", "fold 0: resuming after epoch 1", "pipeline infer"],
             f"fold 0: {run / 'fold0' / 'best.pt'} is missing")  # fmt: skip
     after = torch.load(best, weights_only=True)["state_dict"]
     assert all(torch.equal(weights[k], after[k]) for k in weights)  # retrained bit for bit
-    rebuilt(
-        [(cut, best), (cut, oof0), (cut, run / "test.csv")], ["fold 1: ", "damaged", "pipeline infer"], "--fold 0: "
-    )
-    rebuilt([(rm, folds_csv)], ["pipeline folds", "already trained"], "training the fold again")
+    # the folds file deleted (made again, the same: no fold retrains) and fold 1's model damaged
+    rebuilt([(rm, folds_csv), (cut, best)], ["pipeline folds", "fold 0: already trained", "fold 1: ", "damaged"],
+            "fold 0: training the fold again")  # fmt: skip
 
 
 def test_a_regression_and_an_ordinal_competition_through_make(numbers):
