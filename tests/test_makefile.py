@@ -109,21 +109,21 @@ def test_lr_find_and_config_errors_through_make(tmp_path, comp):
     assert res.returncode != 0 and "only `make ensemble` and `make bundle` take it" in res.stderr
 
 
-def _interrupted(config, last, send) -> str:
-    """`make train FOLD=0` (a session of its own, as a terminal's job), stopped by `send` once
-    last.pt has been written since it started; its stderr."""
-    before = last.stat().st_mtime_ns if last.exists() else 0
+def _interrupted(config, send) -> str:
+    """`make train FOLD=0` (a session of its own, as a terminal's job), stopped by `send` once it
+    has printed an epoch's line (printed after that epoch's last.pt is written); its stderr."""
     proc = subprocess.Popen(
         make_command("train", f"CONFIG={config}", "FOLD=0"),
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    while (not last.exists() or last.stat().st_mtime_ns == before) and proc.poll() is None:
-        time.sleep(0.01)
-    send(proc)
+    for line in proc.stdout:
+        if line.startswith("fold 0 epoch "):
+            send(proc)
+            break
     return proc.communicate()[1]
 
 
@@ -147,7 +147,7 @@ def test_a_kill_ctrl_c_or_sigterm_costs_at_most_the_epoch_in_progress(tmp_path, 
     proc.wait()
     stopped = [torch.load(fold / "last.pt", weights_only=True)["epoch"]]
     for send in (lambda p: os.killpg(p.pid, signal.SIGINT), lambda p: os.kill(p.pid, signal.SIGTERM)):
-        err = _interrupted(config, fold / "last.pt", send)
+        err = _interrupted(config, send)
         stopped.append(torch.load(fold / "last.pt", weights_only=True)["epoch"])
         assert stopped[-1] < 9 and (fold / "best.pt").is_file() and not (fold / "oof.csv").exists(), err
         ours = [line for line in err.splitlines() if line.startswith("interrupted:")]
