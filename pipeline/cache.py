@@ -249,7 +249,8 @@ def open_cache(
 def run_cache(cfg: Config, final: DataConfig, paths: list[Path] | None = None) -> DecodedImages | None:
     """The competition's cache at the run's largest size (of `paths` alone when given: the test
     images of a bundle's prediction, with no training images at hand); None under runtime.cache:
-    false. An image is stored alike in any cache, so predictions do not depend on which."""
+    false. An image is stored alike in any raw cache, so predictions do not depend on which (a jpeg
+    cache's are close, not equal: runtime.cache_format)."""
     if not cfg.runtime.cache:
         return None
     dc = DataConfig(stored_short(cfg, final), final.mean, final.std, final.interpolation, crop_pct=1.0)

@@ -495,7 +495,7 @@ class Runtime(_Section):
     cache_format: Literal["auto", "raw", "jpeg"] = Field(
         "auto",
         description="raw: pixels (fastest to read); jpeg: each image re-encoded once at the cached size, "
-        "quality 95 (about a sixth of raw on disk, decoded with OpenCV); auto: raw while it takes at most "
+        "quality 95 (about a fifth of raw on disk, decoded with OpenCV); auto: raw while it takes at most "
         "half the free disk and half the memory this process may use, else jpeg",
     )
     check_images: bool = Field(

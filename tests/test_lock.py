@@ -82,7 +82,7 @@ def test_second_run_with_a_set_override_is_refused_while_the_first_trains(tmp_pa
 def test_killing_make_ends_its_stage_and_the_next_make_resumes(tmp_path, comp):
     """kill -9 of make itself: the training it started dies with it (no orphan racing the next
     run), and a plain make train resumes the fold."""
-    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 8, "lr": 1e-3}], "batch_size": 8})
+    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 30, "lr": 1e-3}], "batch_size": 8})
     make("folds", f"CONFIG={config}")
     run = tmp_path / "runs" / "tiny"
     proc = subprocess.Popen(
