@@ -119,6 +119,9 @@ def _interrupted(config, send) -> str:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as a terminal's job has it: a shell's background job (a CI runner's, say) ignores SIGINT,
+        # and that would pass down to make and the stage
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in proc.stdout:
         if line.startswith("fold 0 epoch "):
