@@ -34,9 +34,16 @@ TARGET ?= configs/bundle-target.txt## bundle: the packages the image that predic
 BUNDLES ?= bundles## bundle: where bundles go
 BUNDLE_PIP ?=## bundle: pip download options for another Python, e.g. "--python-version 3.10 --platform manylinux2014_x86_64"
 LAUNCH ?=## a prefix for every stage command, e.g. "srun -n1 --gres=gpu:1": make -j 20 train LAUNCH=... farms folds
+RUNS_DIR ?= runs## leaderboard: the folder of experiments it lists
+SWEEP ?=## sweep: lists to combine, e.g. SWEEP="model.backbone=tf_efficientnet_lite0,tf_efficientnet_lite1 train.seed=1,2"
+SPACE ?=## search: the space file (keys and their ranges or choices), e.g. configs/spaces/digits.yaml
+BUDGET ?=## search: its wall-clock budget, e.g. 45m or 2h: no trial starts that would likely pass it
+TRIALS ?=## search: stop once the study holds this many finished trials
+FULL ?=## search: FULL=1 then trains the best trial's config on every fold and writes its submission
 
 STAGES := folds train infer lr-find show-batch mine pseudo ensemble sanity report bundle
-.PHONY: help setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES)
+.PHONY: help setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES) \
+	leaderboard sweep search
 
 help:  ## this list (also what a bare `make` prints)
 	@echo "Targets:"
@@ -91,6 +98,29 @@ bench-numbers: elpv  ## the numbers' 5-fold CV table on ELPV: baselines, losses,
 clean:  ## delete every run, submission, bundle, folds file and the decode cache
 	rm -rf runs cache bundles submissions/*.csv submissions/*.json submissions/*.html folds/*.csv folds/*.json
 
+# ----------------------------------------------------------------------------- many experiments
+leaderboard:  ## RUNS_DIR/leaderboard.csv and .html: every experiment's CV, spread, TTA, time, status
+	$(PY) -m pipeline leaderboard $(RUNS_DIR)
+
+# The sweep's configs are written when Make reads this file (make -n sweep too), so that the
+# ensemble's Make can plan each of them; an existing one is kept, edited or not.
+ifneq ($(filter sweep,$(MAKECMDGOALS)),)
+SWEEP_OUT := $(shell $(PY) -m pipeline sweep $(CONFIG) $(SWEEP) --submissions $(SUBMISSIONS) 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+$(error $(SWEEP_OUT))
+endif
+SWEEP_ENSEMBLE := $(lastword $(SWEEP_OUT))
+$(if $(word 2,$(SWEEP_OUT)),$(info $(filter-out $(SWEEP_ENSEMBLE),$(SWEEP_OUT))))
+endif
+
+sweep:  ## configs/sweeps/: one experiment per combination of SWEEP's lists, trained (-j, LAUNCH=), their fitted ensemble, the leaderboard
+	$(MAKE) --no-print-directory ensemble ENSEMBLE=$(SWEEP_ENSEMBLE) SET= FOLD=
+	$(PY) -m pipeline leaderboard $(RUNS_DIR)
+
+search:  ## Optuna over SPACE's keys, each trial fold 0 (pruned on its valid loss), within BUDGET; the best as a config
+	$(if $(SPACE),,$(error make search: SPACE= names the space file, e.g. SPACE=configs/spaces/digits-10.yaml))
+	$(PY) -m pipeline search $(CONFIG) $(SPACE) $(if $(BUDGET),--budget $(BUDGET)) $(if $(TRIALS),--trials $(TRIALS)) $(if $(FULL),--full) $(SET)
+
 # ----------------------------------------------------------------------------- the stages
 folds:     ## folds/<competition>.csv, once per competition
 train:     ## every fold's model (FOLD=k: one), resuming a killed fold
@@ -128,7 +158,8 @@ FOLDS := $(if $(N_FOLDS),$(shell seq 0 $$(( $(N_FOLDS) - 1 ))))
 # forced through BROKEN. A pattern rule's targets, and those of `&:`, are made by one recipe run.
 fold_out = $(RUN)/fold$(1)/oof.csv $(RUN)/fold$(1)/best.pt
 INFER_OUT = $(RUN)/test.csv $(RUN)/oof.csv $(foreach k,$(FOLDS),$(RUN)/test_fold$(k).csv)
-$(foreach b,$(BROKEN),$(eval $(b): FORCE))
+# ($$(b) inside eval: a name may hold =, which eval would read as an assignment: x--lr=0.1)
+$(foreach b,$(BROKEN),$(eval $$(b): FORCE))
 # Make deletes a target its recipe had touched when Ctrl-C or SIGTERM stops it. Every file here is
 # written whole (beside it, then renamed) and a fold's oof.csv last, so a fold keeps its best.pt
 # and resumes from last.pt; an infer stopped midway leaves older files, which Make sees as stale.
@@ -212,8 +243,8 @@ $(STAMP_train) $(STAMP_lr_find) $(STAMP_show_batch) $(STAMP_infer) $(STAMP_mine)
 # pseudo-labels a fold trains on): that experiment's own Make run brings it up to date, and what
 # reads it reruns only if that run rewrote it. OTHER holds file|target|config triples.
 define another_experiment
-$(1): FORCE
+$$(word 1,$$(subst |, ,$$(o))): FORCE
 	@$$(MAKE) --no-print-directory $(2) CONFIG=$(3) SET= FOLD= ENSEMBLE= RUNS= NAME=
 endef
-$(foreach o,$(OTHER),$(eval $(call another_experiment,$(word 1,$(subst |, ,$(o))),$(word 2,$(subst |, ,$(o))),$(word 3,$(subst |, ,$(o))))))
+$(foreach o,$(OTHER),$(eval $(call another_experiment,,$(word 2,$(subst |, ,$(o))),$(word 3,$(subst |, ,$(o))))))
 FORCE:

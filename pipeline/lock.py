@@ -72,6 +72,11 @@ def _holders(locks: Path) -> list[tuple[Path, dict]]:
     return out
 
 
+def running(run_dir: Path) -> list[dict]:
+    """The stage processes holding the experiment's lock that still run (another host's: all)."""
+    return [h for _, h in _holders(Path(run_dir) / "locks") if alive(h)]
+
+
 def acquire(run_dir: Path, stage: str, fold: int | None, digest: str) -> Path:
     """Register this process as a holder, refusing (one line, naming the holder and its file) when
     a live holder conflicts; stale holders of dead processes on this host are removed."""

@@ -49,7 +49,7 @@ def check_model(m: Model) -> None:
         hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
         raise PipelineError(f"model.backbone: '{m.backbone}' is not a timm model name{hint}")
     if m.pretrained not in ("none", "hub") and not m.pretrained.startswith("hub:"):
-        path = weights_path(m.pretrained)
+        path = weights_path(m.weights)
         if not path.is_file():
             raise PipelineError(f"model.pretrained: {path}: weights file not found")
 
@@ -61,7 +61,7 @@ def _create(mcfg: Model, num_classes: int) -> torch.nn.Module:
         return timm.create_model(mcfg.backbone, **kw)
     if spec == "hub" or spec.startswith("hub:"):
         return _from_hub(mcfg.backbone, spec.partition(":")[2], kw)
-    path = weights_path(spec)
+    path = weights_path(mcfg.weights)
     state = read_state_dict(path)
     model = timm.create_model(mcfg.backbone, **kw)
     if _is_timm_layout(model, state):

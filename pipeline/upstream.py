@@ -19,6 +19,8 @@ from .config_files import UPSTREAM, load_config, load_upstream, validate
 from .errors import PipelineError
 from .folds_file import Images, train_image_paths
 from .io import image_paths, read_table
+from .labels import y_true
+from .metrics import per_fold
 from .runs import RunDir
 
 HARD_NEGATIVE_COLUMNS = ["image_id", "path", "fold", "score"]  # path: relative to data.root
@@ -141,3 +143,22 @@ def check_compatible(members: list[Predictions]) -> None:
         ]:
             if a != b:
                 raise PipelineError(f"{m.run}: {what} differ from {first.run}'s; cannot ensemble them")
+
+
+# ----------------------------------------------------------------------------- scores of a run
+
+
+def read_oof(cfg: Config, path: Path) -> pd.DataFrame:
+    """An OOF table with the id and label as written (a class named 1 stays the column '1')."""
+    d = cfg.data
+    return pd.read_csv(path, dtype={d.id_col: str, d.label_col: str}, keep_default_na=False)
+
+
+def oof_scores(cfg: Config, oof: pd.DataFrame) -> dict:
+    """An OOF table's metric on each fold (fold<k>) and over all its rows (overall)."""
+    d = cfg.data
+    classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
+    y = y_true(oof[d.label_col], classes, d)
+    grades = np.unique(y) if d.ordinal else None
+    pred = oof[classes].to_numpy(dtype=float)
+    return per_fold(cfg.metric, y, pred[:, 0] if d.numeric else pred, oof["fold"].to_numpy(), grades)

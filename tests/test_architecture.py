@@ -8,7 +8,10 @@ from pathlib import Path
 from helpers import ROOT
 
 PKG = ROOT / "pipeline"
-STAGES = {"folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble", "report", "bundle"}
+STAGES = {
+    "folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble", "report", "bundle", "leaderboard",
+    "search",
+}  # fmt: skip
 
 
 def _name(path: Path) -> str:
@@ -93,7 +96,7 @@ def test_shared_modules_form_layers_without_a_cycle():
 
 
 def test_what_make_runs_at_parse_time_never_imports_torch():
-    code = "import sys, pipeline.__main__, pipeline.make_bridge; print('torch' in sys.modules)"
+    code = "import sys, pipeline.__main__, pipeline.make_bridge, pipeline.sweep; print('torch' in sys.modules)"
     import subprocess
 
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

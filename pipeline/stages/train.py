@@ -33,7 +33,7 @@ import timm
 import torch
 import yaml
 
-from .. import augment, cores, distributed, engine, optim, progress, tricks
+from .. import augment, budget, cores, distributed, engine, optim, progress, tricks
 from ..cache import run_cache
 from ..config import Config, Fgm, Phase
 from ..data import (
@@ -239,16 +239,23 @@ class Clock:
         if done == min(WARM_STEPS, self.steps - 1) or done == min(WARM_STEPS + TIMED_STEPS, self.steps):
             self.marks.append((images, time.perf_counter()))
             if len(self.marks) == 2 and self.marks[1][1] > self.marks[0][1]:
-                say(self.estimate((self.marks[1][0] - self.marks[0][0]) / (self.marks[1][1] - self.marks[0][1])))
+                rate = (self.marks[1][0] - self.marks[0][0]) / (self.marks[1][1] - self.marks[0][1])
+                if self.run.probe:  # runtime.budget's measurement: this epoch ends here
+                    raise budget.Measured(rate, self.epoch_seconds(rate))
+                say(self.estimate(rate))
+
+    def epoch_seconds(self, rate: float) -> list[float]:
+        """Each phase's epoch (its steps and its validation) at `rate` images/s in this phase's steps."""
+        run, t = self.run, self.run.cfg.train
+        n_valid = int((run.folds["fold"] == run.fold).sum())
+        cost = [self.cost(q) / self.cost(self.p) / rate for q in range(len(t.phases))]  # seconds an image
+        forward = [c / (1 if t.phases[q].frozen else 3) for q, c in enumerate(cost)]  # validation's share
+        return [self.images * c + n_valid * f for c, f in zip(cost, forward)]
 
     def estimate(self, rate: float) -> str:
         """The message: `rate` images/s in this phase's steps."""
         run, t = self.run, self.run.cfg.train
-        n_train = self.images
-        n_valid = int((run.folds["fold"] == run.fold).sum())
-        cost = [self.cost(q) / self.cost(self.p) / rate for q in range(len(t.phases))]  # seconds an image
-        forward = [c / (1 if t.phases[q].frozen else 3) for q, c in enumerate(cost)]  # validation's share
-        epoch_s = [n_train * c + n_valid * f for c, f in zip(cost, forward)]
+        epoch_s = self.epoch_seconds(rate)
         left_in_phase = t.phase_starts[self.p] + t.phases[self.p].epochs - self.epoch
         fold_left = left_in_phase * epoch_s[self.p] + sum(
             t.phases[q].epochs * epoch_s[q] for q in range(self.p + 1, len(t.phases))
@@ -393,6 +400,7 @@ class FoldRun:
     eraser: augment.Eraser | None = None  # train.aug.random_erasing
     folds_after: int = 0  # the run's other folds not yet trained (the run's estimate)
     timed: set | None = None  # phases whose first steps Clock has timed; None: no estimates (lr-find)
+    probe: bool = False  # runtime.budget's first fold: stop at the clock's measurement (budget.Measured)
 
     @property
     def act(self):
@@ -859,9 +867,9 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def train_fold(cfg: Config, folds: pd.DataFrame, fold: int, folds_after: int = 0) -> None:
+def train_fold(cfg: Config, folds: pd.DataFrame, fold: int, folds_after: int = 0, probe: bool = False) -> None:
     run = build(cfg, folds, fold)
-    run.folds_after, run.timed = folds_after, set()
+    run.folds_after, run.timed, run.probe = folds_after, set(), probe
     oof_path = run.paths.fold_oof(fold)
     resume = load_state(run)
     if resume is not None and resume.done:
@@ -960,10 +968,38 @@ def main(cfg: Config, fold: int | None = None) -> None:
     if cfg.data.numeric:  # a fixed model.y_range that leaves out a training target: before any epoch
         fit_scale(cfg.model.y_range, pd.to_numeric(folds[cfg.data.label_col]).to_numpy(dtype=float))
     todo = list(range(cfg.folds.n_folds)) if fold is None else [fold]
+    cfg = within_budget(cfg, folds, todo[0])
     for i, k in enumerate(todo):
         # the folds still to train besides this one (under Make each fold is a process of its own)
         later = [j for j in range(cfg.folds.n_folds) if j != k and j not in todo[:i]]
         train_fold(cfg, folds, k, sum(not readable_csv(RunDir(cfg.run_dir).fold_oof(j)) for j in later))
+
+
+def within_budget(cfg: Config, folds: pd.DataFrame, fold: int) -> Config:
+    """cfg with the epochs runtime.budget allows (pipeline/budget.py): the run's decision, else
+    measured now on the first steps of `fold`, which then trains from its start."""
+    if cfg.runtime.budget is None:
+        return cfg
+    doc = budget.read(cfg)
+    if doc is None:
+        run = RunDir(cfg.run_dir)
+        started = [k for k in range(cfg.folds.n_folds) if run.last(k).is_file()]
+        if started:
+            raise PipelineError(
+                f"runtime.budget: fold {started[0]} was started without it ({run.last(started[0])}); delete "
+                f"{run.root}/fold*/ to train every fold within it, or drop runtime.budget"
+            )
+        if distributed.world_size() > 1:
+            raise PipelineError(
+                "runtime.budget: the speed is measured in one process; train one fold without GPUS= first"
+            )
+        try:
+            train_fold(cfg, folds, fold, probe=True)
+            doc = budget.decide(cfg, None)  # an epoch too short to time: trained as written
+        except budget.Measured as m:
+            doc = budget.decide(cfg, m)
+    say(budget.describe(cfg, doc))
+    return budget.applied(cfg, doc)
 
 
 # ----------------------------------------------------------------------------- what lr_find and show_batch build on

@@ -1,0 +1,57 @@
+"""runtime.budget: the first fold's measured speed scales every phase's epochs by one factor,
+the decision is kept for every fold, and a budget that cannot hold one epoch each is refused."""
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import make_config
+
+from pipeline.budget import scaled_epochs
+from pipeline.config_files import load_config
+from pipeline.errors import PipelineError
+from pipeline.runs import RunDir
+from pipeline.stages import folds, train
+
+
+def test_epochs_are_scaled_in_proportion_to_fit_and_kept_when_they_fit():
+    assert scaled_epochs([10, 4], [1.0, 2.0], 2, 36) == [10, 4]  # 2 x (10 + 8) s: fits
+    assert scaled_epochs([10, 4], [1.0, 2.0], 2, 12) == [3, 1]  # a third: 2 x (3 + 2) = 10 s
+    assert scaled_epochs([6, 1, 1], [1.0, 4.0, 4.0], 5, 60) == [4, 1, 1]  # 5 x (4 + 8) = 60 s: the ones stay
+    assert scaled_epochs([1, 8], [10.0, 1.0], 1, 14) == [1, 4]  # the 1 overshoots: the others give way
+    with pytest.raises(PipelineError, match="cannot hold one epoch of each phase on 2 folds"):
+        scaled_epochs([10, 4], [1.0, 2.0], 2, 5)
+
+
+def budget_config(tmp_path, comp, name, minutes):
+    phases = [{"epochs": 10, "lr": 3e-3}, {"epochs": 4, "lr": 1e-3}]
+    return load_config(
+        make_config(tmp_path, comp, name=name, train={"phases": phases}, runtime={"budget": minutes, "cache": False})
+    )
+
+
+def test_the_first_folds_speed_decides_every_folds_epochs(tmp_path, comp, monkeypatch, capsys):
+    monkeypatch.setattr(train.Clock, "epoch_seconds", lambda self, rate: [1.0, 2.0])  # the speed, made exact
+    cfg = budget_config(tmp_path, comp, "fits", 0.2)  # 12 s for 2 folds of 10 + 4 epochs of 1 s and 2 s
+    folds.main(cfg)
+    train.main(cfg, fold=0)
+    decision = json.loads((RunDir(cfg.run_dir).root / "budget.json").read_text())
+    assert decision["epochs"] == [3, 1] and decision["configured_epochs"] == [10, 4]
+    assert "10+4 epochs (by phase) would take about 36.0 s; 3+1 fit" in capsys.readouterr().out
+    monkeypatch.setattr(train.Clock, "epoch_seconds", lambda self, rate: [0.1, 0.1])  # fold 1 keeps fold 0's decision
+    train.main(cfg, fold=1)
+    for k in (0, 1):
+        history = pd.read_csv(RunDir(cfg.run_dir).history(k))
+        assert list(history.epoch) == [0, 1, 2, 3] and list(history.phase) == [0, 0, 0, 1]
+
+
+def test_a_budget_too_small_for_one_epoch_each_is_refused_before_any_epoch(tmp_path, comp, monkeypatch):
+    monkeypatch.setattr(train.Clock, "epoch_seconds", lambda self, rate: [1.0, 2.0])
+    cfg = budget_config(tmp_path, comp, "tight", 0.05)  # 3 s: one epoch of each phase on two folds takes 6
+    folds.main(cfg)
+    with pytest.raises(PipelineError, match=r"runtime.budget: 3.0 s cannot hold one epoch .*about 6.0 s"):
+        train.main(cfg, fold=0)
+    run = RunDir(cfg.run_dir)
+    assert not (run.root / "budget.json").exists() and not run.last(0).exists()
+    with pytest.raises(PipelineError, match="runtime.budget: Input should be greater than 0"):
+        load_config(make_config(tmp_path, comp, name="zero", runtime={"budget": 0}))
