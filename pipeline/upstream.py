@@ -149,9 +149,14 @@ def check_compatible(members: list[Predictions]) -> None:
 
 
 def read_oof(cfg: Config, path: Path) -> pd.DataFrame:
-    """An OOF table with the id and label as written (a class named 1 stays the column '1')."""
+    """An OOF table (a fold's or infer's), checked as every table is (io.read_table: a damaged
+    one is a one-line error naming it); the fold as an integer, the predictions as numbers."""
     d = cfg.data
-    return pd.read_csv(path, dtype={d.id_col: str, d.label_col: str}, keep_default_na=False)
+    oof = read_table(path, [d.id_col, "fold", d.label_col], id_col=d.id_col)
+    classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
+    oof["fold"] = oof["fold"].astype(int)
+    oof[classes] = oof[classes].astype(float)
+    return oof
 
 
 def oof_scores(cfg: Config, oof: pd.DataFrame) -> dict:
