@@ -26,7 +26,11 @@ SET ?=## key=value overrides for this command, e.g. SET="train.batch_size=16 mod
 FOLD ?=## train: only this fold (rerun after a crash: it resumes)
 ENSEMBLE ?=## ensemble: an ensemble file (members, method); CONFIG is not read then
 RUNS ?=## ensemble: experiment folders to average instead, e.g. RUNS="runs/a runs/b"
-NAME ?=## ensemble with RUNS: submissions/<NAME>.csv (default: the one member's folder name, or ensemble)
+NAME ?=## ensemble with RUNS: submissions/<NAME>.csv (default: the one member's folder name, or ensemble); init: configs/<NAME>.yaml
+COMP ?=## init: the competition folder whose config it writes, e.g. data/ants-bees
+BACKBONE ?=## init: a timm backbone (default: EfficientNet-Lite2 or Lite0 by the data's size, with local weights)
+SAMPLE ?=## init: the sample submission, where the folder has several
+LABEL ?=## init: the label column, where the sample does not say
 SUBMISSIONS ?= submissions## ensemble: where the submission goes
 GPUS ?=## train: each fold on this many GPUs at once (DDP through torchrun; train.batch_size is split)
 TORCHRUN ?= --standalone## train with GPUS: torchrun's own options, e.g. "--nnodes=2 --rdzv-endpoint=host:29400"
@@ -42,7 +46,7 @@ TRIALS ?=## search: stop once the study holds this many finished trials
 FULL ?=## search: FULL=1 then trains the best trial's config on every fold and writes its submission
 
 STAGES := folds train infer lr-find show-batch mine pseudo ensemble sanity report bundle
-.PHONY: help setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES) \
+.PHONY: help init setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES) \
 	leaderboard sweep search
 
 help:  ## this list (also what a bare `make` prints)
@@ -50,6 +54,12 @@ help:  ## this list (also what a bare `make` prints)
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "Variables (make <target> VAR=value):"
 	@awk -F'## ' '/^[A-Z0-9_]+ \?=/{split($$1, kv, / *\?= */); printf "  %-25s %s\n", kv[1] "=" kv[2], $$2}' $(MAKEFILE_LIST)
+	@echo "Docs: README.md (start here); docs/README.md indexes a page per topic:"
+	@printf '  %-30s %-30s %s\n' $(filter-out docs/README.md,$(sort $(wildcard docs/*.md)))
+
+init:  ## configs/<NAME>.yaml for the competition in COMP, read off its tables and images: make init COMP=data/x
+	$(PY) -m pipeline init "$(COMP)" $(if $(NAME),--name $(NAME)) $(if $(BACKBONE),--backbone $(BACKBONE)) \
+		$(if $(SAMPLE),--sample $(SAMPLE)) $(if $(LABEL),--label $(LABEL))
 
 # ----------------------------------------------------------------------------- set-up and demos
 setup: .venv/.installed  ## create .venv with the pinned versions (constraints.txt)

@@ -5,6 +5,7 @@ Usage: python -m pipeline {folds,train,infer,lr_find,show_batch,mine,pseudo,repo
        python -m pipeline ensemble RUN_OR_CONFIG [...] [--name NAME] [--method M] [--out-dir submissions]
        python -m pipeline ensemble --spec ensembles/x.yaml
        python -m pipeline bundle RUN_OR_CONFIG [...] | --spec ensembles/x.yaml [--target FILE]
+       python -m pipeline init COMP_DIR [--name NAME] [--backbone NAME] [--sample FILE]   # configs/<name>.yaml
        python -m pipeline leaderboard [RUNS_DIR]            # runs/leaderboard.csv and .html
        python -m pipeline sweep CONFIG key=a,b [key=c,d ...]   # configs/sweeps/: a config per combination
        python -m pipeline search CONFIG SPACE [--budget 2h] [--trials N] [--full] [key=value ...]
@@ -54,6 +55,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if command == "bundle":
             p.add_argument("--target", default="configs/bundle-target.txt", help="the packages the target image has")
             p.add_argument("--pip-args", default=None, help="options for pip download (--python-version, --platform)")
+    p = sub.add_parser("init", help="a competition folder's first config, configs/<name>.yaml, read off its files")
+    p.add_argument("comp_dir", help="the competition folder: train.csv, sample_submission.csv, images under it")
+    p.add_argument("--name", default=None, help="configs/<name>.yaml and runs/<name> (default: the folder's name)")
+    p.add_argument("--backbone", default=None, help="a timm model (default: EfficientNet-Lite2 or Lite0 by size)")
+    p.add_argument("--sample", default=None, help="the sample submission, where the folder has several")
+    p.add_argument("--train", default=None, help="the training table, where it is not train.csv")
+    p.add_argument("--label", default=None, help="the label column, where the sample does not say")
+    p.add_argument("--configs", default="configs", help="where the config goes")
     p = sub.add_parser("leaderboard", help="every experiment's CV side by side: RUNS_DIR/leaderboard.csv, .html")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.add_argument("--out-dir", default=None, help="where the CSV and HTML go (default: RUNS_DIR)")
@@ -167,6 +176,10 @@ def run(args: argparse.Namespace) -> None:
         bundle.run_cli(args)
     elif args.command == "predict":
         run_predict(args)
+    elif args.command == "init":
+        from .stages import init
+
+        init.main(args.comp_dir, args.name, args.backbone, args.sample, args.train, args.label, args.configs)
     elif args.command == "leaderboard":
         from .stages import leaderboard
 

@@ -15,11 +15,12 @@ of torch for configs without one.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import warnings
 
 import numpy as np
+
+from .suggest import nearest
 
 GROUPS = ("OneOf", "SomeOf", "Sequential", "RandomOrder")
 # the pipeline's own steps (normalising on the device, tensors) and what needs more than an image
@@ -49,8 +50,7 @@ def registry() -> dict:
 
 
 def closest(word: str, names) -> str:
-    near = difflib.get_close_matches(word, list(names), n=3, cutoff=0.5)
-    near += [n for n in names if n.lower() == word.lower() and n not in near]
+    near = nearest(word, names)
     return f"; closest: {', '.join(near)}" if near else ""
 
 

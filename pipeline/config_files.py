@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from .config import Config, Ensemble
 from .errors import PipelineError
 from .runs import RunDir
+from .suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -107,12 +108,26 @@ def set_key(doc: dict, keys: list[str], value: Any) -> None:
             doc = doc.setdefault(k, {}) if isinstance(doc, dict) else doc[k]
 
 
-def _describe(err: dict, origin: dict[tuple, str], default: str) -> str:
+def section_keys(schema: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """The keys the section at loc takes (("train", "phases", "0") -> a phase's keys), for naming
+    the nearest to an unknown one; [] where loc leaves the schema."""
+    for part in loc:
+        if part.isdigit():
+            continue  # an item of a list of sections
+        field = schema.model_fields.get(part)
+        found = field and next((t for t in (field.annotation, *get_args(field.annotation)) if _is_schema(t)), None)
+        if not found:
+            return []
+        schema = found
+    return list(schema.model_fields)
+
+
+def _describe(err: dict, origin: dict[tuple, str], default: str, schema: type[BaseModel] = Config) -> str:
     loc = tuple(str(p) for p in err["loc"])
     source = next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), default)
     key = ".".join(loc)
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
+        return f"{source}: unknown key '{key}'{did_you_mean(loc[-1], section_keys(schema, loc[:-1]))}"
     if err["type"] == "missing":
         return f"{source}: missing key '{key}'"
     msg = err["msg"].removeprefix("Value error, ")  # our validators' own words
@@ -133,7 +148,7 @@ def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
     try:
         return schema.model_validate(doc)
     except ValidationError as e:
-        raise PipelineError(_describe(e.errors()[0], origin, str(path))) from None
+        raise PipelineError(_describe(e.errors()[0], origin, str(path), schema)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:

@@ -3,7 +3,6 @@ trained model rebuilt from its checkpoint alone."""
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from .data import DataConfig
 from .errors import PipelineError
 from .io import atomic_path
 from .runs import RunDir
+from .suggest import did_you_mean
 from .targets import TargetScale
 
 
@@ -45,8 +45,7 @@ def check_model(m: Model) -> None:
     """The backbone is a timm name (else the closest names are suggested) and a weights file named
     by model.pretrained exists (preflight's check before training; create_model loads it)."""
     if not timm.is_model(m.backbone):
-        close = difflib.get_close_matches(m.backbone, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else " (timm.list_models() lists them)"
+        hint = did_you_mean(m.backbone, timm.list_models()) or " (timm.list_models() lists them)"
         raise PipelineError(f"model.backbone: '{m.backbone}' is not a timm model name{hint}")
     if m.pretrained not in ("none", "hub") and not m.pretrained.startswith("hub:"):
         path = weights_path(m.weights)

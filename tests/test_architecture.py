@@ -10,7 +10,7 @@ from helpers import ROOT
 PKG = ROOT / "pipeline"
 STAGES = {
     "folds", "train", "lr_find", "infer", "mine", "pseudo", "sanity", "ensemble", "report", "bundle", "leaderboard",
-    "search",
+    "search", "init",
 }  # fmt: skip
 
 
