@@ -1,5 +1,5 @@
 """The augmentation CV table: each example pipeline and the one-key policies against today's
-default, 5-fold CV on the data each fits (README: Training augmentation).
+default, 5-fold CV on the data each fits (docs/augmentation.md).
 
 Usage: python bench/aug_cv.py [--only DATASET ...] [--variants NAME ...] [--out FILE]
        make bench-aug [ONLY="elpv digits clothing"]   (default: elpv)

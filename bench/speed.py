@@ -152,7 +152,7 @@ def cache_vs_decode(tmp: Path, rounds: int) -> dict[str, float]:
 # ----------------------------------------------------------------------------- augmentation
 
 
-PHOTO_LIST = [  # a photo competition's list as winners write them (README: Training augmentation)
+PHOTO_LIST = [  # a photo competition's list as winners write them (docs/augmentation.md)
     {"name": "Affine", "rotate": [-15, 15], "translate_percent": [-0.05, 0.05], "p": 0.5},
     {"name": "CLAHE", "clip_limit": [1, 3], "p": 0.3},
     {"name": "OneOf", "p": 0.3, "transforms": [{"name": "GaussianBlur"}, {"name": "GaussNoise"}]},

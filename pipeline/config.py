@@ -19,7 +19,7 @@ CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "qwk")
 NUMBER_METRICS = ("rmse", "mae", "r2", "qwk")  # qwk of an ordinal task: of the grades after the cut-points
 NUMERIC_TASKS = ("regression", "ordinal")
 NUMBER_LOSSES = ("mse", "l1", "smooth_l1", "bce")
-NUMBER_DEFAULT_LOSS = "mse"  # a number's train.loss when none is given (chosen by CV: README, Numbers)
+NUMBER_DEFAULT_LOSS = "mse"  # a number's train.loss when none is given (chosen by CV: docs/regression.md)
 Flip = Literal["hflip", "vflip", "transpose", "rot90", "rot180", "rot270"]
 NAME = r"^[A-Za-z0-9._=-]+$"  # = for sweeps' names: x--backbone=a--seed=1
 
@@ -146,8 +146,8 @@ class Model(_Section):
     y_range: list[float] | Literal["auto"] | None = Field(
         None,
         description="a number's output range (regression, ordinal): [lo, hi]: a sigmoid scaled to it; auto: the "
-        "fold's training targets' range widened by 5% each side; null (the default, chosen by CV: README, "
-        "Numbers): no range, the target standardised on the training folds and the output un-scaled",
+        "fold's training targets' range widened by 5% each side; null (the default, chosen by CV: "
+        "docs/regression.md): no range, the target standardised on the training folds and the output un-scaled",
     )
 
     @field_validator("y_range")
