@@ -2,6 +2,7 @@
 each (read back through the loader every stage uses), its questions, and one written config trained
 and submitted through the whole chain."""
 
+import re
 import shutil
 
 import numpy as np
@@ -139,6 +140,8 @@ def test_a_long_tail_gets_a_sampling_suggestion_left_as_a_comment(tmp_path, caps
                     shutil.copy(c / "sample_submission_a.csv", c / "sample_submission_b.csv")),
          "which is the sample submission: sample_submission_a.csv, sample_submission_b.csv? pass --sample"),
         (lambda c: (c / "train" / "tr003.jpg").unlink(), "train.csv: line 5: image_id 'tr003' has no image"),
+        (lambda c: [p.rename(c / "test" / p.name) for p in sorted((c / "train").glob("*.jpg"))[::3]],
+         "the images are in several folders (train/{id}.jpg, test/{id}.jpg, ...)"),
         (lambda c: pd.read_csv(c / "train.csv").assign(other="x", label2="y")
          .drop(columns="label").to_csv(c / "train.csv", index=False), "which column is the label"),
         (lambda c: (shutil.rmtree(c / "train"), shutil.rmtree(c / "test")), "no image files"),
@@ -150,7 +153,7 @@ def test_an_ambiguous_folder_is_a_one_line_question_and_nothing_is_written(tmp_p
     if question is None:  # sample_submission.csv itself is there: it wins over its copies
         assert run_init(tmp_path, comp)[0].data.sample_submission == "sample_submission.csv"
         return
-    with pytest.raises(PipelineError, match=question.replace("?", r"\?").replace(".", r"\.")) as e:
+    with pytest.raises(PipelineError, match=re.escape(question)) as e:
         run_init(tmp_path, comp)
     assert "\n" not in str(e.value) and not (tmp_path / "configs").exists()
 

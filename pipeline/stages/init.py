@@ -123,20 +123,18 @@ def templates(value: str, rel: str) -> set[str]:
     return {plain, sharded}
 
 
-def path_template(ids: pd.Series, index: dict[str, list[str]]) -> tuple[str | None, int]:
-    """The one template that names every id's image, else the template that names the most, and the
-    position of the first id it misses (None and 0 when none names any)."""
+def path_template(ids: pd.Series, index: dict[str, list[str]]) -> tuple[str, int, list[str]]:
+    """The one template that names every id's image, else the template that names the most, the
+    position of the first id it misses (-1: none) and the templates that id's image has."""
     counts: Counter[str] = Counter()
     per_row = []
     for v in ids:
         row = {t for rel in index.get(v, []) for t in templates(v, rel)}
         per_row.append(row)
         counts.update(row)
-    if not counts:
-        return None, 0
     best = max(counts, key=lambda t: (counts[t], "{id[" not in t, -len(t)))
     missing = next((i for i, row in enumerate(per_row) if best not in row), -1)
-    return best, missing
+    return best, missing, sorted(per_row[missing]) if missing >= 0 else []
 
 
 def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, flag_hint: str) -> tuple[str, str]:
@@ -147,13 +145,15 @@ def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, flag
     col = max(score, key=lambda c: (score[c], -list(table.columns).index(c)))
     if score[col] < 0.5:
         raise PipelineError(f"{path}: no column names the image files under its folder ({flag_hint})")
-    template, missing = path_template(table[col], index)
+    template, missing, elsewhere = path_template(table[col], index)
+    if missing >= 0 and elsewhere:
+        raise PipelineError(
+            f"{path}: the images are in several folders ({template}, {elsewhere[0]}, ...): a path template "
+            "takes {id} (and {id[0]}, its first character) only; put them in one folder"
+        )
     if missing >= 0:
         v = table[col].iloc[missing]
-        raise PipelineError(
-            f"{path}: line {missing + 2}: {col} '{v}' has no image as {template} (other rows' template); "
-            "set the template by hand or add the image"
-        )
+        raise PipelineError(f"{path}: line {missing + 2}: {col} '{v}' has no image as {template}, as the others")
     return col, template
 
 
