@@ -9,8 +9,9 @@ of a number scores the grades: each prediction goes to the nearest grade unless 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
-from sklearn.metrics import log_loss as _log_loss
+
+# scikit-learn is imported by the metrics that use it, not with this module: every stage imports
+# this one, and a training that scores accuracy would pay for scikit-learn's import on each start.
 
 
 def _multilabel(y) -> bool:
@@ -30,11 +31,15 @@ def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
         p = np.clip(np.asarray(probs, dtype=float), 1e-15, 1 - 1e-15)
         y = np.asarray(y, dtype=float)
         return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    from sklearn.metrics import log_loss as _log_loss
+
     return float(_log_loss(y, probs, labels=list(range(probs.shape[1]))))
 
 
 def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """Binary: the AUC of the second class's probability; more classes: macro one-vs-rest."""
+    from sklearn.metrics import roc_auc_score
+
     probs = np.asarray(probs, dtype=float)
     if _multilabel(y):
         return float(roc_auc_score(y, probs, average="macro"))
@@ -45,6 +50,8 @@ def roc_auc(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def f1_macro(y: np.ndarray, probs: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
     if _multilabel(y):
         return float(f1_score(np.asarray(y) > 0.5, np.asarray(probs) >= 0.5, average="macro", zero_division=0))
     k = np.asarray(probs).shape[1]
@@ -66,6 +73,8 @@ def qwk(y: np.ndarray, probs: np.ndarray, grades=None) -> float:
     """Quadratic weighted kappa of the predicted class index (classes in their sorted order); of a
     number, of its grade (`grades`: every grade in order; default: those in y), the kappa's
     weights counting grades apart, as class indices count them."""
+    from sklearn.metrics import cohen_kappa_score
+
     probs = np.asarray(probs)
     if probs.ndim == 2 and probs.shape[1] > 1:
         return float(cohen_kappa_score(y, probs.argmax(1), weights="quadratic"))
@@ -133,6 +142,8 @@ THRESHOLDS = np.linspace(0.05, 0.95, 19)
 def tune_thresholds(y: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLDS) -> np.ndarray:
     """Multi-label: per label, the threshold on the grid with the best F1 on these rows (ties:
     the one nearest 0.5)."""
+    from sklearn.metrics import f1_score
+
     y, probs = np.asarray(y) > 0.5, np.asarray(probs)
     order = grid[np.argsort(np.abs(grid - 0.5), kind="stable")]
     best = []
