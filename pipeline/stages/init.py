@@ -80,8 +80,12 @@ def find_table(root: Path, given: str | None, default: str, pattern: str, what: 
     if len(found) == 1:
         return found[0]
     if not found:
-        raise PipelineError(f"{root}: no {default} (nor {pattern}): pass {flag} FILE, the {what}")
-    raise PipelineError(f"{root}: which is the {what}: {', '.join(found)}? pass {flag} FILE")
+        raise PipelineError(f"{root}: no {default} (nor {pattern}): pass {flag} FILE, the {what}{via_make(flag)}")
+    raise PipelineError(f"{root}: which is the {what}: {', '.join(found)}? pass {flag} FILE{via_make(flag)}")
+
+
+def via_make(flag: str) -> str:
+    return " (make init SAMPLE=FILE)" if flag == "--sample" else ""
 
 
 # ----------------------------------------------------------------------------- images and ids
@@ -181,7 +185,7 @@ def label_column(train: pd.DataFrame, sample: pd.DataFrame, id_col: str, given: 
     if len(wanted) > 1 and set(wanted) <= set(train.columns):
         raise PipelineError(
             f"{path}: one column per class ({', '.join(wanted[:4])}, ...): data.label_col takes one column of "
-            "labels; join each row's classes into one column (space-separated) and pass --label COL"
+            "labels; join each row's classes into one, space-separated, and pass --label COL (make init LABEL=COL)"
         )
     if len(wanted) > 1:
         for c in others:
@@ -190,7 +194,9 @@ def label_column(train: pd.DataFrame, sample: pd.DataFrame, id_col: str, given: 
                 return c
     if len(others) == 1:
         return others[0]
-    raise PipelineError(f"{path}: which column is the label: {', '.join(others)}? pass --label COL")
+    raise PipelineError(
+        f"{path}: which column is the label: {', '.join(others)}? pass --label COL (make init LABEL=COL)"
+    )
 
 
 def multilabel_sep(values: pd.Series, sample_cols: list[str]) -> str | None:
@@ -227,7 +233,7 @@ def infer_task(values: pd.Series, col: str, sample_cols: list[str]) -> Task:
         shown = "a space" if sep == " " else f"'{sep}'"
         return Task("multilabel", f"cells hold several labels separated by {shown}", sep=sep)
     if values.nunique() == len(values) and len(values) > 20:
-        raise PipelineError(f"'{col}': every row's value differs: not a label; pass --label COL")
+        raise PipelineError(f"'{col}': every row's value differs: not a label; pass --label COL (make init LABEL=COL)")
     return Task("multiclass", f"{values.nunique()} classes")
 
 
@@ -384,7 +390,9 @@ def write_new(path: Path, text: str) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise PipelineError(f"{path}: already exists; init never overwrites a config: pass --name") from None
+        raise PipelineError(
+            f"{path}: already exists; init never overwrites a config: pass --name NAME (make init NAME=...)"
+        ) from None
     finally:
         tmp.unlink()
 
@@ -490,7 +498,9 @@ def main(comp_dir: str, name: str | None = None, backbone: str | None = None, sa
     name, data_name = config_name(root, sample_name, found.values["data.label_col"], name)
     path = Path(configs_dir) / f"{name}.yaml"
     if path.exists():
-        raise PipelineError(f"{path}: already exists; init never overwrites a config: pass --name")
+        raise PipelineError(
+            f"{path}: already exists; init never overwrites a config: pass --name NAME (make init NAME=...)"
+        )
     median, notes = read_facts(root, train, task, found)
     numeric = task.task in ("regression", "ordinal")
     model, weights, native = backbone_of(backbone, len(train), numeric)
