@@ -132,6 +132,16 @@ def test_a_long_tail_gets_a_sampling_suggestion_left_as_a_comment(tmp_path, caps
     assert "# negative_class:" in text  # two classes, one rare: a detector, perhaps
 
 
+def one_hot(comp):
+    """Train and sample both with a column per class (as some multi-label competitions ship)."""
+    train = pd.read_csv(comp / "train.csv")
+    for cls in ("ants", "bees"):
+        train[cls] = (train.label == cls).astype(int)
+    train.drop(columns="label").to_csv(comp / "train.csv", index=False)
+    sample = pd.read_csv(comp / "sample_submission.csv")[["image_id"]].assign(ants=0.5, bees=0.5)
+    sample.to_csv(comp / "sample_submission.csv", index=False)
+
+
 @pytest.mark.parametrize(
     "damage, question",
     [
@@ -145,6 +155,7 @@ def test_a_long_tail_gets_a_sampling_suggestion_left_as_a_comment(tmp_path, caps
         (lambda c: pd.read_csv(c / "train.csv").assign(other="x", label2="y")
          .drop(columns="label").to_csv(c / "train.csv", index=False), "which column is the label"),
         (lambda c: (shutil.rmtree(c / "train"), shutil.rmtree(c / "test")), "no image files"),
+        (one_hot, "one column per class (ants, bees, ...): data.label_col takes one column of labels"),
     ],
 )  # fmt: skip
 def test_an_ambiguous_folder_is_a_one_line_question_and_nothing_is_written(tmp_path, damage, question):
