@@ -211,3 +211,80 @@ def test_the_written_config_trains_and_submits_through_the_chain(tmp_path, monke
     sample = pd.read_csv(comp / "sample_submission.csv")
     assert list(sub.columns) == list(sample.columns) and list(sub.image_id) == list(sample.image_id)
     assert set(sub.label) <= {"ants", "bees"}
+
+
+def folder(root, train: dict, sample: dict, files, sample_name="sample_submission.csv"):
+    """A competition from its two tables and the image files' paths (40x48 noise each)."""
+    rng = np.random.default_rng(0)
+    for rel in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / rel)
+    pd.DataFrame(train).to_csv(root / "train.csv", index=False)
+    pd.DataFrame(sample).to_csv(root / sample_name, index=False)
+    return root
+
+
+def test_numeric_ids_in_both_folders_take_each_split_its_own_folder(tmp_path):
+    ids = list(range(1, 21))
+    files = [f"{split}/{i}.jpg" for split in ("train", "test") for i in ids]
+    comp = folder(tmp_path / "n", {"label": ["a", "b"] * 10, "id": ids}, {"id": ids, "label": "a"}, files)
+    d = run_init(tmp_path, comp)[0].data
+    assert (d.id_col, d.label_col, d.train_images, d.test_images) == ("id", "label", "train/{id}.jpg", "test/{id}.jpg")
+
+
+def test_a_folder_per_id_and_an_old_style_sample_name(tmp_path):
+    ids = [f"im{i:02d}" for i in range(20)]
+    files = [f"train/{i}/{i}.png" for i in ids] + [f"test/t{i}.png" for i in range(4)]
+    comp = folder(tmp_path / "per-id", {"image_id": ids, "label": ["a", "b"] * 10},
+                  {"image_id": [f"t{i}" for i in range(4)], "label": "a"}, files, "sampleSubmission.csv")  # fmt: skip
+    cfg, _ = run_init(tmp_path, comp)
+    assert (cfg.name, cfg.data.name, cfg.data.train_images) == ("per-id", None, "train/{id}/{id}.png")
+
+
+def test_integer_classes_with_a_placeholder_sample_are_read_as_classes_marked_check(tmp_path, capsys):
+    ids = [f"im{i:02d}" for i in range(30)]
+    files = [f"train/{i}.jpg" for i in ids] + [f"test/t{i}.jpg" for i in range(4)]
+    comp = folder(tmp_path / "ph", {"image_id": ids, "class": [1, 2, 3] * 10},
+                  {"image_id": [f"t{i}" for i in range(4)], "class": 0}, files)  # fmt: skip
+    cfg, text = run_init(tmp_path, comp)
+    assert cfg.data.submission_classes == "labels" and "CHECK: the sample's integers could be class codes" in text
+    assert "could also be codes" in capsys.readouterr().out
+
+
+def test_names_of_several_words_read_as_labels_name_the_other_reading(tmp_path):
+    ids = [f"im{i:02d}" for i in range(30)]
+    names = ["red fox", "arctic fox", "grey fox", "red wolf", "arctic wolf", "grey wolf"] * 5
+    files = [f"train/{i}.jpg" for i in ids] + [f"test/t{i}.jpg" for i in range(4)]
+    comp = folder(tmp_path / "w", {"image_id": ids, "animal": names},
+                  {"image_id": [f"t{i}" for i in range(4)], "animal": "red fox"}, files)  # fmt: skip
+    cfg, text = run_init(tmp_path, comp)
+    assert cfg.data.task == "multilabel" and "or multiclass, if each cell is one class named in several words" in text
+
+
+@pytest.mark.parametrize(
+    "train, files, question",
+    [
+        ({"image_id": ["a0", "a1", "a2"], "score": ["1.5", "", "2.0"]}, [],
+         "train.csv: line 3: 'score' is '': every row needs its number"),
+        ({"image_id": ["a0", "a1", "a2"], "score": ["1.5", "NaN", "2.0"]}, [],
+         "train.csv: line 3: 'score' is 'NaN': every row needs its number"),
+        ({"image_id": ["a0", "a1", "a1"], "label": ["x", "y", "x"]}, [],
+         "train.csv: line 4: duplicate image_id 'a1'"),
+        ({"image_id": ["a0", "a1", "a2"], "label": ["x", "y", "x"]}, ["train/a2.png"],
+         "the images are in several extensions (train/{id}.jpg, train/{id}.png, ...)"),
+    ],
+)  # fmt: skip
+def test_tables_make_folds_would_refuse_are_refused_by_init_first(tmp_path, train, files, question):
+    names = [f"train/{i}.jpg" for i in train["image_id"] if f"train/{i}.png" not in files] + files
+    comp = folder(tmp_path / "bad", train, {"image_id": ["t0"], list(train)[1]: "0"}, names + ["test/t0.jpg"])
+    with pytest.raises(PipelineError, match=re.escape(question)):
+        run_init(tmp_path, comp)
+    assert not (tmp_path / "configs").exists()
+
+
+def test_a_label_of_0_and_1_naming_files_too_is_not_taken_for_the_ids(tmp_path):
+    ids, test_ids = list(range(20)), list(range(100, 104))
+    files = [f"train/{i}.jpg" for i in ids] + [f"test/{i}.jpg" for i in test_ids]
+    comp = folder(tmp_path / "z", {"label": [0, 1] * 10, "id": ids}, {"id": test_ids, "label": 0.5}, files)
+    cfg, _ = run_init(tmp_path, comp)
+    assert (cfg.data.id_col, cfg.data.label_col, cfg.data.task, cfg.metric) == ("id", "label", "multiclass", "log_loss")

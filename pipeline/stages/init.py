@@ -17,6 +17,7 @@ config is never overwritten.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import os
 import re
@@ -32,7 +33,7 @@ from ..config import NAME, OFFLINE_WEIGHTS, Data
 from ..config_files import load_config
 from ..errors import PipelineError
 from ..folds_file import read_spec, split_differences
-from ..io import read_table
+from ..io import check_table, read_table
 from ..labels import class_list
 from ..submission import layout, number_layout
 from ..suggest import did_you_mean
@@ -69,19 +70,24 @@ class Found:
 
 
 def find_table(root: Path, given: str | None, default: str, pattern: str, what: str, flag: str) -> str:
-    """The table's name under root: given, else default, else the one file matching pattern."""
+    """The table's name under root: given, else default, else the one file matching pattern (in
+    any case: SampleSubmission.csv)."""
     if given:
         if not (root / given).is_file():
             raise PipelineError(f"{root / given}: file not found ({flag})")
         return given
     if (root / default).is_file():
         return default
-    found = sorted(p.name for p in root.glob(pattern))
+    found = candidates(root, pattern)
     if len(found) == 1:
         return found[0]
     if not found:
         raise PipelineError(f"{root}: no {default} (nor {pattern}): pass {flag} FILE, the {what}{via_make(flag)}")
     raise PipelineError(f"{root}: which is the {what}: {', '.join(found)}? pass {flag} FILE{via_make(flag)}")
+
+
+def candidates(root: Path, pattern: str) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_file() and fnmatch.fnmatch(p.name.lower(), pattern))
 
 
 def via_make(flag: str) -> str:
@@ -106,54 +112,79 @@ def image_index(root: Path) -> dict[str, list[str]]:
 
 
 def templates(value: str, rel: str) -> set[str]:
-    """The path templates that give rel from the id value: the value's last place in the path as
-    {id}, and folders named by its leading characters (a/b/abc.png) as {id[0]}, {id[1]}."""
-    at = rel.rfind(value)
-    if at < 0:
+    """The path templates that give rel from the id value: {id} for the value where it is the file's
+    stem or name (or its whole path) and for folders named by it (train/abc/abc.png), and folders
+    named by its leading characters (a/b/abc.png) as {id[0]}, {id[1]}."""
+    *dirs, name = rel.split("/")
+    stem, dot, ext = name.rpartition(".")
+    if rel == value or rel.rpartition(".")[0] == value:
+        return {"{id}" + (rel[len(value) :])}
+    if name == value:
+        tail = "{id}"
+    elif stem == value:
+        tail = "{id}" + dot + ext
+    else:
         return set()
-    plain = rel[:at] + "{id}" + rel[at + len(value) :]
-    head, _, tail = plain.rpartition("/")
-    dirs = head.split("/") if head else []
-    k, shard = 0, list(dirs)
-    for i in range(len(dirs) - 1, -1, -1):  # the innermost folders, one character each
-        if len(dirs[i]) != 1:
-            break
-        k += 1
+    plain = ["{id}" if d == value else d for d in dirs]
+    k = 0
+    while k < len(dirs) and len(dirs[len(dirs) - 1 - k]) == 1:
+        k += 1  # the innermost folders of one character each
+    shard = list(plain)
     for j in range(k):
         pos = len(dirs) - k + j
         if dirs[pos] == value[j : j + 1]:
             shard[pos] = f"{{id[{j}]}}"
-    sharded = "/".join(shard + [tail])
-    return {plain, sharded}
+    return {"/".join(plain + [tail]), "/".join(shard + [tail])}
 
 
-def path_template(ids: pd.Series, index: dict[str, list[str]]) -> tuple[str, int, list[str]]:
-    """The one template that names every id's image, else the template that names the most, the
-    position of the first id it misses (-1: none) and the templates that id's image has."""
+def path_template(ids: pd.Series, index: dict[str, list[str]], split: str) -> tuple[str, int, list[str]]:
+    """The template that names every id's image (where several do, as when train and test ids
+    overlap, the one whose path names the split, train or test); else the template that names the
+    most. With the position of the first id it misses (-1: none) and the templates that id has."""
     counts: Counter[str] = Counter()
     per_row = []
     for v in ids:
         row = {t for rel in index.get(v, []) for t in templates(v, rel)}
         per_row.append(row)
         counts.update(row)
-    best = max(counts, key=lambda t: (counts[t], "{id[" not in t, -len(t)))
+    full = [t for t in counts if counts[t] == len(ids)]
+    full = [t for t in full if "{id[" not in t] or full  # a plain folder before a sharded reading
+    if len(full) > 1:
+        named = [t for t in full if split in t.lower()]
+        if len(named) != 1:
+            raise PipelineError(
+                f"the {split} ids name images in {len(full)} places ({', '.join(sorted(full)[:3])}): set "
+                f"data.{split}_images by hand"
+            )
+        full = named
+    best = full[0] if full else max(counts, key=lambda t: (counts[t], "{id[" not in t, -len(t)))
     missing = next((i for i, row in enumerate(per_row) if best not in row), -1)
     return best, missing, sorted(per_row[missing]) if missing >= 0 else []
 
 
-def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, flag_hint: str) -> tuple[str, str]:
-    """The column whose values name image files (scored on the first rows), and its path template;
-    every row's image must exist."""
+def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, split: str) -> tuple[str, str]:
+    """The column whose values name image files (scored on the first rows; a column of unique
+    values before one that repeats, as a 0/1 label naming 0.jpg and 1.jpg would), and its path
+    template; every row's image must exist."""
     head = table.head(50)
     score = {c: np.mean([v in index for v in head[c]]) for c in table.columns}
-    col = max(score, key=lambda c: (score[c], -list(table.columns).index(c)))
+    col = max(score, key=lambda c: (score[c] >= 0.5, table[c].is_unique, score[c], -list(table.columns).index(c)))
     if score[col] < 0.5:
-        raise PipelineError(f"{path}: no column names the image files under its folder ({flag_hint})")
-    template, missing, elsewhere = path_template(table[col], index)
+        hint = "pass --train FILE if it is another table" if split == "train" else "its ids must name test images"
+        raise PipelineError(f"{path}: no column names the image files under its folder ({hint})")
+    try:
+        template, missing, elsewhere = path_template(table[col], index, split)
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
     if missing >= 0 and elsewhere:
+        differ = (
+            "extensions"
+            if {t.rsplit(".", 1)[0] for t in (template, *elsewhere)} == {template.rsplit(".", 1)[0]}
+            else "folders"
+        )
         raise PipelineError(
-            f"{path}: the images are in several folders ({template}, {elsewhere[0]}, ...): a path template "
-            "takes {id} (and {id[0]}, its first character) only; put them in one folder"
+            f"{path}: the images are in several {differ} ({template}, {elsewhere[0]}, ...): a path template "
+            "takes {id} (and {id[0]}, its first character) only; put them in one folder with one extension"
         )
     if missing >= 0:
         v = table[col].iloc[missing]
@@ -199,25 +230,30 @@ def label_column(train: pd.DataFrame, sample: pd.DataFrame, id_col: str, given: 
     )
 
 
-def multilabel_sep(values: pd.Series, sample_cols: list[str]) -> str | None:
-    """The separator when cells hold several labels: more distinct cells than distinct labels (label
-    combinations, not names of several words), or labels that are the sample's columns."""
+def multilabel_sep(values: pd.Series, sample_cols: list[str]) -> tuple[str | None, bool]:
+    """The separator when cells hold several labels, and whether the sample says so: its columns
+    are the labels (sure), or there are more distinct cells than labels (label combinations, most
+    likely, but names of several words sharing words read the same: red fox, arctic fox, red wolf)."""
     for sep in SEPARATORS:
         several = values[values.str.contains(sep, regex=False)]
         if several.empty:
             continue
         tokens = {t for v in values for t in v.split(sep) if t}
         if len(sample_cols) > 1 and set(sample_cols) == tokens:
-            return sep
+            return sep, True
         if several.nunique() >= 2 and values.nunique() > len(tokens):
-            return sep
-    return None
+            return sep, False
+    return None, False
 
 
 def infer_task(values: pd.Series, col: str, sample_cols: list[str]) -> Task:
     """Classes, several labels, a number or grades, read off the target's values."""
     nums = pd.to_numeric(values, errors="coerce")
     words = col.lower()
+    blank = values.str.strip().str.lower().isin(["", "nan", "na", "null", "none"])
+    if blank.any() and (nums.notna() | blank).all():
+        line = int(np.flatnonzero(blank)[0]) + 2
+        raise PipelineError(f"line {line}: '{col}' is {values[blank].iloc[0]!r}: every row needs its number")
     if nums.notna().all() and values.nunique() > 2:
         whole = bool((nums == nums.round()).all())
         distinct = nums.nunique()
@@ -228,10 +264,11 @@ def infer_task(values: pd.Series, col: str, sample_cols: list[str]) -> Task:
             return Task("ordinal", f"{n}: ordered grades", other="multiclass, if the order means nothing")
         if len(sample_cols) <= 1:
             return Task("regression", f"numbers ({distinct} distinct values, {nums.min():g} to {nums.max():g})")
-    sep = multilabel_sep(values, sample_cols)
+    sep, sure = multilabel_sep(values, sample_cols)
     if sep is not None:
         shown = "a space" if sep == " " else f"'{sep}'"
-        return Task("multilabel", f"cells hold several labels separated by {shown}", sep=sep)
+        other = None if sure else "multiclass, if each cell is one class named in several words"
+        return Task("multilabel", f"cells hold several labels separated by {shown}", sep=sep, other=other)
     if values.nunique() == len(values) and len(values) > 20:
         raise PipelineError(f"'{col}': every row's value differs: not a label; pass --label COL (make init LABEL=COL)")
     return Task("multiclass", f"{values.nunique()} classes")
@@ -406,8 +443,8 @@ def read_layout(root: Path, train_name: str, sample_name: str, found: Found) -> 
     index = image_index(root)
     if not index:
         raise PipelineError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) in it or under it")
-    id_col, train_images = id_column(train, index, root / train_name, "pass --train FILE if it is another table")
-    sample_id, test_images = id_column(sample, index, root / sample_name, "its first column must name test images")
+    id_col, train_images = id_column(train, index, root / train_name, "train")
+    sample_id, test_images = id_column(sample, index, root / sample_name, "test")
     if sample.columns[0] != sample_id:
         raise PipelineError(f"{root / sample_name}: the ids ('{sample_id}') must be its first column")
     found.set("data.train_csv", train_name)
@@ -421,11 +458,16 @@ def read_layout(root: Path, train_name: str, sample_name: str, found: Found) -> 
 
 
 def read_target(root: Path, train: pd.DataFrame, sample: pd.DataFrame, label: str | None, found: Found) -> Task:
-    """The label column, the task, the submission layout (read as make ensemble reads it) and a
-    metric the sample implies."""
+    """The label column and the task, the tables checked as make folds and infer will check them."""
     d = found.values
-    col = label_column(train, sample, d["data.id_col"], label, root / d["data.train_csv"])
-    task = infer_task(train[col], col, list(sample.columns[1:]))
+    path, sample_path = root / d["data.train_csv"], root / d["data.sample_submission"]
+    col = label_column(train, sample, d["data.id_col"], label, path)
+    try:
+        task = infer_task(train[col], col, list(sample.columns[1:]))
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
+    check_table(train, path, [d["data.id_col"], col], d["data.id_col"])
+    check_table(sample, sample_path, [sample.columns[0]], sample.columns[0])
     found.set("data.label_col", col, assumed=col)
     found.set("data.task", task.task, task.why + (f"; or {task.other}" if task.other else ""), assumed=task.task)
     if task.other:
@@ -433,25 +475,36 @@ def read_target(root: Path, train: pd.DataFrame, sample: pd.DataFrame, label: st
     if task.sep is not None:
         found.set("data.label_sep", task.sep)
     data = Data(root=str(root), id_col=d["data.id_col"], label_col=col, task=task.task, label_sep=task.sep or " ",
-                sample_id_col=d.get("data.sample_id_col"))  # fmt: skip
-    path = root / d["data.sample_submission"]
-    if data.numeric:
-        column = number_layout(sample, data.sample_id, path)
-        kind, metric = f"one number per id in '{column}'", "qwk" if data.ordinal else "rmse"
-    else:
-        classes = class_list(train[col], data)
-        kind, positive = layout(sample, classes, data.sample_id, None, path, data.multilabel)
-        kind = {
-            "probs": f"a probability per class ({len(classes)} columns)",
-            "binary": f"the probability of '{positive}'",
-            "labels": "a class name per id",
-            "codes": "a class's index per id (0 = first in sorted order)",
-            "multilabels": f"the labels per id, joined by '{data.label_sep}'",
-        }[kind]
-        metric = "log_loss" if kind.startswith(("a probability", "the probability")) else "accuracy"
+                sample_id_col=d.get("data.sample_id_col"), sample_submission=d["data.sample_submission"])  # fmt: skip
+    metric, kind = submission_kind(data, train[col], sample, sample_path, found)
     found.set("metric", metric, f"CHECK against the rules: the sample holds {kind}", assumed=metric)
     found.check.append(f"metric: {metric} is a guess from the sample ({kind}); the competition's rules name it")
     return task
+
+
+def submission_kind(data: Data, labels: pd.Series, sample: pd.DataFrame, path: Path, found: Found) -> tuple[str, str]:
+    """The metric the sample implies and what the sample holds, its layout read as make ensemble
+    reads it; integers that could be codes or a placeholder are read as the classes, marked CHECK."""
+    if data.numeric:
+        column = number_layout(sample, data.sample_id, path)
+        return ("qwk" if data.ordinal else "rmse"), f"one number per id in '{column}'"
+    classes = class_list(labels, data)
+    try:
+        kind, positive = layout(sample, classes, data.sample_id, None, path, data.multilabel)
+    except PipelineError as e:
+        if "data.submission_classes" not in str(e):
+            raise
+        kind, positive = "labels", None  # a placeholder, most often: 0 in a sample of grades 1..5
+        found.set("data.submission_classes", "labels", "CHECK: the sample's integers could be class codes")
+        found.check.append("data.submission_classes: labels; the sample's values could also be codes (0..K-1)")
+    kind = {
+        "probs": f"a probability per class ({len(classes)} columns)",
+        "binary": f"the probability of '{positive}'",
+        "labels": "a class name per id",
+        "codes": "a class's index per id (0 = first in sorted order)",
+        "multilabels": f"the labels per id, joined by '{data.label_sep}'",
+    }[kind]
+    return ("log_loss" if kind.startswith(("a probability", "the probability")) else "accuracy"), kind
 
 
 def read_facts(root: Path, train: pd.DataFrame, task: Task, found: Found) -> tuple[tuple[int, int] | None, dict]:
@@ -473,15 +526,19 @@ def read_facts(root: Path, train: pd.DataFrame, task: Task, found: Found) -> tup
     return median_size(root, rels), notes
 
 
-def config_name(root: Path, sample_name: str, label: str, given: str | None) -> tuple[str, str | None]:
+def config_name(root: Path, label: str, given: str | None) -> tuple[str, str | None]:
     """The config's name (the folder's, with the label's when the folder has several samples) and
     data.name (set then, so each target gets its folds file)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", root.resolve().name).strip("-") or "competition"
-    several = sample_name != "sample_submission.csv"
-    name = given or (f"{base}-{label}" if several else base)
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+    base = clean(root.resolve().name) or "competition"
+    several = len(candidates(root, "*sample*.csv")) > 1
+    name = given or (f"{base}-{clean(label)}" if several else base)
     if not re.match(NAME, name):
         raise PipelineError(f"--name: '{name}': letters, digits and . _ - = only")
-    return name, (f"{base}-{label}" if several else None)
+    return name, (f"{base}-{clean(label)}" if several else None)
 
 
 def main(comp_dir: str, name: str | None = None, backbone: str | None = None, sample: str | None = None,
@@ -495,7 +552,7 @@ def main(comp_dir: str, name: str | None = None, backbone: str | None = None, sa
     found = Found()
     train, sample_df = read_layout(root, train_name, sample_name, found)
     task = read_target(root, train, sample_df, label, found)
-    name, data_name = config_name(root, sample_name, found.values["data.label_col"], name)
+    name, data_name = config_name(root, found.values["data.label_col"], name)
     path = Path(configs_dir) / f"{name}.yaml"
     if path.exists():
         raise PipelineError(
