@@ -30,13 +30,13 @@ COMPETITIONS = {  # name: (folder, init's options, the hand-written config)
 }
 
 
-def cv(run: Path) -> tuple[float | None, float | None]:
-    """(without TTA, with it) from a run's tta.csv, or Nones when the run is not there."""
+def cv(run: Path, metric: str) -> tuple[float | None, float | None]:
+    """(without TTA, with it) in the metric from a run's tta.csv (an ordinal task's kappa rounded,
+    before any cut-points), or Nones when the run is not there."""
     if not (run / "tta.csv").is_file():
         return None, None
     table = pd.read_csv(run / "tta.csv").set_index("views")
-    col = next(c for c in table.columns if c.startswith("cv_"))
-    return float(table.loc["none", col]), float(table.loc["all", col])
+    return float(table.loc["none", f"cv_{metric}"]), float(table.loc["all", f"cv_{metric}"])
 
 
 def chose(config: Path) -> str:
@@ -58,9 +58,10 @@ def run_one(name: str, py: str) -> dict:
     start = time.time()
     subprocess.run(["make", "--no-print-directory", "ensemble", f"CONFIG={config}", f"PY={py}"], check=True)
     minutes = (time.time() - start) / 60
-    plain, tta = cv(Path("runs") / config.stem)
+    metric = yaml.safe_load(config.read_text())["metric"]
+    plain, tta = cv(Path("runs") / config.stem, metric)
     hand_name = yaml.safe_load(Path(hand).read_text())["name"] if hand else None
-    hand_plain, hand_tta = cv(Path("runs") / hand_name) if hand_name else (None, None)
+    hand_plain, hand_tta = cv(Path("runs") / hand_name, metric) if hand_name else (None, None)
     return {
         "competition": name,
         "init wrote": chose(config),
