@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from ..config import NAME, OFFLINE_WEIGHTS, Data
-from ..config_files import load_config
+from ..config_files import load_config, set_key
 from ..errors import PipelineError
 from ..folds_file import read_spec, split_differences
 from ..io import check_table, read_table
@@ -177,11 +177,8 @@ def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, spli
     except PipelineError as e:
         raise PipelineError(f"{path}: {e}") from None
     if missing >= 0 and elsewhere:
-        differ = (
-            "extensions"
-            if {t.rsplit(".", 1)[0] for t in (template, *elsewhere)} == {template.rsplit(".", 1)[0]}
-            else "folders"
-        )
+        one_stem = len({t.rsplit(".", 1)[0] for t in (template, *elsewhere)}) == 1
+        differ = "extensions" if one_stem else "folders"
         raise PipelineError(
             f"{path}: the images are in several {differ} ({template}, {elsewhere[0]}, ...): a path template "
             "takes {id} (and {id[0]}, its first character) only; put them in one folder with one extension"
@@ -407,17 +404,6 @@ def render(found: Found, header: list[str], notes: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nested(values: dict[str, object]) -> dict:
-    doc: dict = {}
-    for key, value in values.items():
-        *sections, leaf = key.split(".")
-        d = doc
-        for s in sections:
-            d = d.setdefault(s, {})
-        d[leaf] = value
-    return doc
-
-
 def write_new(path: Path, text: str) -> None:
     """Write path only if it does not exist, whole or not at all (a link from a finished temporary
     file fails when the name is taken, so two inits cannot both write it)."""
@@ -580,16 +566,15 @@ def own_folds(found: Found) -> None:
     (another label or group column), so make folds writes this config its own instead of refusing."""
     from ..config import Config
 
-    cfg = Config.model_validate(nested(found.values))
+    doc: dict = {}
+    for key, value in found.values.items():
+        set_key(doc, key.split("."), value)
+    cfg = Config.model_validate(doc)
     spec = read_spec(cfg.folds_file.with_suffix(".json"))
     differs = spec and split_differences(spec, cfg)
     if differs:
-        was = cfg.folds_file
-        found.values = {k: v for k, v in found.values.items() if k != "data.name"}
-        found.values = {"name": found.values["name"], "metric": found.values["metric"], "data.name": cfg.name,
-                        **found.values}  # fmt: skip
-        found.comments["data.name"] = f"{was} was split by other {', '.join(differs)}: this config's own folds"
-        found.assumed.append(f"data.name: {cfg.name} ({was} was split by other {', '.join(differs)})")
+        why = f"{cfg.folds_file} was split by other {', '.join(differs)}"
+        found.set("data.name", cfg.name, f"{why}: this config's own folds", assumed=f"{cfg.name} ({why})")
 
 
 def write(found: Found, path: Path, root: Path, notes: dict[str, list[str]]) -> Path:
