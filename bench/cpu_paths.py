@@ -56,12 +56,14 @@ def train(config: Path, processes: int = 1) -> str:
 def killed(config: Path) -> None:
     """2-process training, SIGTERM to torchrun once process 0 reports epoch KILL_AFTER's end."""
     env = {**CLEAN, "PYTHONUNBUFFERED": "1"}  # each line as it is printed, not at exit
-    proc = subprocess.Popen(command(config, 2), cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(command(config, 2), cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True)
     for line in proc.stdout:
         if line.startswith(f"fold 0 epoch {KILL_AFTER} "):
             proc.send_signal(signal.SIGTERM)
             break
-    proc.communicate()
+    _, err = proc.communicate()  # torchrun's agent answers SIGTERM with a traceback of its own: left out
+    print("".join(line for line in err.splitlines(keepends=True) if line.startswith("interrupted:")), end="")
     last = PHASES[0]["epochs"] - 1
     print(f"DDP: SIGTERM to torchrun at the end of epoch {KILL_AFTER} (of 0..{last}), exit {proc.returncode}")
 
