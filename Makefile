@@ -59,7 +59,7 @@ help:  ## this list (also what a bare `make` prints)
 
 init:  ## configs/<NAME>.yaml for the competition in COMP, read off its tables and images: make init COMP=data/x
 	$(PY) -m pipeline init "$(COMP)" $(if $(NAME),--name $(NAME)) $(if $(BACKBONE),--backbone $(BACKBONE)) \
-		$(if $(SAMPLE),--sample $(SAMPLE)) $(if $(LABEL),--label $(LABEL))
+		$(if $(SAMPLE),--sample $(SAMPLE)) $(if $(TRAIN),--train $(TRAIN)) $(if $(LABEL),--label $(LABEL))
 
 # ----------------------------------------------------------------------------- set-up and demos
 setup: .venv/.installed  ## create .venv with the pinned versions (constraints.txt)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import COLOURS, make_competition, make_multilabel, make_numbers, run_chain
+from helpers import COLOURS, make, make_competition, make_multilabel, make_numbers, run_chain
 from PIL import Image
 
 from pipeline.config_files import load_config
@@ -167,6 +167,18 @@ def test_an_ambiguous_folder_is_a_one_line_question_and_nothing_is_written(tmp_p
     with pytest.raises(PipelineError, match=re.escape(question)) as e:
         run_init(tmp_path, comp)
     assert "\n" not in str(e.value) and not (tmp_path / "configs").exists()
+
+
+def test_two_training_tables_ask_for_one_which_make_passes_on(tmp_path):
+    comp = make_competition(tmp_path / "t", n_train=20)
+    (comp / "train.csv").rename(comp / "train_a.csv")
+    shutil.copy(comp / "train_a.csv", comp / "train_b.csv")
+    question = "train_a.csv, train_b.csv? pass --train FILE (make init TRAIN=FILE)"
+    with pytest.raises(PipelineError, match=re.escape(question)):
+        run_init(tmp_path, comp)
+    assert run_init(tmp_path, comp, train_csv="train_b.csv")[0].data.train_csv == "train_b.csv"
+    dry = make("-n", "init", f"COMP={comp}", "TRAIN=train_b.csv", "LABEL=label").stdout
+    assert "--train train_b.csv" in dry and "--label label" in dry
 
 
 def test_an_existing_config_is_never_overwritten(tmp_path):

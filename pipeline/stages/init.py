@@ -2,7 +2,7 @@
 
 Usage: python -m pipeline init COMP_DIR [--name NAME] [--backbone NAME] [--sample FILE] [--train FILE]
                                         [--label COL] [--configs DIR]
-       make init COMP=path/to/competition [NAME=...] [BACKBONE=...] [SAMPLE=...] [LABEL=...]
+       make init COMP=path/to/competition [NAME=...] [BACKBONE=...] [SAMPLE=...] [TRAIN=...] [LABEL=...]
 
 Writes configs/<name>.yaml with a comment beside each inferred value: the id and label columns (train
 against the sample's columns), the image path templates (the files whose names are the ids, in any
@@ -91,7 +91,7 @@ def candidates(root: Path, pattern: str) -> list[str]:
 
 
 def via_make(flag: str) -> str:
-    return " (make init SAMPLE=FILE)" if flag == "--sample" else ""
+    return {"--sample": " (make init SAMPLE=FILE)", "--train": " (make init TRAIN=FILE)"}.get(flag, "")
 
 
 # ----------------------------------------------------------------------------- images and ids
@@ -170,7 +170,8 @@ def id_column(table: pd.DataFrame, index: dict[str, list[str]], path: Path, spli
     score = {c: np.mean([v in index for v in head[c]]) for c in table.columns}
     col = max(score, key=lambda c: (score[c] >= 0.5, table[c].is_unique, score[c], -list(table.columns).index(c)))
     if score[col] < 0.5:
-        hint = "pass --train FILE if it is another table" if split == "train" else "its ids must name test images"
+        other_table = "pass --train FILE (make init TRAIN=FILE) if it is another table"
+        hint = other_table if split == "train" else "its ids must name test images"
         raise PipelineError(f"{path}: no column names the image files under its folder ({hint})")
     try:
         template, missing, elsewhere = path_template(table[col], index, split)
