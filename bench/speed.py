@@ -1,6 +1,6 @@
 """The pipeline's own cost against the model's, as ratios measured in one run (make bench).
 
-Usage: python bench/speed.py [--only loop|cache|aug|two|gpu] [--epochs 3] [--workers N]
+Usage: python bench/speed.py [--only loop|cache|aug|checks|two|gpu] [--epochs 3] [--workers N]
 
   loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
       pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
@@ -11,6 +11,8 @@ Usage: python bench/speed.py [--only loop|cache|aug|two|gpu] [--epochs 3] [--wor
   default_vs_photo_list / _randaugment / _trivial: the training loader's images/s with the
       default OpenCV augmentation against the same with a photo competition's albumentations list
       (PHOTO_LIST), timm's RandAugment, or TrivialAugment, from the decode cache at 128 px.
+  checks_again_vs_first: preflight's check of every data/ants-bees image, run again: the images
+      that passed are remembered, so the second check decodes none.
   two_runs_each: two trainings started at once (the all-layer loop of loop_vs_plain, each its own
       process) against one alone: the slower one's images/s over the lone one's, the cores shared
       through pipeline/cores.py's registry; _unshared: the same with a cache dir each, so neither
@@ -45,6 +47,7 @@ from pipeline.config import Aug  # noqa: E402
 from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform  # noqa: E402
 from pipeline.folds_file import load_folds  # noqa: E402
+from pipeline.preflight import check_images  # noqa: E402
 from pipeline.stages import folds as folds_stage  # noqa: E402
 from pipeline.stages import train  # noqa: E402
 
@@ -182,6 +185,20 @@ def aug_vs_default(tmp: Path, rounds: int) -> dict[str, float]:
     return {f"default_vs_{k}": t[k] / t["default"] for k in augs if k != "default"}
 
 
+def checks_again_vs_first(tmp: Path, rounds: int) -> dict[str, float]:
+    """preflight's check of every ants-bees image (decoded whole, one thread per core), then the
+    same check again: the images that passed are remembered by size and modification time."""
+    paths = sorted(p for p in (ROOT / "data" / "ants-bees").glob("*/*") if p.suffix != ".csv")
+    start = time.perf_counter()
+    check_images(paths, cache_dir=tmp / "checks")
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    check_images(paths, cache_dir=tmp / "checks")
+    again = time.perf_counter() - start
+    print(f"image check: {len(paths)} images in {first:.2f} s, then {again:.3f} s", flush=True)
+    return {"checks_again_vs_first": again / first}
+
+
 # ----------------------------------------------------------------------------- GPU
 
 
@@ -299,7 +316,7 @@ def two_runs(tmp: Path, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["loop", "cache", "aug", "two", "gpu"])
+    ap.add_argument("--only", choices=["loop", "cache", "aug", "checks", "two", "gpu"])
     ap.add_argument("--epochs", type=int, default=3, help="timed passes per side (after one warm-up)")
     ap.add_argument("--workers", help="runtime.num_workers for the training loop (default: the machine's choice)")
     for flag in ("--one-run", "--ready", "--cache", "--others", "--passes"):  # two_runs' own processes
@@ -311,6 +328,7 @@ def main() -> None:
         "loop": lambda tmp, rounds: loop_vs_plain(tmp, rounds, args.workers),
         "cache": cache_vs_decode,
         "aug": aug_vs_default,
+        "checks": checks_again_vs_first,
         "two": two_runs,
         "gpu": gpu_real_vs_synthetic,
     }
