@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers import make_competition, make_config  # noqa: E402
+
+from pipeline.config_files import load_config  # noqa: E402
 
 # BatchNorm as pretrained and no dropout: deterministic given the images, whatever the batch split.
 PHASES = [{"epochs": 12, "lr": 3e-3, "freeze_bn": True}]
@@ -35,18 +36,17 @@ CLEAN = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", 
 
 
 def command(config: Path, processes: int) -> list[str]:
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    return [*torchrun, "-m", "pipeline", "train", str(config), "--fold", "0"]
+    """`python -m pipeline train CONFIG --fold 0`, under torchrun for more than one process."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else []
+    return [sys.executable, *launcher, "-m", "pipeline", "train", str(config), "--fold", "0"]
 
 
 def run_dir(config: Path) -> Path:
-    doc = yaml.safe_load(config.read_text())
-    return Path(doc["runs_dir"]) / doc["name"] / "fold0"
+    return load_config(config).run_dir / "fold0"
 
 
 def train(config: Path, processes: int = 1) -> str:
-    cmd = command(config, processes) if processes > 1 else [sys.executable, "-m", "pipeline", "train", str(config)]
-    cmd += [] if processes > 1 else ["--fold", "0"]
+    cmd = command(config, processes)
     res = subprocess.run(cmd, cwd=ROOT, env=CLEAN, capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{res.stderr[-2000:]}")

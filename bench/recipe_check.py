@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
+from score import hidden_accuracy  # bench/score.py, beside this script
+
+from pipeline.config_files import load_config
 
 CONFIGS = {  # config file: its column heading
     "configs/ants-bees-skeleton.yaml": "Lite0 (a) skeleton",
@@ -25,24 +27,10 @@ CONFIGS = {  # config file: its column heading
     "configs/ants-bees-lite2-skeleton.yaml": "Lite2 (a) skeleton",
     "configs/ants-bees.yaml": "Lite2 (b) recipe (the demo)",
 }
-LABELS = Path("bench/ants-bees-test-labels.csv")  # reporting only: never read by the pipeline
-
-
-def hidden(submission: Path) -> str:
-    sub = pd.read_csv(submission, dtype=str).set_index("image_id")["label"]
-    truth = pd.read_csv(LABELS, dtype=str).set_index("image_id")["label"]
-    right = (sub.loc[truth.index] == truth).to_numpy()
-    return f"{right.mean():.4f} ({right.sum()}/{len(right)})"
-
-
-def name_of(config: str) -> str:
-    """A config's run name, following `base:` the way load_config does for this one key."""
-    doc = yaml.safe_load(Path(config).read_text())
-    return doc.get("name") or name_of(str(Path(config).parent / doc["base"]))
 
 
 def run_one(config: str, py: str) -> dict:
-    name = name_of(config)
+    name = load_config(config).name
     fresh = not (Path("runs") / name / "tta.csv").is_file()
     start = time.time()
     subprocess.run(["make", "--no-print-directory", "ensemble", f"CONFIG={config}", f"PY={py}"], check=True)
@@ -54,7 +42,7 @@ def run_one(config: str, py: str) -> dict:
         "OOF log-loss": f"{tta.loc['none', 'cv_log_loss']:.4f}",
         "with the default TTA: CV": f"{tta.loc['all', 'cv_accuracy']:.4f}",
         "with the default TTA: OOF log-loss": f"{tta.loc['all', 'cv_log_loss']:.4f}",
-        "hidden-test accuracy (with TTA, as submitted)": hidden(Path("submissions") / f"{name}.csv"),
+        "hidden-test accuracy (with TTA, as submitted)": hidden_accuracy(Path("submissions") / f"{name}.csv"),
         "wall time (make ensemble)": f"{int(minutes // 60)} min {int(minutes % 60)} s" if fresh else "-",
     }
 
