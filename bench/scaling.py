@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import engine, tta  # noqa: E402
 from pipeline.cache import open_cache, run_cache, stored_short  # noqa: E402
+from pipeline.competition import read_competition  # noqa: E402
 from pipeline.config import Aug  # noqa: E402
 from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform  # noqa: E402
-from pipeline.folds_file import load_folds  # noqa: E402
 from pipeline.models import create_model, data_config, load_fold_model  # noqa: E402
 from pipeline.runs import RunDir  # noqa: E402
 from pipeline.stages import folds as folds_stage  # noqa: E402
@@ -120,7 +120,7 @@ def time_stages(root: Path, work: Path, n: int, img_size: int) -> dict[str, floa
         out[f"cache_{fmt}"] = time.perf_counter() - t
         out[f"{fmt}_bytes"] = folder_bytes(cache.folder)
     t = time.perf_counter()
-    train.train_fold(cfg, load_folds(cfg), 0)  # opens the raw cache built above, trains, validates, saves
+    train.train_fold(cfg, read_competition(cfg), 0)  # opens the raw cache built above, trains, validates, saves
     out["epoch"] = time.perf_counter() - t
     test = sorted((root / "test").glob("*.jpg"))
     t = time.perf_counter()

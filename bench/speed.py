@@ -5,7 +5,9 @@ Usage: python bench/speed.py [--only loop|cache|aug|checks|two|gpu] [--epochs 3]
   loop_vs_plain_frozen / _unfrozen: images/s of the training loop (train_one_epoch on the
       pipeline's loader: decode cache, augmentation, workers) against a minimal PyTorch loop on
       the same model, batch and images, already decoded, resized and normalised in memory.
-      Lite0 at 64 px, batch 32, on data/ants-bees; a head-only phase and an all-layers one.
+      Lite0 at 64 px, batch 32, on data/ants-bees; a head-only phase and an all-layers one. The
+      line above the ratios splits the difference: the loader's share (the pipeline against the
+      same loop on the loader's batches held in memory) and the loop's own.
   cache_vs_decode: images/s of a training loader reading the decode cache against one decoding
       the full-size originals (../shared/competitions/ants-bees), at 128 px, same augmentation.
   default_vs_photo_list / _randaugment / _trivial: the training loader's images/s with the
@@ -43,13 +45,15 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import engine, optim  # noqa: E402
 from pipeline.cache import open_cache, stored_short  # noqa: E402
+from pipeline.competition import read_competition  # noqa: E402
 from pipeline.config import Aug  # noqa: E402
 from pipeline.config_files import load_config  # noqa: E402
 from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform  # noqa: E402
-from pipeline.folds_file import load_folds  # noqa: E402
 from pipeline.preflight import check_images  # noqa: E402
 from pipeline.stages import folds as folds_stage  # noqa: E402
-from pipeline.stages import train  # noqa: E402
+from pipeline.training import loop  # noqa: E402
+from pipeline.training.fold import build  # noqa: E402
+from pipeline.training.loaders import phase_loader  # noqa: E402
 
 ORIGINALS = ROOT.parent / "shared" / "competitions" / "ants-bees"
 
@@ -95,32 +99,43 @@ def loop_vs_plain(tmp: Path, rounds: int, workers: str | None = None) -> dict[st
     ]
     cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", overrides)
     folds_stage.main(cfg)
-    run = train.build(cfg, load_folds(cfg), 0)
+    run = build(cfg, read_competition(cfg), 0)
+    spec, model, opt, device = run.spec, run.state.model, run.state.optimizer, run.spec.device
     out = {}
     for p, name in enumerate(("frozen", "unfrozen")):
         phase = cfg.train.phases[p]
-        optim.set_frozen(run.model, phase.frozen)
+        optim.set_frozen(model, phase.frozen)
         # the fold's training images eight times over (about 1,600 a pass), through the pipeline's loader
-        ds = train.phase_loader(run, p).dataset
+        ds = phase_loader(run, p).dataset
         ds = ImageDataset(ds.paths * 8, np.tile(ds.targets, 8), ds.transform, ds.source)
-        dl = make_loader(ds, cfg.train.batch_size, True, engine.loader_options(cfg.runtime, run.device))
+        dl = make_loader(ds, cfg.train.batch_size, True, engine.loader_options(cfg.runtime, device))
         dl.sampler.set_epoch(0)
         # the same images, augmented once and normalised, in memory for the plain loop
-        batches = [(engine.to_input(x, run.device, cfg.runtime, run.final_dc), y) for x, y in dl]
-        schedule = optim.PhaseSchedule(run.optimizer, phase, [phase.lr] * len(run.optimizer.param_groups), 10**6)
+        batches = [(engine.to_input(x, device, cfg.runtime, spec.final_dc), y) for x, y in dl]
+        schedule = optim.PhaseSchedule(opt, phase, [phase.lr] * len(opt.param_groups), 10**6)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=run.final_dc):
-            train.train_one_epoch(
-                run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, phase.bn_eval, dc
-            )
+        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc):
+            scaler = run.state.scaler
+            loop.train_one_epoch(run.net, dl, opt, schedule, scaler, loss_fn, device, cfg.runtime, 1, phase.bn_eval, dc)
+
+        loaded = list(dl)  # the loader's uint8 batches, held: the loop's own cost without the loader's
+
+        def loop_only(loaded=loaded, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc):
+            scaler, rt = run.state.scaler, cfg.runtime
+            loop.train_one_epoch(run.net, loaded, opt, schedule, scaler, loss_fn, device, rt, 1, phase.bn_eval, dc)
 
         def plain(batches=batches, phase=phase, loss_fn=loss_fn):
-            plain_epoch(run.model, batches, run.optimizer, loss_fn, phase.bn_eval)
+            plain_epoch(model, batches, opt, loss_fn, phase.bn_eval)
 
-        t = best_of({"pipeline": pipeline_epoch, "plain": plain}, rounds)
+        t = best_of({"pipeline": pipeline_epoch, "loop": loop_only, "plain": plain}, rounds)
         n = len(dl) * dl.batch_size
-        print(f"{name}: pipeline {n / t['pipeline']:.0f} img/s, plain {n / t['plain']:.0f} img/s", flush=True)
+        print(
+            f"{name}: pipeline {n / t['pipeline']:.0f} img/s, the loop on loaded batches {n / t['loop']:.0f} img/s, "
+            f"plain {n / t['plain']:.0f} img/s; of the pipeline's extra {t['pipeline'] - t['plain']:.2f} s a pass, "
+            f"the loader {t['pipeline'] - t['loop']:.2f} s, the loop's own {t['loop'] - t['plain']:.2f} s",
+            flush=True,
+        )
         out[f"loop_vs_plain_{name}"] = t["plain"] / t["pipeline"]
     return out
 
@@ -258,12 +273,13 @@ def one_run(tmp: Path, cache: str, ready: Path, others: int, passes: int) -> Non
         "train.phases=[{epochs: 1, lr: 0.001}]",
     ]
     cfg = load_config(ROOT / "configs" / "ants-bees-lite0.yaml", overrides)
-    run = train.build(cfg, load_folds(cfg), 0)
-    dl = train.phase_loader(run, 0)
-    schedule = optim.PhaseSchedule(run.optimizer, cfg.train.phases[0], [0.001] * len(run.optimizer.param_groups), 10**6)
+    run = build(cfg, read_competition(cfg), 0)
+    spec, opt = run.spec, run.state.optimizer
+    dl = phase_loader(run, 0)
+    schedule = optim.PhaseSchedule(opt, cfg.train.phases[0], [0.001] * len(opt.param_groups), 10**6)
     loss_fn = torch.nn.CrossEntropyLoss()
-    epoch = lambda: train.train_one_epoch(  # noqa: E731
-        run.net, dl, run.optimizer, schedule, run.scaler, loss_fn, run.device, cfg.runtime, 1, False, run.final_dc
+    epoch = lambda: loop.train_one_epoch(  # noqa: E731
+        run.net, dl, opt, schedule, run.state.scaler, loss_fn, spec.device, cfg.runtime, 1, False, spec.final_dc
     )
     epoch()  # warm-up, and the decode cache built
     (ready / str(os.getpid())).touch()

@@ -1,6 +1,7 @@
 """train.aug.transforms: further albumentations transforms named in the config, in albumentations'
 own terms ({name: CLAHE, clip_limit: 2, p: 0.3}; groups {name: OneOf, transforms: [...]}), built by
-albumentations' own deserialisation (A.from_dict) and checked when the config loads.
+albumentations' own deserialisation (A.from_dict) and checked before training's first epoch
+(preflight.check_augmentations).
 
 Where they run (data.TrainAugment): the geometric ones (albumentations' geometric and crop
 modules; a group holding any of them) on the whole image before the random-resized crop, which
@@ -9,8 +10,8 @@ and colour jitter, on the crop. Each side keeps the listed order. They draw from
 dataset seeds per (epoch seed, image), as the crop does, so a resumed fold or another loader
 process draws the same.
 
-albumentations is imported only when a list is given: Make's parse-time config check stays free
-of torch for configs without one.
+albumentations is imported only when a list is given, and never when a config loads: Make's
+parse-time config check stays free of it (and of torch).
 """
 
 from __future__ import annotations
@@ -74,9 +75,9 @@ def to_albumentations(spec, where: str, known: dict) -> dict:
 
 
 def build(specs: list, try_each: bool = True) -> list:
-    """The transforms of a config list, each built and (try_each: when the config loads) tried
-    once on a blank 512 x 512 image: a transform that needs a mask, boxes or other images is
-    refused then, not in the first epoch. A loader's list was tried when its config loaded."""
+    """The transforms of a config list, each built and (try_each: preflight's check before
+    training) tried once on a blank 512 x 512 image: a transform that needs a mask, boxes or other
+    images is refused then, not in the first epoch. A loader's list is not tried again."""
     if not specs:
         return []
     import albumentations as A
@@ -86,7 +87,7 @@ def build(specs: list, try_each: bool = True) -> list:
         where = f"[{i}]"
         d = to_albumentations(spec, where, known)
         try:
-            with warnings.catch_warnings():  # albumentations' advice (use Affine...) on every config load
+            with warnings.catch_warnings():  # albumentations' advice (use Affine...) on every build
                 warnings.simplefilter("ignore")
                 t = A.from_dict({"transform": d})
                 if try_each:

@@ -89,9 +89,22 @@ def read(cfg: Config) -> dict | None:
 
 
 def applied(cfg: Config, doc: dict) -> Config:
-    """cfg with each phase's epochs as the decision says."""
+    """The effective config: cfg with each phase's epochs as the decision says, and no budget left
+    to decide (runtime.budget null: the run's config.yaml says what was trained)."""
     phases = [p.model_copy(update={"epochs": e}) for p, e in zip(cfg.train.phases, doc["epochs"])]
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"phases": phases})})
+    return cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"phases": phases}),
+            "runtime": cfg.runtime.model_copy(update={"budget": None}),
+        }
+    )
+
+
+def effective(cfg: Config) -> Config:
+    """cfg with the run's decision applied when it has one for these epochs; else cfg as it is
+    (its first fold to train decides)."""
+    doc = read(cfg) if cfg.runtime.budget is not None else None
+    return cfg if doc is None else applied(cfg, doc)
 
 
 def describe(cfg: Config, doc: dict) -> str:

@@ -247,8 +247,9 @@ def open_cache(
 
 
 def run_cache(cfg: Config, final: DataConfig, paths: list[Path] | None = None) -> DecodedImages | None:
-    """The competition's cache at the run's largest size (of `paths` alone when given: the test
-    images of a bundle's prediction, with no training images at hand); None under runtime.cache:
+    """The competition's cache at the run's largest size, of `paths` when given (the images a
+    stage's Competition holds, competition.every_image; or a bundle's test images, with no
+    training images at hand), else of the images the tables name; None under runtime.cache:
     false. An image is stored alike in any raw cache, so predictions do not depend on which (a jpeg
     cache's are close, not equal: runtime.cache_format)."""
     if not cfg.runtime.cache:

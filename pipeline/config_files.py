@@ -15,6 +15,7 @@ from typing import Any, TypeVar, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from . import budget
 from .config import Config, Ensemble
 from .errors import PipelineError
 from .runs import RunDir
@@ -152,14 +153,18 @@ def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """An experiment config, with the files it names checked to exist; data.name set to the
-    folds file's when the competition folder was renamed since the split was made."""
+    """The effective config of an experiment: the file with its key=value overrides, the files it
+    names checked to exist, data.name set to the folds file's when the competition folder was
+    renamed since the split was made, and runtime.budget's decision applied once the run has made
+    one (budget.effective). Every stage, Make's stamps and the checks of checkpoints see this."""
     cfg = validate(Config, path, overrides)
     check_files(cfg, Path(path))
     from .folds_file import moved_competition  # pandas, only once the config holds
 
     name = moved_competition(cfg)  # a renamed competition folder: its folds file, found by digest
-    return cfg if name is None else cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": name})})
+    if name is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": name})})
+    return budget.effective(cfg)
 
 
 def load_ensemble(path: str | Path) -> Ensemble:

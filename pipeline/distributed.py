@@ -32,6 +32,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def say(text: str) -> None:
+    """Progress, printed once (by process 0 under DDP)."""
+    if is_main():
+        print(text, flush=True)
+
+
 def start(device: torch.device) -> None:
     """Join the process group (NCCL on GPUs, gloo on CPUs) when torchrun started several processes."""
     if world_size() > 1 and not dist.is_initialized():

@@ -76,8 +76,8 @@ def folds_stale(cfg: Config) -> bool:
     if spec is None or not cfg.folds_file.is_file():
         return True
     csv = cfg.data.path(cfg.data.train_csv)
-    if "train_digest" not in spec:  # written by a release before digests: by time, as Make compared then
-        return csv.stat().st_mtime > cfg.folds_file.stat().st_mtime or bool(split_differences(spec, cfg))
+    if "train_digest" not in spec:  # an earlier release's: make folds runs, and refuses it (load_folds)
+        return True
     return spec["train_digest"] != file_digest(csv) or bool(split_differences(spec, cfg))
 
 
@@ -99,6 +99,11 @@ def load_folds(cfg: Config) -> pd.DataFrame:
     if not path.is_file() or not spec_path.is_file():
         raise PipelineError(f"{path}: folds file not found (run make folds)")
     spec = read_spec(spec_path) or {}
+    if "train_digest" not in spec:
+        raise PipelineError(
+            f"{spec_path}: written by an earlier release, which recorded no digest of train.csv; delete {path} "
+            "and it, and run make folds to re-split (every run on it must be retrained)"
+        )
     diff = split_differences(spec, cfg)
     if diff:
         spec = {k: v for k, v in spec.items() if k not in RECORDED}

@@ -204,7 +204,7 @@ class FoldModel:
     model: torch.nn.Module
     classes: list[str]
     data_config: DataConfig
-    made_with: dict | None = None  # the train settings and rows digest (None: an older release's)
+    made_with: dict | None = None  # the train settings and rows digest (stamps.made_with; None: an older release's)
     scale: TargetScale | None = None  # a number's target scale (its output to the target's units)
 
     def act(self, multilabel: bool = False):

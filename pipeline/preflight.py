@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import distributed
+from .augment import build
 from .config import Config
 from .data import read_image
 from .errors import PipelineError
@@ -33,20 +34,24 @@ RULES = 1  # bump when read_image refuses more than before: images passed under 
 
 
 def check_competition(
-    cfg: Config, folds: pd.DataFrame | None, model: bool = True, classes: list[str] | None = None
+    cfg: Config,
+    folds: pd.DataFrame | None,
+    model: bool = True,
+    classes: list[str] | None = None,
+    sample: pd.DataFrame | None = None,
 ) -> pd.DataFrame | None:
     """The check before train or infer: the sample submission (its id column, unique ids, and a
-    layout the submission can follow); with `model` (training) the backbone and its weights file;
-    then every training image of the folds file (named by its train.csv line: the folds file
-    keeps train.csv's rows and order, folds_file.load_folds) and every test image of the sample
-    submission. By process 0 alone under DDP: the others go on to join the process group, which
-    waits for it (and torchrun stops them if it fails). Returns the sample (None on the others).
-    folds None: the test side alone (a bundle's prediction, which has no training images), for
-    the trained models' `classes`."""
+    layout the submission can follow); with `model` (training) the backbone and its weights file,
+    and train.aug.transforms tried (check_augmentations); then every training image of the folds
+    file (named by its train.csv line: the folds file keeps train.csv's rows and order,
+    folds_file.load_folds) and every test image of the sample submission. By process 0 alone
+    under DDP: the others go on to join the process group, which waits for it (and torchrun stops
+    them if it fails). Returns the sample (None on the others). folds None: the test side alone (a
+    bundle's prediction, which has no training images), for the trained models' `classes`."""
     if not distributed.is_main():
         return None
     d = cfg.data
-    sample = read_sample(d)
+    sample = read_sample(d) if sample is None else sample
     classes = classes if folds is None else class_list(folds[d.label_col], d)
     if d.numeric:
         number_layout(sample, d.sample_id, d.path(d.sample_submission))
@@ -57,6 +62,7 @@ def check_competition(
         )  # fmt: skip
     if model:
         check_model(cfg.model)
+        check_augmentations(cfg)
     if not cfg.runtime.check_images:
         return sample
     train_csv, sample_csv = d.path(d.train_csv), d.path(d.sample_submission)
@@ -68,6 +74,17 @@ def check_competition(
     where += [f"{sample_csv} line {n}" for n in range(2, len(test_ids) + 2)]
     check_images(paths, where, Path(cfg.runtime.cache_dir))
     return sample
+
+
+def check_augmentations(cfg: Config) -> None:
+    """train.aug.transforms built and each tried once on a blank image (augment.build), so a
+    transform that needs a mask, boxes or other images stops training before its first epoch. Here
+    rather than when the config loads: Make reads configs at every call, and albumentations (with
+    torch) is seconds to import. One line naming the key, as a config error would."""
+    try:
+        build(cfg.train.aug.transforms)
+    except ValueError as e:
+        raise PipelineError(f"train.aug.transforms: {e}") from None
 
 
 def check_images(

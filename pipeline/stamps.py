@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from .config import Config
+from .errors import PipelineError
 from .io import write_text
 from .runs import RunDir
 
@@ -117,8 +118,23 @@ def matches(cfg: Config, stage: str, old: dict | None) -> bool:
     return old is not None and same_settings(old, settings(cfg, stage), set(settings(cfg, stage, True)))
 
 
+def made_with(cfg: Config, stage: str, data: str) -> dict:
+    """What a stage's output records it was made with: the settings it read from the effective
+    config (config_files.effective_config), the digest of the rows it read, and one digest of both."""
+    now = settings(cfg, stage)
+    return {"settings": now, "data": data, "digest": hashlib.sha256((stamp_text(now) + data).encode()).hexdigest()[:16]}
+
+
+def recorded(made: dict | None, path: Path, redo: str) -> dict:
+    """`made` (a checkpoint's record, stamps.made_with's keys), or a one-line error when the file
+    was written by an earlier release, which recorded no settings: `redo` says what makes it again."""
+    if not isinstance(made, dict) or not isinstance(made.get("settings"), dict) or "data" not in made:
+        raise PipelineError(f"{path}: written by an earlier release, which recorded no settings; {redo}")
+    return made
+
+
 def read_stamp(path: Path) -> dict | None:
-    """A stamp's settings (flat; the nested stamps of earlier releases are flattened), or None."""
+    """A stamp's settings (flat), or None."""
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
@@ -127,8 +143,7 @@ def read_stamp(path: Path) -> dict | None:
 
 
 def _on_disk(run: RunDir, stage: str) -> list[Path]:
-    legacy = run.root / "stamps" / f"{stage}.yaml"  # a release before digests in the names wrote this
-    return run.stamps(stage) + ([legacy] if legacy.is_file() else [])
+    return run.stamps(stage)
 
 
 def stamp_path(cfg: Config, stage: str) -> Path:

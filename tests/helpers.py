@@ -210,14 +210,15 @@ def probs(n, p_first):
     return np.stack([p, 1 - p], axis=1)
 
 
-def killed_in_epoch(cfg, folds, monkeypatch, epoch: int) -> None:
+def killed_in_epoch(cfg, competition, monkeypatch, epoch: int) -> None:
     """Train fold 0 until a kill in the middle of its `epoch`-th epoch (counted from 1)."""
     import pytest
 
     from pipeline.errors import Interrupted
     from pipeline.stages import train
+    from pipeline.training import loop
 
-    real, calls = train.train_one_epoch, []
+    real, calls = loop.train_one_epoch, []
 
     def dies(*args, **kw):
         calls.append(1)
@@ -225,10 +226,10 @@ def killed_in_epoch(cfg, folds, monkeypatch, epoch: int) -> None:
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", dies)
+    monkeypatch.setattr(loop, "train_one_epoch", dies)
     with pytest.raises(Interrupted):  # what train_fold makes of Ctrl-C
-        train.train_fold(cfg, folds, 0)
-    monkeypatch.setattr(train, "train_one_epoch", real)
+        train.train_fold(cfg, competition, 0)
+    monkeypatch.setattr(loop, "train_one_epoch", real)
 
 
 def make_command(*args) -> list[str]:

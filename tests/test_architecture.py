@@ -44,15 +44,11 @@ def imports() -> dict[str, set[str]]:
     return graph
 
 
-# the stages that run training's own pieces under its conditions (a phase's loader, its model)
-BY_WAY_OF_TRAIN = {("stages.lr_find", "stages.train"), ("stages.show_batch", "stages.train")}
-
-
-def test_no_stage_is_imported_but_by_the_dispatcher_and_lr_find_and_show_batch_by_way_of_train():
+def test_no_stage_is_imported_but_by_the_dispatcher():
     for module, deps in imports().items():
         for dep in deps:
             if dep.startswith("stages.") and dep != "stages":
-                assert module == "__main__" or (module, dep) in BY_WAY_OF_TRAIN, f"{module} imports the stage {dep}"
+                assert module == "__main__", f"{module} imports the stage {dep}"
 
 
 def test_shared_modules_form_layers_without_a_cycle():

@@ -1,15 +1,17 @@
 """pipeline/augment.py: train.aug.transforms, named in the config and built by albumentations."""
 
 import random
+import subprocess
+import sys
 
 import albumentations as A
 import numpy as np
 import pytest
 import torch
-from helpers import make_config
+from helpers import ROOT, make_config
 from PIL import Image
 
-from pipeline import augment, data, stamps
+from pipeline import augment, data, preflight, stamps
 from pipeline.config import Aug
 from pipeline.config_files import load_config
 from pipeline.data import DataConfig
@@ -58,15 +60,31 @@ def test_a_list_from_yaml_builds_what_albumentations_own_deserialisation_builds(
         ([{"name": "MaskDropout", "p": 0.1}], "[0] MaskDropout: ValueError: MaskDropout requires ['mask']"),
         ([{"name": "OneOf", "transforms": [{"name": "CLAHE"}, {"name": "MaskDropout"}]}], "[0] OneOf: ValueError"),
         ([{"name": "Normalize"}], "[0]: unknown transform 'Normalize'"),  # the batch is normalised on the device
-        ([{"p": 0.5}], "[0]: expected a mapping with a 'name'"),
     ],
 )
-def test_unknown_names_parameters_and_values_are_one_line_naming_the_key(tmp_path, comp, listed, words):
-    path = make_config(tmp_path, comp, train={"aug": {"transforms": listed}})
+def test_unknown_names_parameters_and_values_are_one_line_naming_the_key_before_training(tmp_path, comp, listed, words):
+    cfg = load_config(make_config(tmp_path, comp, train={"aug": {"transforms": listed}}))  # not tried on load
+    with pytest.raises(PipelineError) as e:
+        preflight.check_augmentations(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"train.aug.transforms: {words}"), msg
+
+
+def test_an_entry_without_a_name_is_refused_when_the_config_loads(tmp_path, comp):
+    path = make_config(tmp_path, comp, train={"aug": {"transforms": [{"p": 0.5}]}})
     with pytest.raises(PipelineError) as e:
         load_config(path)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"{path}: train.aug.transforms: {words}"), msg
+    assert "\n" not in msg and msg.startswith(f"{path}: train.aug.transforms: [0]: expected a mapping with a 'name'")
+
+
+def test_loading_a_config_with_a_list_imports_no_albumentations(tmp_path, comp):
+    """Make loads configs at every call: the list is tried by preflight, before training."""
+    path = make_config(tmp_path, comp, train={"aug": {"transforms": LISTED}})
+    code = f"import sys; from pipeline.config_files import load_config; load_config({str(path)!r}); "
+    code += "print('albumentations' in sys.modules, 'torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.stdout.strip() == "False False", res.stderr
 
 
 def test_geometric_transforms_run_on_the_whole_image_before_the_crop_and_pixel_ones_on_the_crop(monkeypatch):

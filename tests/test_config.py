@@ -1,4 +1,4 @@
-"""pipeline/config.py: the schema's own rules, and that every key explains itself."""
+"""pipeline/config/: the schema's own rules, and that every key explains itself."""
 
 import pytest
 from helpers import ROOT, make_config, make_multilabel

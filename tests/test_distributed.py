@@ -10,11 +10,12 @@ import torch
 from helpers import CPU, ROOT, make_config
 
 from pipeline import distributed, engine
+from pipeline.competition import read_competition
 from pipeline.config import Runtime
 from pipeline.config_files import load_config
-from pipeline.folds_file import load_folds
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import train
+from pipeline.training import loop
 
 # Deterministic given the images: BatchNorm as pretrained (batch statistics would differ between
 # one batch of 4 and two of 2), augmentation seeded per image, no dropout.
@@ -29,7 +30,7 @@ def _run_dir_files(run_dir):
 def test_two_processes_train_the_weights_one_process_does(tmp_path, comp):
     one = load_config(make_config(tmp_path, comp, name="one", train=KEYS))
     folds_stage.main(one)
-    train.train_fold(one, load_folds(one), 0)
+    train.train_fold(one, read_competition(one), 0)
 
     two = make_config(tmp_path, comp, name="two", train=KEYS)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PIPELINE_JOBS")}
@@ -54,7 +55,7 @@ def test_only_process_zero_writes(tmp_path, comp, monkeypatch):
     cfg = load_config(make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}]}))
     folds_stage.main(cfg)
     monkeypatch.setattr(distributed, "is_main", lambda: False)
-    train.train_fold(cfg, load_folds(cfg), 0)
+    train.train_fold(cfg, read_competition(cfg), 0)
     assert not (cfg.run_dir / "fold0").exists()
 
 
@@ -82,7 +83,7 @@ def test_accumulation_steps_skip_the_gradient_sync(accum, batches, unsynced):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     rt = Runtime(channels_last=False)
     scaler = engine.grad_scaler(CPU, rt)
-    train.train_one_epoch(net, loader, opt, sched, scaler, torch.nn.CrossEntropyLoss(), CPU, rt, accum, False)
+    loop.train_one_epoch(net, loader, opt, sched, scaler, torch.nn.CrossEntropyLoss(), CPU, rt, accum, False)
     assert net.unsynced == unsynced  # every batch but the last before each update (and the epoch's last)
 
 

@@ -8,12 +8,13 @@ import torch
 from helpers import CPU, make_config
 
 from pipeline import cores, engine, optim
+from pipeline.competition import read_competition
 from pipeline.config import Runtime
 from pipeline.config_files import load_config
 from pipeline.errors import PipelineError
-from pipeline.folds_file import load_folds
 from pipeline.stages import folds as folds_stage
-from pipeline.stages import train
+from pipeline.training.fold import build
+from pipeline.training.loaders import phase_batch
 
 
 def test_loader_options_follow_the_machine_and_the_config(monkeypatch):
@@ -81,19 +82,19 @@ def test_batch_size_auto_finds_what_fits_under_a_memory_limit(tmp_path, comp, mo
     keys = {"batch_size": "auto", "lr_ref_batch": 8, "phases": [{"epochs": 1, "lr": 1e-3}]}
     cfg = load_config(make_config(tmp_path, comp, train=keys))
     folds_stage.main(cfg)
-    run = train.build(cfg, load_folds(cfg), 0)
-    assert train.phase_batch(run, 0) == 8  # no GPU memory to fill on a CPU: the reference batch
-    gpu_like = dataclasses.replace(run, device=torch.device("cuda"))
+    run = build(cfg, read_competition(cfg), 0)
+    assert phase_batch(run, 0) == 8  # no GPU memory to fill on a CPU: the reference batch
+    gpu_like = dataclasses.replace(run, spec=dataclasses.replace(run.spec, device=torch.device("cuda")))
     monkeypatch.setattr(engine, "fits", lambda model, size, b, *a: b <= 12)
-    batch = train.phase_batch(gpu_like, 0)
+    batch = phase_batch(gpu_like, 0)
     assert batch == 2  # capped: 16 training images make at least 8 steps
     monkeypatch.setattr(engine, "fits", lambda model, size, b, *a: b <= 1)
-    assert train.phase_batch(gpu_like, 0) == 1
+    assert phase_batch(gpu_like, 0) == 1
     phase = cfg.train.phases[0]
-    assert optim.peak_lrs(run.optimizer, phase, cfg.train, 16)[0] == pytest.approx(2 * phase.lr)  # linear scaling
+    assert optim.peak_lrs(run.state.optimizer, phase, cfg.train, 16)[0] == pytest.approx(2 * phase.lr)  # linear scaling
     monkeypatch.setattr(engine, "fits", lambda *a: False)
     with pytest.raises(PipelineError, match="not one 32 px image fits"):
-        train.phase_batch(gpu_like, 0)
+        phase_batch(gpu_like, 0)
 
 
 def test_batch_size_auto_needs_the_reference_batch(tmp_path, comp):

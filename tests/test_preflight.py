@@ -74,6 +74,16 @@ def test_the_switch_and_ddp_leave_the_check_to_one_process(tmp_path, comp, monke
     assert len(calls) == 1
 
 
+def test_a_transform_that_needs_a_mask_stops_training_in_the_check_not_infer(tmp_path, comp, monkeypatch):
+    monkeypatch.setattr(preflight, "check_images", lambda *a, **k: None)
+    cfg = _split(tmp_path, comp, train={"aug": {"transforms": [{"name": "MaskDropout", "p": 0.1}]}})
+    folds = folds_stage.load_folds(cfg)
+    words = r"train\.aug\.transforms: \[0\] MaskDropout: ValueError: MaskDropout requires \['mask'\]"
+    with pytest.raises(PipelineError, match=rf"^{words}"):
+        preflight.check_competition(cfg, folds)
+    preflight.check_competition(cfg, folds, model=False)  # infer trains nothing: the list is not its to try
+
+
 @pytest.fixture
 def images(comp):
     paths = sorted((comp / "train").glob("*.jpg"))[:6]

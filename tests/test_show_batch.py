@@ -4,11 +4,13 @@ import numpy as np
 from helpers import make, make_config
 from PIL import Image
 
+from pipeline.competition import read_competition
 from pipeline.config_files import load_config
-from pipeline.folds_file import load_folds
 from pipeline.runs import RunDir
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import report, show_batch, train
+from pipeline.training import loop
+from pipeline.training.fold import build
 
 AUG = {
     "transforms": [{"name": "Affine", "rotate": [-30, 30], "p": 0.8}, {"name": "GaussNoise", "p": 0.5}],
@@ -24,23 +26,23 @@ def test_the_grid_holds_what_training_feeds_the_model_in_each_phases_first_batch
     )
     cfg = load_config(path)
     folds_stage.main(cfg)
-    folds = load_folds(cfg)
-    run = train.start_fold(cfg, folds, 0)
+    competition = read_competition(cfg)
+    run = build(cfg, competition, 0)
     shown = [show_batch.phase_batch(run, p) for p in (0, 1)]
 
-    fed, real = [], train.forward_backward
+    fed, real = [], loop.forward_backward
 
     def spy(model, x, y, *args, **kw):  # the batch the model trains on: normalised, erased
         fed.append((x.detach().clone(), y.clone()))
         return real(model, x, y, *args, **kw)
 
-    monkeypatch.setattr(train, "forward_backward", spy)
-    train.train_fold(cfg, folds, 0)
+    monkeypatch.setattr(loop, "forward_backward", spy)
+    train.train_fold(cfg, competition, 0)
     per_epoch = len(fed) // 2
     for p, (images, labels) in enumerate(shown):
         x, y = fed[p * per_epoch]  # each phase's first batch
-        assert np.array_equal(show_batch.shown(x, run.final_dc), images[: len(x)])
-        assert labels[: len(y)] == [run.classes[int(v)] for v in y]
+        assert np.array_equal(show_batch.shown(x, run.spec.final_dc), images[: len(x)])
+        assert labels[: len(y)] == [run.spec.classes[int(v)] for v in y]
     assert shown[0][0].shape[1:] == (32, 32, 3) and shown[1][0].shape[1:] == (24, 24, 3)
 
     show_batch.main(cfg)
@@ -57,8 +59,9 @@ def test_a_numbers_batch_is_labelled_in_the_targets_units(tmp_path):
     comp = make_numbers(tmp_path / "comp")
     cfg = load_config(number_config(tmp_path, comp))
     folds_stage.main(cfg)
-    folds = load_folds(cfg)
-    run = train.start_fold(cfg, folds, 0)
+    competition = read_competition(cfg)
+    folds = competition.folds
+    run = build(cfg, competition, 0)
     _, labels = show_batch.phase_batch(run, 0)
     values = {float(v) for v in folds.loc[folds.fold != 0, "score"]}
     assert all(any(abs(float(s) - v) < 1e-3 for v in values) for s in labels)

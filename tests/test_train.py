@@ -1,7 +1,6 @@
 """pipeline/stages/train.py: phases, freezing, resume after a kill, accumulation, sampling, and
 training on other experiments' rows."""
 
-import hashlib
 import types
 
 import numpy as np
@@ -9,17 +8,18 @@ import pandas as pd
 import pytest
 import timm
 import torch
-import yaml
-from helpers import CLASSES, COLOURS, CPU, DC, killed_in_epoch, make_competition, make_config, neg_config
+from helpers import COLOURS, CPU, DC, killed_in_epoch, make_competition, make_config, neg_config
 
 from pipeline import engine, optim
+from pipeline.competition import read_competition
 from pipeline.config import Runtime
 from pipeline.config_files import load_config
 from pipeline.errors import Interrupted, PipelineError
-from pipeline.folds_file import load_folds
 from pipeline.losses import FocalLoss, make_loss
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import pseudo, train
+from pipeline.training import clock, keep, loaders, loop
+from pipeline.training.fold import build
 
 # ----------------------------------------------------------------------------- whole folds
 
@@ -28,7 +28,7 @@ def _setup(tmp_path, comp, name="tiny", **train_keys):
     path = make_config(tmp_path, comp, name=name, train=train_keys)
     cfg = load_config(path)
     folds_stage.main(cfg)
-    return cfg, load_folds(cfg)
+    return cfg, read_competition(cfg)
 
 
 def _body_state(state: dict, model) -> dict:
@@ -37,9 +37,9 @@ def _body_state(state: dict, model) -> dict:
 
 
 def test_frozen_phase_moves_only_the_head(tmp_path, comp):
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-2, "frozen": True}])
-    before = {k: v.clone() for k, v in train.build(cfg, folds, 0).model.state_dict().items()}
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-2, "frozen": True}])
+    before = {k: v.clone() for k, v in build(cfg, competition, 0).state.model.state_dict().items()}
+    train.train_fold(cfg, competition, 0)
     after = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)["model"]
     model = timm.create_model("test_efficientnet", num_classes=2)
     for key, value in _body_state(after, model).items():  # weights and BN running statistics alike
@@ -48,7 +48,7 @@ def test_frozen_phase_moves_only_the_head(tmp_path, comp):
 
 
 def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
-    cfg, folds = _setup(
+    cfg, competition = _setup(
         tmp_path,
         comp,
         lr_ratio=10.0,
@@ -57,7 +57,7 @@ def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
             {"epochs": 2, "lr": 1e-3, "img_size": 32},
         ],
     )
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert hist.phase.tolist() == [0, 1, 1] and hist.img_size.tolist() == [24, 32, 32]
     assert hist.frozen.tolist() == [True, False, False]
@@ -84,11 +84,11 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in
         {"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
         {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5},
     ]
-    ref_cfg, folds = _setup(tmp_path, comp, name="ref", phases=phases, aug=aug)
-    train.train_fold(ref_cfg, folds, 0)
+    ref_cfg, competition = _setup(tmp_path, comp, name="ref", phases=phases, aug=aug)
+    train.train_fold(ref_cfg, competition, 0)
     cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases, aug=aug)
 
-    real, calls, killed = train.train_one_epoch, [], []
+    real, calls, killed = loop.train_one_epoch, [], []
 
     def dies(*args, **kw):
         calls.append(1)
@@ -97,15 +97,15 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in
             raise KeyboardInterrupt  # as a kill in the middle of that epoch
         return real(*args, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", dies)
+    monkeypatch.setattr(loop, "train_one_epoch", dies)
     with pytest.raises(Interrupted, match="fold 0 stopped after epoch"):  # the one line Ctrl-C prints
-        train.train_fold(cfg, folds, 0)
+        train.train_fold(cfg, competition, 0)
     out = cfg.run_dir / "fold0"
     assert not (out / "oof.csv").exists()
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == dies_in - 2
 
     calls.clear()
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert len(calls) == 5 - (dies_in - 1)  # only the epochs that were missing
     hist = pd.read_csv(out / "history.csv")
     assert hist.epoch.tolist() == [0, 1, 2, 3, 4]
@@ -118,26 +118,26 @@ def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in
         assert torch.allclose(got["model"][key].float(), value.float(), atol=1e-6), key
 
     calls.clear()
-    train.train_fold(cfg, folds, 0)  # finished: not retrained
+    train.train_fold(cfg, competition, 0)  # finished: not retrained
     assert calls == []
 
 
 def test_changed_config_does_not_resume(tmp_path, comp, capsys):
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-3}])
-    train.train_fold(cfg, folds, 0)
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-3}])
+    train.train_fold(cfg, competition, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    train.train_fold(cfg, competition, 0)
     assert "resuming" not in capsys.readouterr().out
     assert pd.read_csv(cfg.run_dir / "fold0" / "history.csv").epoch.tolist() == [0, 1]
 
 
 def test_accumulation_updates_once_per_k_batches(tmp_path, comp, monkeypatch):
-    cfg, folds = _setup(
+    cfg, competition = _setup(
         tmp_path, comp, accum_steps=3, batch_size=4, phases=[{"epochs": 1, "lr": 1e-3, "sched": "constant"}]
     )
     steps = []
     monkeypatch.setattr(optim.PhaseSchedule, "step", lambda self: steps.append(1))
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert len(steps) == 2  # 16 training images = 4 batches of 4: updates after batches 3 and 4
 
 
@@ -151,7 +151,7 @@ def test_progressive_resizing_refused_for_fixed_size_models(tmp_path, comp):
     cfg = load_config(path)
     folds_stage.main(cfg)
     with pytest.raises(PipelineError, match=r"train.phases.0.img_size: test_vit has a fixed input size"):
-        train.train_fold(cfg, load_folds(cfg), 0)
+        train.train_fold(cfg, read_competition(cfg), 0)
 
 
 # ----------------------------------------------------------------------------- imbalance
@@ -160,10 +160,11 @@ def test_progressive_resizing_refused_for_fixed_size_models(tmp_path, comp):
 @pytest.mark.parametrize("sampling", ["oversample", "weighted"])
 def test_oversampling_balances_training_and_never_touches_validation(tmp_path, sampling):
     comp = make_competition(tmp_path / "imb", n_train=44, counts={"ants": 40, "bees": 4})
-    cfg, folds = _setup(tmp_path, comp, sampling=sampling)
+    cfg, competition = _setup(tmp_path, comp, sampling=sampling)
     for k in (0, 1):
-        dl = train.train_loader(cfg, folds, k, CLASSES, cfg.train.phases[0], DC, CPU)
-        valid_paths = {p.name for p in train.valid_loader(cfg, folds, k, CLASSES, DC, CPU)[0].dataset.paths}
+        run = build(cfg, competition, k)
+        dl = loaders.phase_loader(run, 0)
+        valid_paths = {p.name for p in loaders.valid_loader(run.spec)[0].dataset.paths}
         ds = dl.dataset
         assert not {p.name for p in ds.paths} & valid_paths
         drawn = ds.targets if sampling == "oversample" else ds.targets[[i for i, _ in dl.sampler]]
@@ -171,7 +172,7 @@ def test_oversampling_balances_training_and_never_touches_validation(tmp_path, s
         assert counts.sum() == 40 and (counts[1] == 20 if sampling == "oversample" else counts[1] > 10)
 
 
-def _minority_recall(cfg, folds) -> float:
+def _minority_recall(cfg, competition) -> float:
     train.main(cfg)
     oof = pd.concat(pd.read_csv(cfg.run_dir / f"fold{k}" / "oof.csv") for k in (0, 1))
     minority = oof[oof.label == "bees"]
@@ -186,41 +187,38 @@ def test_oversampling_raises_minority_recall(tmp_path):
     assert over > plain
 
 
-def _killed_in_its_second_epoch(cfg, folds, monkeypatch) -> None:
-    killed_in_epoch(cfg, folds, monkeypatch, 2)
+def _killed_in_its_second_epoch(cfg, competition, monkeypatch) -> None:
+    killed_in_epoch(cfg, competition, monkeypatch, 2)
 
 
 def test_a_key_added_at_its_default_still_resumes(tmp_path, comp, monkeypatch, capsys):
     """last.pt records the train settings; one written before a key existed resumes all the same."""
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
-    _killed_in_its_second_epoch(cfg, folds, monkeypatch)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    _killed_in_its_second_epoch(cfg, competition, monkeypatch)
     last = cfg.run_dir / "fold0" / "last.pt"
     state = torch.load(last, weights_only=True)
     state["settings"] = {k: v for k, v in state["settings"].items() if not k.startswith("train.aug.")}
     torch.save(state, last)
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert "resuming after epoch 0" in capsys.readouterr().out
     state["settings"]["train.label_smoothing"] = 0.3  # a value the run did not use: start over
     torch.save(state, last)
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert "resuming" not in capsys.readouterr().out
 
 
-def test_a_fold_left_half_done_by_the_release_before_resumes(tmp_path, comp, monkeypatch, capsys):
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
-    _killed_in_its_second_epoch(cfg, folds, monkeypatch)
+def test_a_fold_left_half_done_by_an_earlier_release_is_refused_in_one_line(tmp_path, comp, monkeypatch):
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-3}])
+    _killed_in_its_second_epoch(cfg, competition, monkeypatch)
     last = cfg.run_dir / "fold0" / "last.pt"
     state = torch.load(last, weights_only=True)
     # that release's last.pt: a fingerprint of the train sections' YAML and the rows, "best" for "kept"
-    doc = cfg.model_dump(mode="json")
-    text = yaml.safe_dump({k: doc[k] for k in ("data", "model", "train", "folds")}, sort_keys=False)
-    text += folds.to_csv(index=False) + np.array2string(np.zeros((0, 2)), threshold=np.inf)
-    old = {k: v for k, v in state.items() if k not in ("settings", "data", "kept")}
-    old.update(fingerprint=hashlib.sha256(text.encode()).hexdigest()[:16], best=state["kept"])
+    old = {k: v for k, v in state.items() if k not in ("settings", "data", "digest", "kept")}
+    old.update(fingerprint="0" * 16, best=state["kept"])
     torch.save(old, last)
-    train.train_fold(cfg, folds, 0)
-    assert "resuming after epoch 0" in capsys.readouterr().out
-    assert pd.read_csv(cfg.run_dir / "fold0" / "history.csv").epoch.tolist() == [0, 1]
+    refused = r"last.pt: written by an earlier release.*delete .*fold0/ and run make train"
+    with pytest.raises(PipelineError, match=refused):
+        train.train_fold(cfg, competition, 0)
 
 
 def test_multilabel_folds_give_per_label_probabilities(multilabel):
@@ -241,15 +239,15 @@ def test_training_on_soft_pseudo_labels_runs(round1):
 
 
 def test_head_only_phases_validate_from_features_computed_once(tmp_path, comp):
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-2, "frozen": True}])
-    run = train.build(cfg, folds, 0)
-    optim.set_frozen(run.model, True)
-    valid_dl, _ = train.valid_loader(cfg, folds, 0, CLASSES, run.final_dc, CPU)
-    pooled = train.pooled_features(run, valid_dl)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-2, "frozen": True}])
+    run = build(cfg, competition, 0)
+    optim.set_frozen(run.state.model, True)
+    valid_dl, _ = loaders.valid_loader(run.spec)
+    pooled = keep.pooled_features(run, valid_dl)
     assert pooled is not None and len(pooled) == len(valid_dl.dataset)
     with torch.no_grad():  # the classifier moves; the features stay valid
-        run.model.get_classifier().weight.add_(0.5)
-    assert np.allclose(train.validate(run, valid_dl, pooled), train.validate(run, valid_dl), atol=1e-5)
+        run.state.model.get_classifier().weight.add_(0.5)
+    assert np.allclose(keep.validate(run, valid_dl, pooled), keep.validate(run, valid_dl), atol=1e-5)
 
 
 def test_clipping_bounds_the_gradient_norm():
@@ -263,17 +261,17 @@ def test_clipping_bounds_the_gradient_norm():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     rt = Runtime(channels_last=False)
     loss = torch.nn.CrossEntropyLoss()
-    train.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False, clip=0.01)
+    loop.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False, clip=0.01)
     assert len(norms) == 3 and max(norms) <= 0.01 + 1e-6
     norms.clear()
-    train.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False)
+    loop.train_one_epoch(net, loader, opt, sched, engine.grad_scaler(CPU, rt), loss, CPU, rt, 1, False)
     assert max(norms) > 0.01  # the same batches unclipped: the bound above was the clipping's
 
 
 def test_a_fold_trains_with_focal_loss_and_clipping(tmp_path, comp):
-    cfg, folds = _setup(tmp_path, comp, loss="focal", focal_gamma=1.5, clip_grad_norm=1.0)
+    cfg, competition = _setup(tmp_path, comp, loss="focal", focal_gamma=1.5, clip_grad_norm=1.0)
     assert isinstance(make_loss(cfg), FocalLoss)
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert len(hist) == 2 and np.isfinite(hist.train_loss).all()
 
@@ -283,20 +281,20 @@ def test_a_finished_fold_rebuilds_what_is_lost_and_skips_otherwise(tmp_path, com
     last.pt with the same probabilities; both there: skipped."""
     cfg = load_config(make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}], "batch_size": 8}))
     folds_stage.main(cfg)
-    folds = load_folds(cfg)
-    train.train_fold(cfg, folds, 0)
+    competition = read_competition(cfg)
+    train.train_fold(cfg, competition, 0)
     fold = cfg.run_dir / "fold0"
     oof = (fold / "oof.csv").read_text()
     (fold / "oof.csv").unlink()
     capsys.readouterr()
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert (fold / "oof.csv").read_text() == oof and "training the fold again" not in capsys.readouterr().out
     (fold / "best.pt").unlink()
     (fold / "oof.csv").unlink()
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert "best.pt is missing or damaged; training the fold again" in capsys.readouterr().out
     assert (fold / "best.pt").is_file() and (fold / "oof.csv").read_text() == oof
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     assert "already trained" in capsys.readouterr().out
 
 
@@ -312,16 +310,17 @@ def _number_setup(tmp_path, **train_keys):
     train_csv.to_csv(comp / "train.csv", index=False)
     cfg = load_config(number_config(tmp_path, comp, train=train_keys, model={"y_range": "auto"}))
     folds_stage.main(cfg)
-    return cfg, load_folds(cfg)
+    return cfg, read_competition(cfg)
 
 
 @pytest.mark.parametrize("sampling", ["oversample", "weighted"])
 def test_a_number_is_balanced_by_its_bins_and_its_targets_are_normalised(tmp_path, sampling):
-    cfg, folds = _number_setup(tmp_path, sampling=sampling, batch_size=8)
-    run = train.build(cfg, folds, 0)
-    dl = train.phase_loader(run, 0)
+    cfg, competition = _number_setup(tmp_path, sampling=sampling, batch_size=8)
+    run = build(cfg, competition, 0)
+    dl = loaders.phase_loader(run, 0)
     ds = dl.dataset
-    values = run.scale.a + (run.scale.b - run.scale.a) * ds.targets  # back to target units
+    scale = run.spec.scale
+    values = scale.a + (scale.b - scale.a) * ds.targets  # back to target units
     drawn = values if sampling == "oversample" else values[[i for i, _ in dl.sampler]]
     high = (drawn > 5).mean()
     assert high > 0.25  # the rare high values drawn far more than their 1 in 6 (every bin equally often)
@@ -330,7 +329,7 @@ def test_a_number_is_balanced_by_its_bins_and_its_targets_are_normalised(tmp_pat
 
 
 def test_a_number_trains_with_every_trick_that_means_something_for_it(tmp_path):
-    cfg, folds = _number_setup(
+    cfg, competition = _number_setup(
         tmp_path,
         phases=[{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 3e-3}],
         ema={"decay": 0.9},
@@ -343,7 +342,7 @@ def test_a_number_trains_with_every_trick_that_means_something_for_it(tmp_path):
         loss="smooth_l1",
         monitor="metric",
     )
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert np.isfinite(hist.train_loss.iloc[:-1]).all() and np.isfinite(hist.valid_rmse).all()
     assert {"ema_valid_loss", "ema_valid_rmse"} <= set(hist.columns) and hist.weights.iloc[-1] == "swa"
@@ -352,8 +351,8 @@ def test_a_number_trains_with_every_trick_that_means_something_for_it(tmp_path):
 
 
 def test_monitor_metric_keeps_the_epoch_with_the_lowest_rmse(tmp_path):
-    cfg, folds = _number_setup(tmp_path, phases=[{"epochs": 4, "lr": 3e-2}], monitor="metric")
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _number_setup(tmp_path, phases=[{"epochs": 4, "lr": 3e-2}], monitor="metric")
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     kept = torch.load(cfg.run_dir / "fold0" / "best.pt", weights_only=True)["epoch"]
     assert kept == int(hist.valid_rmse.idxmin())
@@ -363,13 +362,13 @@ def test_the_estimate_scales_the_timed_phase_to_the_rest_of_the_fold_and_the_run
     phases = [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 1e-3}]  # both at DC's size
     cfg = load_config(make_config(tmp_path, comp, train={"phases": phases}))
     folds = pd.DataFrame({"fold": [0] * 50 + [1] * 100})
-    run = types.SimpleNamespace(cfg=cfg, folds=folds, fold=0, final_dc=DC, folds_after=4)
-    clock = train.Clock(run, 0, 0, steps=10, images=100)
+    spec = types.SimpleNamespace(cfg=cfg, valid_rows=folds[folds.fold == 0], fold=0, final_dc=DC, folds_after=4)
+    timer = clock.Clock(spec, 0, 0, steps=10, images=100)
     # head-only at 100 img/s: 1 s of steps and 0.5 s of validation an epoch; every layer 4x that per
     # image (ALL_LAYERS_COST), validation a third of it: 4.67 s; the fold 1.5 + 2 * 4.67 = 10.8 s
-    line = clock.estimate(100.0)
+    line = timer.estimate(100.0)
     assert "100 img/s" in line and "an epoch takes about 2 s" in line
     assert "the rest of the fold 11 s" in line and "the rest of the run 54 s (4 more folds)" in line
-    later = train.Clock(run, 1, 2, steps=10, images=100).estimate(25.0)  # the last epoch, timed itself
+    later = clock.Clock(spec, 1, 2, steps=10, images=100).estimate(25.0)  # the last epoch, timed itself
     assert "an epoch takes about 5 s" in later and "the rest of the fold 5 s" in later
-    assert train.duration(30) == "30 s" and train.duration(600) == "10 min" and train.duration(9000) == "2.5 h"
+    assert clock.duration(30) == "30 s" and clock.duration(600) == "10 min" and clock.duration(9000) == "2.5 h"

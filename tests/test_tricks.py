@@ -8,18 +8,19 @@ import torch
 from helpers import CPU, killed_in_epoch, make_config
 
 from pipeline import engine, tricks
+from pipeline.competition import read_competition
 from pipeline.config import Ema, Fgm, Mixup, Runtime
 from pipeline.config_files import load_config
-from pipeline.folds_file import load_folds
 from pipeline.losses import rdrop_loss
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import train
+from pipeline.training import loop
 
 
 def _setup(tmp_path, comp, name="tiny", **train_keys):
     cfg = load_config(make_config(tmp_path, comp, name=name, train=train_keys))
     folds_stage.main(cfg)
-    return cfg, load_folds(cfg)
+    return cfg, read_competition(cfg)
 
 
 def _tiny(drop_rate=0.0):
@@ -57,8 +58,8 @@ def test_ema_warmup_fades_the_first_weights_faster():
 
 def test_a_fold_with_ema_validates_both_and_records_what_it_keeps(tmp_path, comp):
     phases = [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 3e-3}]
-    cfg, folds = _setup(tmp_path, comp, phases=phases, ema={"decay": 0.9, "keep": "ema"})
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=phases, ema={"decay": 0.9, "keep": "ema"})
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert {"ema_valid_loss", "ema_valid_accuracy"} <= set(hist.columns) and (hist.weights == "ema").all()
     assert not np.allclose(hist.valid_loss, hist.ema_valid_loss)
@@ -73,11 +74,11 @@ def test_a_fold_with_ema_validates_both_and_records_what_it_keeps(tmp_path, comp
 def test_a_resumed_fold_ends_with_the_same_ema(tmp_path, comp, monkeypatch):
     phases = [{"epochs": 2, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 3e-3, "img_size": 24}]
     ema = {"decay": 0.95}
-    ref, folds = _setup(tmp_path, comp, name="ref", phases=phases, ema=ema)
-    train.train_fold(ref, folds, 0)
+    ref, competition = _setup(tmp_path, comp, name="ref", phases=phases, ema=ema)
+    train.train_fold(ref, competition, 0)
     cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases, ema=ema)
-    killed_in_epoch(cfg, folds, monkeypatch, 3)  # in the second phase
-    train.train_fold(cfg, folds, 0)
+    killed_in_epoch(cfg, competition, monkeypatch, 3)  # in the second phase
+    train.train_fold(cfg, competition, 0)
     a = torch.load(ref.run_dir / "fold0" / "last.pt", weights_only=True)["ema"]
     b = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)["ema"]
     assert a["updates"] == b["updates"]
@@ -100,8 +101,8 @@ def test_ema_of_a_head_only_phase_shares_the_raw_features():
 
 
 def test_swa_keeps_the_average_with_batchnorm_recomputed(tmp_path, comp, capsys):
-    cfg, folds = _setup(tmp_path, comp, phases=[{"epochs": 3, "lr": 3e-3}], swa={"epochs": 2})
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 3, "lr": 3e-3}], swa={"epochs": 2})
+    train.train_fold(cfg, competition, 0)
     out = cfg.run_dir / "fold0"
     best = torch.load(out / "best.pt", weights_only=False)
     last = torch.load(out / "last.pt", weights_only=True)
@@ -197,11 +198,11 @@ def test_a_training_step_with_fgm_adds_the_adversarial_gradient():
     model, x, y = _tiny(), torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     scaler, loss_fn = engine.grad_scaler(CPU, rt), torch.nn.CrossEntropyLoss()
     stem = model.conv_stem.weight.detach().clone()
-    train.forward_backward(model, x, y, loss_fn, scaler, CPU, rt, 1, train.StepTricks())
+    loop.forward_backward(model, x, y, loss_fn, scaler, CPU, rt, 1, loop.StepTricks())
     plain = model.conv_stem.weight.grad.clone()
     model.zero_grad()
-    fgm = train.StepTricks(fgm=Fgm(epsilon=0.1, target="stem"))
-    train.forward_backward(model, x, y, loss_fn, scaler, CPU, rt, 1, fgm)
+    fgm = loop.StepTricks(fgm=Fgm(epsilon=0.1, target="stem"))
+    loop.forward_backward(model, x, y, loss_fn, scaler, CPU, rt, 1, fgm)
     assert torch.equal(model.conv_stem.weight.detach(), stem)  # restored after the extra pass
     assert not torch.allclose(model.conv_stem.weight.grad, plain)  # the two passes' gradients summed
 
@@ -227,7 +228,7 @@ def test_rdrop_is_cross_entropy_without_dropout_and_adds_kl_with_it():
 
 def test_a_fold_trains_with_every_trick_at_once(tmp_path, comp):
     phases = [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 3e-3}]
-    cfg, folds = _setup(
+    cfg, competition = _setup(
         tmp_path,
         comp,
         phases=phases,
@@ -239,7 +240,7 @@ def test_a_fold_trains_with_every_trick_at_once(tmp_path, comp):
         class_weights="balanced",
         loss="focal",
     )
-    train.train_fold(cfg, folds, 0)
+    train.train_fold(cfg, competition, 0)
     hist = pd.read_csv(cfg.run_dir / "fold0" / "history.csv")
     assert np.isfinite(hist.train_loss.iloc[:-1]).all() and np.isfinite(hist.valid_loss).all()
     assert (cfg.run_dir / "fold0" / "oof.csv").is_file()
@@ -259,8 +260,8 @@ def test_fgm_makes_its_pass_on_an_overflowed_gradient_without_moving():
 
 def test_swa_keeps_the_statistics_of_a_last_phase_that_holds_batchnorm(tmp_path, comp):
     phases = [{"epochs": 3, "lr": 3e-3, "freeze_bn": True}]
-    cfg, folds = _setup(tmp_path, comp, phases=phases, swa={"epochs": 2})
-    train.train_fold(cfg, folds, 0)
+    cfg, competition = _setup(tmp_path, comp, phases=phases, swa={"epochs": 2})
+    train.train_fold(cfg, competition, 0)
     best = torch.load(cfg.run_dir / "fold0" / "best.pt", weights_only=False)["state_dict"]
     last = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(best[k], last[k]) for k in best if "running_" in k)

@@ -5,12 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import CPU, DC, neg_config
+from helpers import neg_config
 
+from pipeline.competition import read_competition
 from pipeline.errors import PipelineError
-from pipeline.folds_file import load_folds, training_rows
+from pipeline.folds_file import training_rows
 from pipeline.stages import mine, pseudo
-from pipeline.stages import train as train_stage
+from pipeline.training.fold import build
+from pipeline.training.loaders import phase_loader, valid_loader
 from pipeline.upstream import extra_rows
 
 CLASSES = ["neg", "pos"]
@@ -28,10 +30,11 @@ def test_hard_negatives_join_their_folds_training_only(round1):
     tmp, comp, a = round1
     mine.main(neg_config(tmp, comp, mine={"min_score": 0.0, "top_k": 4}))
     b = neg_config(tmp, comp, name="b", train={"hard_negatives_from": str(tmp / "a.yaml")})
-    folds = load_folds(b)
+    competition = read_competition(b)
+    folds = competition.folds
     mined = pd.read_csv(a.run_dir / "hard_negatives.csv")
     for k in range(b.folds.n_folds):
-        dl = train_stage.train_loader(b, folds, k, CLASSES, b.train.phases[0], DC, CPU)
+        dl = phase_loader(build(b, competition, k), 0)
         ds = dl.dataset
         base = len(training_rows(b, folds, k))
         added = [str(p) for p in ds.paths[base:]]
@@ -53,14 +56,15 @@ def test_pseudo_labels_never_enter_a_validation_fold(round1):
     tmp, comp, a = round1
     pseudo.main(neg_config(tmp, comp, pseudo={"threshold": 0.0, "soft": True}))
     b = neg_config(tmp, comp, name="b", train={"pseudo_labels_from": str(tmp / "a.yaml")})
-    folds = load_folds(b)
-    dl = train_stage.train_loader(b, folds, 1, CLASSES, b.train.phases[0], DC, CPU)
+    competition = read_competition(b)
+    folds = competition.folds
+    dl = phase_loader(build(b, competition, 1), 0)
     base = len(training_rows(b, folds, 1))
     assert [p.parent.name for p in dl.dataset.paths[base:]] == ["test"] * 10
     x, y = next(iter(dl))
     assert y.dtype == torch.float32 and y.shape == (8, 2)  # soft targets, one-hot for real labels
     # validation is the untouched fold: pseudo-labelled images are not in it
-    vdl, y_val = train_stage.valid_loader(b, folds, 1, CLASSES, DC, CPU)
+    vdl, y_val = valid_loader(build(b, competition, 1).spec)
     assert all(p.parent.name == "train" for p in vdl.dataset.paths) and len(y_val) == (folds.fold == 1).sum()
     # a pseudo-label on a labelled image (in another experiment's file, so a's stays) is refused
     bad = pd.read_csv(a.run_dir / "pseudo_labels.csv")

@@ -31,16 +31,16 @@ import pandas as pd
 
 from .. import calibrate, engine, ordinal, tta
 from ..cache import run_cache
+from ..competition import read_competition
 from ..config import Config
 from ..errors import PipelineError
-from ..folds_file import load_folds, train_image_paths
 from ..io import image_paths, read_table, write_csv, write_text
 from ..labels import prob_frame, y_true
 from ..metrics import accuracy, false_positive_rate, log_loss, mae, per_fold, rmse, score
 from ..models import load_fold_model
 from ..preflight import check_competition
 from ..runs import RunDir
-from ..stamps import differences
+from ..stamps import differences, recorded
 
 
 def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
@@ -53,11 +53,11 @@ def check_trained_on(cfg: Config, folds: pd.DataFrame, fold: int) -> None:
 
 
 def check_made_with(cfg: Config, run: RunDir, fm) -> None:
-    """Refuse a checkpoint trained with other train settings than this config's (another run of the
-    experiment with a SET override, say): a submission must not mix models of two configs."""
-    if fm.made_with is None:
-        return  # written by a release before checkpoints recorded it
-    diff = differences(cfg, "train", fm.made_with["settings"])
+    """Refuse a checkpoint trained with other train settings than this effective config's (another
+    run of the experiment with a SET override, say): a submission must not mix models of two
+    configs. One written by an earlier release, which recorded no settings, is refused too."""
+    made = recorded(fm.made_with, run.best(fm.fold), "run make train")
+    diff = differences(cfg, "train", made["settings"])
     if diff:
         raise PipelineError(
             f"{run.best(fm.fold)}: trained with other settings than this config ({diff[0]}"
@@ -144,12 +144,15 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
     """test_only: the test images alone, the OOF (oof.csv, calibration.json) taken as made: what
     an offline bundle runs on a code competition's hidden test set (python -m pipeline predict)."""
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
-    folds = None if test_only else load_folds(cfg)
-    # the sample, every image: before any model loads
-    sample = check_competition(cfg, folds, model=False, classes=saved_classes(cfg, run) if test_only else None)
-    sample_csv = d.path(d.sample_submission)
+    # the sample, every image: checked before any model loads
+    if test_only:
+        comp, folds = None, None
+        sample = check_competition(cfg, None, model=False, classes=saved_classes(cfg, run))
+        test_paths = image_paths(d.root, d.test_images, sample[d.sample_id], d.path(d.sample_submission))
+    else:
+        comp = read_competition(cfg, check="infer")
+        folds, sample, test_paths = comp.folds, comp.sample, comp.test_paths
     ids = sample[d.sample_id]  # written under d.id_col: every run's files name ids alike
-    test_paths = image_paths(d.root, d.test_images, ids, sample_csv)
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     fold_probs, classes, oof_views, source = [], None, None, None
@@ -158,7 +161,7 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
             check_trained_on(cfg, folds, k)
         fm = fold_model(cfg, run, k, device, classes)
         classes, views = fm.classes, tta.fold_views(fm, t)
-        source = source or run_cache(cfg, fm.data_config, test_paths if test_only else None)
+        source = source or run_cache(cfg, fm.data_config, test_paths if test_only else comp.every_image)
         predict = partial(
             tta.predict_views, fm.model, dc=fm.data_config, views=views, batch_size=cfg.infer.batch_size,
             device=device, rt=cfg.runtime, multilabel=fm.act(d.multilabel), source=source,
@@ -168,7 +171,7 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
         if not test_only:
             rows = np.flatnonzero(folds["fold"].to_numpy() == k)
             oof_views = np.zeros((len(views), len(folds), len(classes))) if oof_views is None else oof_views
-            oof_views[:, rows] = predict(train_image_paths(cfg, folds.iloc[rows]))
+            oof_views[:, rows] = predict(comp.images(folds.iloc[rows]).paths)
         valid = "" if test_only else f" and {len(rows)} validation"
         print(f"fold {k}: predicted {len(ids)} test{valid} images, {len(views)} views each")
     for k, probs in enumerate(fold_probs):  # after every fold's model loaded: no half-updated set of files

@@ -2,8 +2,8 @@
 
 Usage: python -m pipeline lr_find CONFIG [key=value ...]      (make lr-find)
 
-A variant of the train stage: it builds the fold through train's start_fold,
-train_phases_before and phase_loader, and replaces the schedule with a rising LR.
+A variant of training: it builds the fold through the training package (fold.build,
+epochs.train_phases_before, loaders.phase_loader) and replaces the schedule with a rising LR.
 
 Same model, frozen or not, image size, augmentations, sampling, batch size and accumulation as
 phase `lr_find.phase` on fold `lr_find.fold`'s training images; for a later phase, the phases
@@ -22,11 +22,14 @@ import numpy as np
 import pandas as pd
 
 from .. import engine, optim, progress
+from ..competition import Competition, read_competition
 from ..config import Config
-from ..folds_file import load_folds
 from ..io import write_csv
+from ..preflight import check_augmentations
 from ..runs import RunDir
-from .train import FoldRun, phase_loader, start_fold, train_phases_before
+from ..training.epochs import train_phases_before
+from ..training.fold import FoldRun, build
+from ..training.loaders import phase_loader
 
 # ----------------------------------------------------------------------------- pure parts
 
@@ -71,14 +74,15 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
 
 def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list[float], np.ndarray]:
     """One update per LR in `lrs` (each `accum_steps` batches), until the loss diverges."""
-    t, rt, model, device = cfg.train, cfg.runtime, run.model, run.device
+    t, rt, model, device = cfg.train, cfg.runtime, run.state.model, run.spec.device
+    opt, scaler = run.state.optimizer, run.state.scaler
     phase = t.phases[cfg.lr_find.phase]
     loss_fn = run.loss_fn  # as the fold trains: class weights included
     optim.set_frozen(model, phase.frozen)
     batches, losses = iter(()), []
     steps = progress.bar(lrs, len(lrs), "LR range test", unit="step")
     for lr in steps:
-        for group in run.optimizer.param_groups:
+        for group in opt.param_groups:
             group["lr"] = lr * group["lr_mult"]  # the discriminative ratios hold throughout
         model.train()
         if phase.bn_eval:
@@ -90,14 +94,14 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
             except StopIteration:  # small datasets: go round again
                 batches = iter(loader)
                 x, y = next(batches)
-            x, y = engine.to_input(x, device, rt, run.final_dc), y.to(device)
+            x, y = engine.to_input(x, device, rt, run.spec.final_dc), y.to(device)
             with engine.autocast(device, rt):
                 loss = loss_fn(model(x), y) / t.accum_steps
-            run.scaler.scale(loss).backward()
+            scaler.scale(loss).backward()
             total += loss.item()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.optimizer.zero_grad(set_to_none=True)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
         losses.append(total)
         smoothed = smooth(losses, cfg.lr_find.smooth)
         progress.show(steps, lr=f"{lr:.2e}", loss=f"{smoothed[-1]:.4f}")
@@ -106,13 +110,13 @@ def range_test(cfg: Config, run: FoldRun, loader, lrs: np.ndarray) -> tuple[list
     return losses, smoothed
 
 
-def start_of_phase(cfg: Config, folds: pd.DataFrame) -> FoldRun:
+def start_of_phase(cfg: Config, comp: Competition) -> FoldRun:
     """The model and optimizer as phase `lr_find.phase` of the fold would begin with them."""
     lf = cfg.lr_find
     if lf.phase == 0:
-        return start_fold(cfg, folds, lf.fold)
+        return build(cfg, comp, lf.fold)
     with tempfile.TemporaryDirectory() as tmp:  # the earlier phases' checkpoints are not kept
-        run = start_fold(cfg.model_copy(update={"runs_dir": tmp}), folds, lf.fold)
+        run = build(cfg.model_copy(update={"runs_dir": tmp}), comp, lf.fold)
         train_phases_before(run, lf.phase)
     return run
 
@@ -121,8 +125,8 @@ def main(cfg: Config) -> dict[str, float]:
     from ..plots import plot_lr_find
 
     lf = cfg.lr_find
-    folds = load_folds(cfg)
-    run = start_of_phase(cfg, folds)
+    check_augmentations(cfg)  # the transforms tried as training's check tries them
+    run = start_of_phase(cfg, read_competition(cfg))
     loader = phase_loader(run, lf.phase)
     lrs = lr_schedule(lf.start_lr, lf.end_lr, lf.num_iter)
     losses, smoothed = range_test(cfg, run, loader, lrs)

@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from .. import engine, tta
+from ..competition import read_competition
 from ..config import Config
 from ..data import folder_images
 from ..errors import PipelineError
-from ..folds_file import load_folds, unused_negatives
+from ..folds_file import unused_negatives
 from ..io import read_table, write_csv
-from ..labels import class_list, encode
+from ..labels import encode
 from ..metrics import false_positive_rate
 from ..models import load_fold_model
 from ..runs import RunDir
@@ -83,15 +84,14 @@ def main(cfg: Config) -> pd.DataFrame:
     d = cfg.data
     if d.negative_class is None:
         raise PipelineError("mine: data.negative_class is not set (which class is negative?)")
-    folds = load_folds(cfg)
-    if d.negative_class not in set(folds[d.label_col]):
+    comp = read_competition(cfg)
+    folds = comp.folds
+    if d.negative_class not in comp.classes:
         raise PipelineError(f"data.negative_class: '{d.negative_class}' is not a class of {d.train_csv}")
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     found = pd.concat([mine_fold(cfg, folds, k, device) for k in range(cfg.folds.n_folds)], ignore_index=True)
     out = RunDir(cfg.run_dir).hard_negatives
     write_csv(out, found)
-    print(
-        f"{cfg.name}: {len(found)} hard negatives -> {out}; " + fp_rate_report(cfg, class_list(folds[d.label_col], d))
-    )
+    print(f"{cfg.name}: {len(found)} hard negatives -> {out}; " + fp_rate_report(cfg, comp.classes))
     return found

@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 
 from .. import engine
+from ..competition import read_competition
 from ..config import Config
 from ..data import ImageDataset, eval_transform
 from ..errors import PipelineError
-from ..folds_file import fold_images, load_folds, training_rows
-from ..labels import class_list
+from ..folds_file import training_rows
 from ..losses import make_loss
 from ..models import create_model, data_config
 from ..targets import fit_scale
@@ -66,8 +66,8 @@ def main(cfg: Config) -> list[float]:
             "train": cfg.train.model_copy(update={"label_smoothing": 0.0, "loss": loss}),
         }
     )
-    folds = load_folds(cfg)
-    classes = class_list(folds[cfg.data.label_col], cfg.data)
+    comp = read_competition(cfg)
+    classes = comp.classes
     device = engine.pick_device(cfg.runtime)
     engine.setup(cfg.runtime, device)
     torch.manual_seed(cfg.train.seed)
@@ -75,7 +75,7 @@ def main(cfg: Config) -> list[float]:
     dc = data_config(model, cfg.model.img_size)
     model = engine.prepare(model, device, cfg.runtime)
     n = min(32, cfg.train.batch_size if isinstance(cfg.train.batch_size, int) else 32)
-    images = fold_images(cfg, training_rows(cfg, folds, 0).iloc[:n], classes)
+    images = comp.images(training_rows(cfg, comp.folds, 0).iloc[:n])
     ds = ImageDataset(images.paths, images.targets, eval_transform(dc))
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     scale = fit_scale(cfg.model.y_range, images.targets) if cfg.data.numeric else None

