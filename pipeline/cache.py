@@ -171,12 +171,13 @@ class DecodedImages:
             return self.resize(image=read_image(path))["image"]
         if self._pixels is None:
             name = "pixels.jpg" if self.jpeg else "pixels.u8"
-            self._pixels = np.memmap(self.folder / name, dtype=np.uint8, mode="r")
+            # a plain array over the map: slicing it makes no memmap object per image
+            self._pixels = np.memmap(self.folder / name, dtype=np.uint8, mode="r").view(np.ndarray)
         if self.jpeg:
             start, n = self.index[i][:2]
             return cv2.cvtColor(cv2.imdecode(self._pixels[start : start + n], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         start, h, w = self.index[i]
-        return np.asarray(self._pixels[start : start + h * w * 3]).reshape(h, w, 3)
+        return self._pixels[start : start + h * w * 3].reshape(h, w, 3)
 
 
 @contextmanager

@@ -172,6 +172,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return image, (torch.as_tensor(t, dtype=torch.float32) if self.soft else int(t))
 
 
+_LOG_LO, _LOG_HI = math.log(3 / 4), math.log(4 / 3)  # RandomResizedCrop's aspect ratios, log-uniform
 _INTERP = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
 
 
@@ -180,6 +181,7 @@ def normalize(dc: DataConfig) -> list:
 
 
 _LEVELS = np.arange(256, dtype=np.float32)
+_SEED = random.Random.__mro__[1].seed  # the generator's own seed: random.Random.seed's checks cost more per image
 
 
 class TrainAugment:
@@ -202,29 +204,35 @@ class TrainAugment:
         self.policy = augment.Seeded(made) if made is not None else None
 
     def set_random_seed(self, seed: int) -> None:
-        self.rng.seed(seed)
+        _SEED(self.rng, seed)  # as self.rng.seed(seed) seeds it
+        self.rng.gauss_next = None
         for k, side in enumerate((self.before, self.after), start=1):
             if side is not None:  # each side its own stream, so their draws are not the crop's
                 side.set_random_seed((seed + k * 0x9E3779B9) % 2**32)
 
     def crop_box(self, h: int, w: int) -> tuple[int, int, int, int]:
-        r, log_ratio = self.rng, (math.log(3 / 4), math.log(4 / 3))
+        # r.uniform(a, b) and r.randint(0, n) written out as the standard library computes them
+        # (a + (b - a) * random(), _randbelow(n + 1)): the same draws, without their call layers
+        r, lo = self.rng, self.aug.scale_min
         for _ in range(10):
-            area = h * w * r.uniform(self.aug.scale_min, 1.0)
-            ratio = math.exp(r.uniform(*log_ratio))
+            area = h * w * (lo + (1.0 - lo) * r.random())
+            ratio = math.exp(_LOG_LO + (_LOG_HI - _LOG_LO) * r.random())
             cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
             if 0 < cw <= w and 0 < ch <= h:
-                return r.randint(0, h - ch), r.randint(0, w - cw), ch, cw
+                return r._randbelow(h - ch + 1), r._randbelow(w - cw + 1), ch, cw
         cw, ch = (w, min(h, round(w * 4 / 3))) if w / h < 3 / 4 else (min(w, round(h * 4 / 3)), h)
         return (h - ch) // 2, (w - cw) // 2, ch, cw
 
     def jitter(self, img: np.ndarray) -> np.ndarray:
         """Brightness and contrast (one lookup table), then saturation (a blend with the grey image)."""
         j, r = self.aug.color_jitter, self.rng
-        b, c, s = (r.uniform(1 - j, 1 + j) for _ in range(3))
+        lo, span = 1 - j, (1 + j) - (1 - j)  # r.uniform(1 - j, 1 + j), three times, written out
+        b, c, s = lo + span * r.random(), lo + span * r.random(), lo + span * r.random()
         grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         mean = cv2.mean(grey)[0] * b
-        lut = np.clip(_LEVELS * (b * c) + mean * (1 - c), 0, 255).astype(np.uint8)
+        lut = _LEVELS * (b * c)
+        lut += mean * (1 - c)
+        lut = np.clip(lut, 0, 255, out=lut).astype(np.uint8)
         img = cv2.LUT(img, lut)
         grey = cv2.cvtColor(cv2.LUT(grey, lut), cv2.COLOR_GRAY2RGB)
         return cv2.addWeighted(img, s, grey, 1.0 - s, 0.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import numpy as np
@@ -102,10 +104,16 @@ def to_input(x: torch.Tensor, device: torch.device, rt: Runtime, dc=None) -> tor
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     if x.dtype != torch.uint8:
         return x.to(device, non_blocking=True, memory_format=fmt)
-    std = torch.tensor(dc.std, device=device)
-    scale, shift = 1.0 / (255.0 * std), -torch.tensor(dc.mean, device=device) / std
+    scale, shift = _normaliser(tuple(dc.mean), tuple(dc.std), device)
     x = torch.addcmul(shift, x.to(device, non_blocking=True).float(), scale)  # (x / 255 - mean) / std, one pass
     return x.permute(0, 3, 1, 2).contiguous(memory_format=fmt)  # NHWC in memory is channels-last already
+
+
+@functools.lru_cache(maxsize=16)
+def _normaliser(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 / (255 std) and -mean / std on the device, made once for a data config, not every step."""
+    s = torch.tensor(std, device=device)
+    return 1.0 / (255.0 * s), -torch.tensor(mean, device=device) / s
 
 
 def amp_dtype(rt: Runtime) -> torch.dtype:
@@ -115,7 +123,11 @@ def amp_dtype(rt: Runtime) -> torch.dtype:
 
 
 def autocast(device: torch.device, rt: Runtime):
-    return torch.autocast(device.type, dtype=amp_dtype(rt), enabled=rt.amp and device.type == "cuda")
+    """Mixed precision on a GPU under runtime.amp; nothing to enter otherwise (a disabled
+    torch.autocast still costs its switches at every step)."""
+    if not (rt.amp and device.type == "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp_dtype(rt))
 
 
 def grad_scaler(device: torch.device, rt: Runtime) -> torch.amp.GradScaler:

@@ -46,14 +46,14 @@ def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: S
             loss = rdrop_loss(model(torch.cat([x, x])), y, loss_fn, tr.rdrop, tr.multilabel)
         else:
             loss = loss_fn(model(x), y)
-    scaler.scale(loss / accum).backward()
+    scaler.scale(loss / accum if accum > 1 else loss).backward()
     if tr.fgm is not None:
         target, per_sample = tricks.fgm_target(model, x, tr.fgm)
         with tricks.perturbed(target, tr.fgm.epsilon, per_sample) as moved:
             if moved:  # nothing to move in a head-only phase's frozen stem
                 with engine.autocast(device, rt):
                     adversarial = loss_fn(model(x), y)
-                scaler.scale(adversarial / accum).backward()
+                scaler.scale(adversarial / accum if accum > 1 else adversarial).backward()
     return loss
 
 
