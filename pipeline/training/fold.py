@@ -175,27 +175,34 @@ def build(cfg: Config, comp: Competition, fold: int, **spec_options) -> FoldRun:
     extra = extra_rows(cfg, comp.folds, fold, comp.classes)  # read once: the resume check and every phase use it
     scale = fit_number_scale(cfg, comp, fold)
     spec = FoldSpec(
-        cfg, comp, fold, device, final_dc, extra,
-        made_with(cfg, "train", data_digest(comp, extra, cfg.data.root)),
-        scale, number_grades(cfg, comp), **spec_options,
-    )  # fmt: skip
+        cfg=cfg,
+        comp=comp,
+        fold=fold,
+        device=device,
+        final_dc=final_dc,
+        extra=extra,
+        made_with=made_with(cfg, "train", data_digest(comp, extra, cfg.data.root)),
+        scale=scale,
+        grades=number_grades(cfg, comp),
+        **spec_options,
+    )
     t = cfg.train
     state = FoldState(
-        model,
-        optim.make_optimizer(model, t),
-        engine.grad_scaler(device, cfg.runtime),
-        tricks.WeightEma(model, t.ema) if t.ema else None,
-        tricks.WeightSwa(model, t.swa) if t.swa else None,
+        model=model,
+        optimizer=optim.make_optimizer(model, t),
+        scaler=engine.grad_scaler(device, cfg.runtime),
+        ema=tricks.WeightEma(model, t.ema) if t.ema else None,
+        swa=tricks.WeightSwa(model, t.swa) if t.swa else None,
     )
     loss_fn = make_loss(cfg, train_labels(cfg, comp, fold), len(comp.classes), scale).to(device)
     return FoldRun(
-        spec,
-        state,
-        engine.compiled(distributed.wrap(model, device), cfg.runtime),
-        run_cache(cfg, final_dc, comp.every_image),
-        loss_fn,
-        tricks.make_mixer(t.mixup) if t.mixup else None,
-        augment.Eraser(t.aug.random_erasing, device) if t.aug.random_erasing else None,
+        spec=spec,
+        state=state,
+        net=engine.compiled(distributed.wrap(model, device), cfg.runtime),
+        source=run_cache(cfg, final_dc, comp.every_image),
+        loss_fn=loss_fn,
+        mixer=tricks.make_mixer(t.mixup) if t.mixup else None,
+        eraser=augment.Eraser(t.aug.random_erasing, device) if t.aug.random_erasing else None,
     )
 
 
