@@ -119,7 +119,10 @@ def run_stage(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, process 0 alone writes
     locked = main_process and args.command in STAGE_READS
-    digest = stamp_path(cfg, args.command).stem if locked else ""
+    # the lock's digest of the config as written: under make -j, folds started before and after
+    # runtime.budget's decision are one run, not two with other settings
+    written = load_config(args.config, args.overrides, effective=False) if locked else None
+    digest = stamp_path(written, args.command).stem if locked else ""
     fold = getattr(args, "fold", None)
     with held(cfg.run_dir, args.command, fold, digest) if locked else contextlib.nullcontext():
         if main_process:

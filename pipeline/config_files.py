@@ -152,11 +152,12 @@ def validate(schema: type[M], path: str | Path, overrides: list[str] = ()) -> M:
         raise PipelineError(_describe(e.errors()[0], origin, str(path), schema)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: list[str] = (), effective: bool = True) -> Config:
     """The effective config of an experiment: the file with its key=value overrides, the files it
     names checked to exist, data.name set to the folds file's when the competition folder was
     renamed since the split was made, and runtime.budget's decision applied once the run has made
-    one (budget.effective). Every stage, Make's stamps and the checks of checkpoints see this."""
+    one (budget.effective; not with effective=False). Every stage, Make's stamps and the checks of
+    checkpoints see this."""
     cfg = validate(Config, path, overrides)
     check_files(cfg, Path(path))
     from .folds_file import moved_competition  # pandas, only once the config holds
@@ -164,7 +165,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     name = moved_competition(cfg)  # a renamed competition folder: its folds file, found by digest
     if name is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"name": name})})
-    return budget.effective(cfg)
+    return budget.effective(cfg) if effective else cfg
 
 
 def load_ensemble(path: str | Path) -> Ensemble:

@@ -1,6 +1,7 @@
 """pipeline/stages/train.py: phases, freezing, resume after a kill, accumulation, sampling, and
 training on other experiments' rows."""
 
+import hashlib
 import types
 
 import numpy as np
@@ -372,3 +373,11 @@ def test_the_estimate_scales_the_timed_phase_to_the_rest_of_the_fold_and_the_run
     later = clock.Clock(spec, 1, 2, steps=10, images=100).estimate(25.0)  # the last epoch, timed itself
     assert "an epoch takes about 5 s" in later and "the rest of the fold 5 s" in later
     assert clock.duration(30) == "30 s" and clock.duration(600) == "10 min" and clock.duration(9000) == "2.5 h"
+
+
+def test_the_rows_digest_is_the_one_the_release_before_recorded(tmp_path, comp):
+    """last.pt's rows digest is hashed from the text fb07cf1 hashed, so its half-done folds resume."""
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 1, "lr": 1e-3}])
+    spec = build(cfg, competition, 0).spec
+    text = competition.folds.to_csv(index=False) + np.array2string(spec.extra.targets, threshold=np.inf)
+    assert spec.made_with["data"] == hashlib.sha256(text.encode()).hexdigest()[:16]

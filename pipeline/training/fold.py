@@ -143,9 +143,10 @@ class FoldRun:
 
 def data_digest(comp: Competition, extra: Images, root: str | None) -> str:
     """The rows a fold trains on; with the train settings, what decides whether last.pt resumes.
-    Extra images count by their path under `root` (data.root), so a moved competition folder resumes."""
+    Extra images count by their path under `root` (data.root), so a moved competition folder resumes.
+    The text is the one the release before this hashed, so its half-done folds resume."""
     paths = [os.path.relpath(p, root) if root else str(p) for p in extra.paths]
-    text = comp.digest + "".join(paths) + np.array2string(extra.targets, threshold=np.inf)
+    text = comp.folds.to_csv(index=False) + "".join(paths) + np.array2string(extra.targets, threshold=np.inf)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
