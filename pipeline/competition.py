@@ -1,6 +1,5 @@
 """The competition as one process reads it: the folds file checked against train.csv, the classes
-or the targets, every training and test image's path, the sample submission, and a digest of the
-rows.
+or the targets, every training and test image's path, and the sample submission.
 
 `read_competition` makes it once per process and the stages pass it down, so no module re-reads
 train.csv, the folds file or the sample submission for something this object holds, and every
@@ -9,7 +8,6 @@ image path is checked once, not once per phase.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,6 @@ class Competition:
     classes: list[str]  # the probability tables' columns (PREDICTION alone for a number)
     paths: list[Path]  # every row's image, checked to exist
     targets: np.ndarray  # every row's target (labels.y_true)
-    digest: str  # of the rows and their folds: what a fold trains on, before upstream rows
     sample: pd.DataFrame  # the sample submission
     test_paths: list[Path]  # every test image the sample names, checked to exist
 
@@ -52,10 +49,6 @@ class Competition:
         return self.paths + self.test_paths
 
 
-def rows_digest(folds: pd.DataFrame) -> str:
-    return hashlib.sha256(folds.to_csv(index=False).encode()).hexdigest()[:16]
-
-
 def read_competition(cfg: Config, check: str | None = None) -> Competition:
     """The folds file (checked against the config and train.csv), its classes, targets and image
     paths, and the sample submission. `check`: "train" or "infer", the check before that stage
@@ -70,4 +63,4 @@ def read_competition(cfg: Config, check: str | None = None) -> Competition:
     targets = y_true(folds[d.label_col], classes, d)
     test_paths = image_paths(d.root, d.test_images, sample[d.sample_id], d.path(d.sample_submission))
     paths = train_image_paths(cfg, folds)
-    return Competition(d, folds, classes, paths, targets, rows_digest(folds), sample, test_paths)
+    return Competition(d, folds, classes, paths, targets, sample, test_paths)

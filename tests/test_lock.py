@@ -128,3 +128,28 @@ def test_a_forked_child_dies_of_sigterm_as_before(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", str(int(signal.SIGTERM))]
+
+
+def test_a_fold_started_after_the_budgets_decision_joins_the_run_under_make_j(tmp_path, comp):
+    """Under make -j, fold 0 took the lock before runtime.budget decided; fold 1 starts after it,
+    with the decided epochs as its effective config: the same run, not one with other settings."""
+    from pipeline.config_files import load_config
+    from pipeline.stamps import stamp_path
+
+    phases = [{"epochs": 40, "lr": 1e-3}]
+    config = make_config(tmp_path, comp, train={"phases": phases, "batch_size": 8}, runtime={"budget": 5})
+    make("folds", f"CONFIG={config}")
+    written = load_config(config)
+    decision = {"budget_min": 5, "img_per_s": 100.0, "epoch_seconds": [1.0], "configured_epochs": [40], "epochs": [1]}
+    (written.run_dir / "budget.json").write_text(json.dumps(decision))
+    assert load_config(config).train.epochs == 1  # the effective config: the decided epochs
+    with lock.held(written.run_dir, "train", 0, stamp_path(written, "train").stem):  # fold 0, still training
+        res = subprocess.run(
+            [sys.executable, "-m", "pipeline", "train", str(config), "--fold", "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    assert res.returncode == 0, res.stderr
+    history = (written.run_dir / "fold1" / "history.csv").read_text().splitlines()
+    assert len(history) == 2  # a header and the one decided epoch
