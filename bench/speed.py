@@ -52,6 +52,7 @@ from pipeline.data import DataConfig, ImageDataset, make_loader, train_transform
 from pipeline.preflight import check_images  # noqa: E402
 from pipeline.stages import folds as folds_stage  # noqa: E402
 from pipeline.training import loop  # noqa: E402
+from pipeline.training.epochs import step_net  # noqa: E402
 from pipeline.training.fold import build  # noqa: E402
 from pipeline.training.loaders import phase_loader  # noqa: E402
 
@@ -105,6 +106,7 @@ def loop_vs_plain(tmp: Path, rounds: int, workers: str | None = None) -> dict[st
     for p, name in enumerate(("frozen", "unfrozen")):
         phase = cfg.train.phases[p]
         optim.set_frozen(model, phase.frozen)
+        net = step_net(run, phase)  # what the fold's steps run: a head-only phase's copy with BatchNorm folded
         # the fold's training images eight times over (about 1,600 a pass), through the pipeline's loader
         ds = phase_loader(run, p).dataset
         ds = ImageDataset(ds.paths * 8, np.tile(ds.targets, 8), ds.transform, ds.source)
@@ -115,15 +117,15 @@ def loop_vs_plain(tmp: Path, rounds: int, workers: str | None = None) -> dict[st
         schedule = optim.PhaseSchedule(opt, phase, [phase.lr] * len(opt.param_groups), 10**6)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc):
+        def pipeline_epoch(dl=dl, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc, net=net):
             scaler = run.state.scaler
-            loop.train_one_epoch(run.net, dl, opt, schedule, scaler, loss_fn, device, cfg.runtime, 1, phase.bn_eval, dc)
+            loop.train_one_epoch(net, dl, opt, schedule, scaler, loss_fn, device, cfg.runtime, 1, phase.bn_eval, dc)
 
         loaded = list(dl)  # the loader's uint8 batches, held: the loop's own cost without the loader's
 
-        def loop_only(loaded=loaded, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc):
+        def loop_only(loaded=loaded, schedule=schedule, phase=phase, loss_fn=loss_fn, dc=spec.final_dc, net=net):
             scaler, rt = run.state.scaler, cfg.runtime
-            loop.train_one_epoch(run.net, loaded, opt, schedule, scaler, loss_fn, device, rt, 1, phase.bn_eval, dc)
+            loop.train_one_epoch(net, loaded, opt, schedule, scaler, loss_fn, device, rt, 1, phase.bn_eval, dc)
 
         def plain(batches=batches, phase=phase, loss_fn=loss_fn):
             plain_epoch(model, batches, opt, loss_fn, phase.bn_eval)

@@ -48,6 +48,27 @@ def test_frozen_phase_moves_only_the_head(tmp_path, comp):
     assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
 
 
+def test_a_head_only_phase_through_folded_batchnorm_trains_the_same_head(tmp_path, comp, capsys):
+    heads, lines = [], []
+    for fold_bn in (True, False):
+        path = make_config(
+            tmp_path,
+            comp,
+            name=f"fold-{fold_bn}",
+            train={"phases": [{"epochs": 2, "lr": 1e-2, "frozen": True}], "ema": {"decay": 0.5}},
+            runtime={"device": "cpu", "fold_frozen_bn": fold_bn},
+        )
+        cfg = load_config(path)
+        folds_stage.main(cfg)
+        train.train_fold(cfg, read_competition(cfg), 0)
+        last = torch.load(cfg.run_dir / "fold0" / "last.pt", weights_only=True)
+        heads.append((last["model"]["classifier.weight"], last["ema"]["model"]["classifier.weight"]))
+        lines.append("(BatchNorm folded)" in capsys.readouterr().out)
+    assert lines == [True, False]
+    for folded, plain in zip(*heads):  # the weights and their EMA, up to float rounding
+        assert torch.allclose(folded, plain, atol=1e-4)
+
+
 def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):
     cfg, competition = _setup(
         tmp_path,
@@ -365,11 +386,11 @@ def test_the_estimate_scales_the_timed_phase_to_the_rest_of_the_fold_and_the_run
     folds = pd.DataFrame({"fold": [0] * 50 + [1] * 100})
     spec = types.SimpleNamespace(cfg=cfg, valid_rows=folds[folds.fold == 0], fold=0, final_dc=DC, folds_after=4)
     timer = clock.Clock(spec, 0, 0, steps=10, images=100)
-    # head-only at 100 img/s: 1 s of steps and 0.5 s of validation an epoch; every layer 4x that per
-    # image (ALL_LAYERS_COST), validation a third of it: 4.67 s; the fold 1.5 + 2 * 4.67 = 10.8 s
+    # head-only at 100 img/s: 1 s of steps and 0.5 s of validation an epoch; every layer 4.8x that per
+    # image (ALL_LAYERS_COST, BatchNorm folded), validation a third of it: 5.6 s; the fold 1.5 + 2 * 5.6 = 12.7 s
     line = timer.estimate(100.0)
     assert "100 img/s" in line and "an epoch takes about 2 s" in line
-    assert "the rest of the fold 11 s" in line and "the rest of the run 54 s (4 more folds)" in line
+    assert "the rest of the fold 13 s" in line and "the rest of the run 64 s (4 more folds)" in line
     later = clock.Clock(spec, 1, 2, steps=10, images=100).estimate(25.0)  # the last epoch, timed itself
     assert "an epoch takes about 5 s" in later and "the rest of the fold 5 s" in later
     assert clock.duration(30) == "30 s" and clock.duration(600) == "10 min" and clock.duration(9000) == "2.5 h"

@@ -19,6 +19,11 @@ class Runtime(_Section):
         "auto", description="auto: bfloat16 where the GPU has it, else float16 with loss scaling"
     )
     channels_last: bool = Field(True, description="channels-last memory format (faster for convnets, CPU too)")
+    fold_frozen_bn: bool = Field(
+        True,
+        description="head-only phases step through a copy of the model whose frozen BatchNorms are folded into "
+        "their convolutions: the same function up to float rounding, about a sixth less time a step on a CPU",
+    )
     compile: bool = Field(False, description="torch.compile the model (minutes of compiling, then faster steps)")
     deterministic: bool = Field(
         False, description="torch's deterministic algorithms and no cudnn.benchmark: slower, repeatable on a GPU"

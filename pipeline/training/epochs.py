@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import distributed, optim, tricks
+from .. import bn_fold, distributed, optim, tricks
 from ..config import Phase
 from ..io import write_csv
 from . import loop
@@ -34,6 +34,7 @@ class PhaseRun:
     valid_dl: object
     y_val: np.ndarray
     peaks: list[float]
+    net: torch.nn.Module  # what the steps run: run.net, or its copy with BatchNorm folded (step_net)
     pooled: torch.Tensor | None = None  # the raw weights' validation features (pooled_features)
     ema_pooled: torch.Tensor | None = None  # the same, when they serve the EMA too
 
@@ -53,9 +54,11 @@ def start_phase(run: FoldRun, p: int, resume: Resume | None, valid_dl, y_val) ->
     groups = zip(peaks, state.optimizer.param_groups)
     trained = [pk for pk, g in groups if not phase.frozen or any(q.requires_grad for q in g["params"])]
     layers = optim.lrs_by_layer(trained)
+    net = step_net(run, phase)
     distributed.say(
         f"fold {spec.fold} phase {p}: epochs {start}..{start + phase.epochs - 1}, "
-        f"{phase_size(phase, spec.final_dc)} px, {'head only' if phase.frozen else 'all layers'}, "
+        f"{phase_size(phase, spec.final_dc)} px, {'head only' if phase.frozen else 'all layers'}"
+        f"{' (BatchNorm folded)' if net is not run.net else ''}, "
         f"{len(train_dl.dataset)} train images, batch {batch}, {phase.sched}; peak lr by layer group "
         "(stem to head): " + " ".join(f"{lr:.2e}" for lr in layers)
     )
@@ -64,7 +67,18 @@ def start_phase(run: FoldRun, p: int, resume: Resume | None, valid_dl, y_val) ->
         pooled = pooled_features(run, valid_dl)
         if state.ema is not None and pooled is not None and tricks.same_backbone(state.model, state.ema.module):
             ema_pooled = pooled
-    return PhaseRun(p, phase, train_dl, schedule, valid_dl, y_val, peaks, pooled, ema_pooled)
+    return PhaseRun(p, phase, train_dl, schedule, valid_dl, y_val, peaks, net, pooled, ema_pooled)
+
+
+def step_net(run: FoldRun, phase: Phase) -> torch.nn.Module:
+    """run.net, or in a head-only phase with its BatchNorm frozen (runtime.fold_frozen_bn) a copy of
+    the model with that BatchNorm folded into the convolutions (bn_fold), sharing the head. Not
+    under DDP or torch.compile, whose wrappers hold the model itself."""
+    spec = run.spec
+    if not (phase.frozen and phase.bn_eval and spec.cfg.runtime.fold_frozen_bn and run.net is run.state.model):
+        return run.net
+    twin = bn_fold.folded_copy(run.state.model, phase_size(phase, spec.final_dc), spec.device)
+    return run.net if twin is None else twin
 
 
 def run_phase(run: FoldRun, p: int, first_epoch: int, resume: Resume | None, valid_dl, y_val) -> None:
@@ -89,6 +103,7 @@ def step_tricks(run: FoldRun, p: int, epoch: int, loader) -> StepTricks:
         state.ema,
         run.eraser,
         clock,
+        state.model,
     )
 
 
@@ -111,7 +126,7 @@ def run_epoch(run: FoldRun, ph: PhaseRun, epoch: int) -> None:
     ph.train_dl.sampler.set_epoch(seed)
     start = time.time()
     train_loss, waited = loop.train_one_epoch(
-        run.net, ph.train_dl, state.optimizer, ph.schedule, state.scaler, run.loss_fn, spec.device,
+        ph.net, ph.train_dl, state.optimizer, ph.schedule, state.scaler, run.loss_fn, spec.device,
         spec.cfg.runtime, t.accum_steps, ph.phase.bn_eval, spec.final_dc, t.clip_grad_norm,
         step_tricks(run, ph.p, epoch, ph.train_dl), f"fold {spec.fold} epoch {epoch}",
     )  # fmt: skip

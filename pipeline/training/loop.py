@@ -31,6 +31,7 @@ class StepTricks:
     ema: tricks.WeightEma | None = None  # updated after every optimizer update
     erase: augment.Eraser | None = None  # train.aug.random_erasing, on the normalised batch
     clock: Clock | None = None  # times the first steps of a fold's phase, then says what is left
+    averaged: torch.nn.Module | None = None  # whose weights EMA averages, when the step runs a copy (bn_fold)
 
 
 def forward_backward(model, x, y, loss_fn, scaler, device, rt, accum: int, tr: StepTricks):
@@ -105,7 +106,7 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             if tr.ema is not None:
-                tr.ema.update(model)
+                tr.ema.update(model if tr.averaged is None else tr.averaged)
         total += loss.detach().float() * len(y)
         seen += len(y)
         if (i + 1) % FINITE_EVERY == 0 and not torch.isfinite(total):  # a sync, so not every step
