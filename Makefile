@@ -46,7 +46,7 @@ TRIALS ?=## search: stop once the study holds this many finished trials
 FULL ?=## search: FULL=1 then trains the best trial's config on every fold and writes its submission
 
 STAGES := folds train infer lr-find show-batch mine pseudo ensemble sanity report bundle
-.PHONY: help init setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-numbers clean FORCE $(STAGES) \
+.PHONY: help init setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-cache bench-numbers clean FORCE $(STAGES) \
 	leaderboard sweep search
 
 help:  ## this list (also what a bare `make` prints)
@@ -98,6 +98,10 @@ bench-ablation: .venv/.installed  ## each training trick alone and combined, 5-f
 	$(PY) bench/make_digits.py --ten
 	$(PY) bench/ablation.py configs/digits-10.yaml --out bench/ablation-digits-10.md
 	$(PY) bench/ablation.py configs/ants-bees-lite0.yaml --out bench/ablation-ants-bees-lite0.md
+
+bench-cache: .venv/.installed  ## the CV with the decode cache against decoding the originals, clothing and digits (40 min on a CPU)
+	$(PY) bench/make_digits.py --ten
+	$(PY) bench/cache_cv.py --out bench/cache-cv.md
 
 bench-aug: elpv  ## the augmentation CV table: example pipelines and policies against the default (ELPV; digits and clothing with ONLY=)
 	$(PY) bench/aug_cv.py --only $(or $(ONLY),elpv) --out bench/aug-cv.md

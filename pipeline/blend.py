@@ -1,7 +1,10 @@
 """Ways to combine several models' class probabilities (or numbers) into one prediction (pure functions).
 
 Every method is applied by one rule to the out-of-fold predictions and to the test predictions,
-so an ensemble's CV measures the very rule that makes its submission.
+so an ensemble's CV measures the very rule that makes its submission. A method that is fitted
+(fit: its weights and the choice among the mean, the fit and each member alone) is cross-fitted
+on the OOF: each fold's rows are blended by what was fitted on the other folds' rows, so no CV is
+scored on the rows that chose it; the test prediction uses the fit on every row.
 """
 
 from __future__ import annotations
@@ -126,6 +129,16 @@ def fit_weights(oofs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     return best
 
 
+def cross_fitted_weights(oofs: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str) -> np.ndarray:
+    """The OOF blended as `fit` blends it, each fold's rows by fit_weights on the other folds' rows."""
+    out = np.empty(oofs.shape[1:], dtype=float)
+    y = np.asarray(y)
+    for k in np.unique(folds):
+        held = folds == k
+        out[held] = weighted_mean(oofs[:, held], fit_weights(oofs[:, ~held], y[~held], metric))
+    return out
+
+
 def fit_objective(oofs: np.ndarray, y: np.ndarray, metric: str):
     """What fit_weights minimises over the weights: the log-loss of the weighted mean of
     probabilities; for a number the metric itself (RMSE standing in for a kappa, which is flat
@@ -146,19 +159,22 @@ def combine(
     y: np.ndarray,
     metric: str,
     weights=None,
+    folds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(OOF, test, weights) of a method. oofs: (members, N, K); tests: (members, M, K), each
     member's fold mean; test_folds: per member (folds, M, K), its fold models one by one.
+    fit: the weights fitted on every OOF row make the test prediction; the OOF is cross-fitted
+    over `folds` (each row's fold; None: one fit on every row, scored in-sample).
     vote: every fold model of every member votes on a test image; on an OOF image each member's
     one model that did not train on it votes. hierarchical: each member's fold mean makes one
     label (its OOF label on OOF images), then the members vote."""
     k = oofs.shape[2]
-    if method in ("mean", "fit"):
-        w = (
-            fit_weights(oofs, y, metric)
-            if method == "fit"
-            else (np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights))
-        )
+    if method == "fit":
+        w = fit_weights(oofs, y, metric)
+        oof = weighted_mean(oofs, w) if folds is None else cross_fitted_weights(oofs, y, folds, metric)
+        return oof, weighted_mean(tests, w), w
+    if method == "mean":
+        w = np.full(len(oofs), 1 / len(oofs)) if weights is None else np.asarray(weights) / np.sum(weights)
         return weighted_mean(oofs, w), weighted_mean(tests, w), w
     if method == "median":
         return np.median(oofs, axis=0), np.median(tests, axis=0), None

@@ -3,9 +3,11 @@ pixels (raw) or, where those would not fit the disk or the memory, as a JPEG re-
 the cached size (runtime.cache_format; auto chooses, and the choice and size are printed).
 
 Without it every epoch decodes every JPEG again, at full size, even for a phase at 128 px. With it
-an image is read from one memory-mapped file at the size the run needs (its largest phase or TTA
-size, with timm's crop margin: size / crop_pct on the short side), so a loader only crops, flips
-and normalises. A cache holds every train and test image of a competition at one size:
+an image is read from one memory-mapped file at the size the run needs (stored_short: enough that
+the smallest random crop of its largest phase is scaled down, never up, and for eval's resize at
+every TTA size; an image smaller than that is kept as it is), so a loader only crops, flips and
+normalises, and sees the pixels it would see from the original. A cache holds every train and
+test image of a competition at one size:
 
     cache/<short>px-<interpolation>-<digest>/pixels.u8    the images, one after another (H, W, 3)
                                               index.npy    offset, height, width of each image
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +46,27 @@ from .submission import read_sample
 
 
 def stored_short(cfg: Config, final: DataConfig) -> int:
-    """The short side a run's images are kept at: enough for its largest phase or TTA size."""
-    sizes = [p.img_size or final.size for p in cfg.train.phases] + list(cfg.infer.tta.sizes) + [final.size]
-    return max(int(round(s / final.crop_pct)) for s in sizes)
+    """The short side a run's images are kept at (an image smaller than that is kept as it is):
+    enough for eval's resize at every TTA size (size / crop_pct), and for the smallest crop a
+    training phase can draw (train.aug.scale_min of the area at an aspect ratio of 3/4) to be
+    scaled down to the phase's size, never up, so a crop from the cache is a crop from the
+    original, as with the cache off. At scale_min 0.35 that is 1.95x the phase's size."""
+    grow = 1.0 / math.sqrt(cfg.train.aug.scale_min * 3 / 4)  # the smallest crop's side over the image's
+    phases = [(p.img_size or final.size) * max(grow, 1 / final.crop_pct) for p in cfg.train.phases]
+    evals = [s / final.crop_pct for s in [*cfg.infer.tta.sizes, final.size]]
+    return max(math.ceil(s - 1e-9) for s in phases + evals)
+
+
+class shrink_short:  # noqa: N801 (used as a function: shrink_short(dc)(image))
+    """image -> the image with its short side brought down to dc.size; a smaller one as it is (the
+    cache never scales up: a crop of it is then scaled once, as from the original). A class, not a
+    closure, so a loader worker's copy pickles."""
+
+    def __init__(self, dc: DataConfig):
+        self.size, self.resize = dc.size, resize_short(dc)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.resize(image=image)["image"] if min(image.shape[:2]) > self.size else image
 
 
 def competition_images(cfg: Config) -> list[Path]:
@@ -69,7 +90,8 @@ def source_files(paths: list[Path]) -> pd.DataFrame:
 
 
 def folder_name(files: pd.DataFrame, dc: DataConfig, fmt: str = "raw") -> str:
-    text = f"{dc.size} {dc.interpolation}\n" + files.to_csv(index=False)
+    # "down only": the images are never scaled up; a cache from before that rule is not this one
+    text = f"{dc.size} {dc.interpolation} down only\n" + files.to_csv(index=False)
     tag = "" if fmt == "raw" else f"-{fmt}"  # a raw cache keeps the name it had before formats
     return f"{dc.size}px-{dc.interpolation}{tag}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
@@ -149,11 +171,12 @@ def encode(img: np.ndarray, fmt: str) -> bytes:
 
 
 class DecodedImages:
-    """path -> the image resized to the cache's short side; an image outside the cache is decoded
-    and resized the same way. Pickles without its memory map, so loader workers open their own."""
+    """path -> the image with its short side brought down to the cache's (shrink_short); an image
+    outside the cache is decoded and brought down the same way. Pickles without its memory map, so
+    loader workers open their own."""
 
     def __init__(self, folder: Path, dc: DataConfig):
-        self.folder, self.resize = folder, resize_short(dc)
+        self.folder, self.shrink = folder, shrink_short(dc)
         self.where = {p: i for i, p in enumerate(pd.read_csv(folder / "files.csv")["path"])}
         self.index = np.load(folder / "index.npy")  # raw: offset, height, width; jpeg: offset, bytes
         self.jpeg = (folder / "pixels.jpg").is_file()
@@ -168,7 +191,7 @@ class DecodedImages:
     def __call__(self, path) -> np.ndarray:
         i = self.where.get(str(path))
         if i is None:
-            return self.resize(image=read_image(path))["image"]
+            return self.shrink(read_image(path))
         if self._pixels is None:
             name = "pixels.jpg" if self.jpeg else "pixels.u8"
             # a plain array over the map: slicing it makes no memmap object per image
@@ -195,7 +218,7 @@ def locked(path: Path):
 def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int, fmt: str = "raw") -> None:
     """Decode, resize (and encode, for jpeg) every file (OpenCV releases the GIL, so threads run in
     parallel) into a folder beside `folder`, renamed into place once whole."""
-    resize = resize_short(dc)
+    shrink = shrink_short(dc)
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -203,7 +226,7 @@ def build(folder: Path, files: pd.DataFrame, dc: DataConfig, workers: int, fmt: 
     offset = 0
 
     def prepared(p):
-        img = resize(image=read_image(p))["image"]
+        img = np.ascontiguousarray(shrink(read_image(p)))
         return encode(img, fmt), img.shape
 
     name = "pixels.u8" if fmt == "raw" else "pixels.jpg"

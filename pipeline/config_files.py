@@ -53,13 +53,31 @@ def read_yaml(path: Path) -> dict:
     return doc
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    """over's keys on base's, section by section. A mapping of item numbers on a list sets those
+    items' keys and inherits the rest of the list (a sweep's train.phases: {0: {lr: 0.01}})."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, f"{prefix}{key}.")
+        elif (
+            isinstance(value, dict)
+            and value
+            and isinstance(out.get(key), list)
+            and all(isinstance(k, int) for k in value)
+        ):
+            out[key] = _merge_items(out[key], value, f"{prefix}{key}")
         else:
             out[key] = value
+    return out
+
+
+def _merge_items(items: list, over: dict, key: str) -> list:
+    out = list(items)
+    for i, value in over.items():
+        if not 0 <= i < len(out):
+            raise PipelineError(f"{key}.{i}: the list it inherits has {len(out)} items")
+        out[i] = _merge(out[i], value, f"{key}.{i}.") if isinstance(value, dict) and isinstance(out[i], dict) else value
     return out
 
 
@@ -82,7 +100,10 @@ def read_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[tupl
         raise PipelineError(f"{path}: base: expected a file name, got {base!r}")
     parent, origin = read_chain(path.parent / base, seen + (path.resolve(),)) if base else ({}, {})
     origin.update({leaf: str(path) for leaf in _leaves(doc)})
-    return _merge(parent, doc), origin
+    try:
+        return _merge(parent, doc), origin
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -2,11 +2,14 @@
 
 Each stage process registers in runtime.cache_dir/processes/ (a file named by its pid, holding its
 start time, so a reused pid is not taken for it) and sizes torch's thread pool to its share of the
-cores: the cores over the live processes registered there, at least the share that `make -j N`
-(PIPELINE_JOBS) or torchrun (WORLD_SIZE) implies. A process looks again every few seconds while it
-trains, so the first of two runs gives up half its threads when the second starts, and takes them
-back when it ends. Files of processes that died without unregistering (SIGKILL) are removed by the
-next process that looks. Runs with another cache_dir do not see each other.
+cores: the cores over the processes registered there that are running now. A stopped one (Ctrl-Z,
+SIGSTOP) is not counted until it runs again; torchrun's processes on this machine register like
+any other. A process looks again every few seconds while it trains, so the first of two runs gives
+up half its threads when the second starts, and takes them back when it ends. Files of processes
+that died without unregistering (SIGKILL) are removed by the next process that looks. Runs with
+another cache_dir do not see each other. Where the registry cannot be written (a read-only cache
+dir), the share is what `make -j N` (PIPELINE_JOBS) and torchrun on this machine
+(LOCAL_WORLD_SIZE) imply.
 """
 
 from __future__ import annotations
@@ -29,34 +32,42 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def started(pid: int) -> str | None:
-    """A process's start time as the kernel counts it (/proc/<pid>/stat), or None when it is gone;
-    where there is no /proc, whether the pid exists at all."""
+def proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a process as the kernel gives them (/proc/<pid>/stat: T is stopped),
+    or None when it is gone; where there is no /proc, ("R", "alive") when the pid exists."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]  # field 22, after the command's parentheses
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]  # fields 3 and 22, after the command's parentheses
     except FileNotFoundError:
         return None
     except OSError:
         try:
             os.kill(pid, 0)
-            return "alive"
+            return "R", "alive"
         except OSError:
             return None
 
 
-def live(folder: Path) -> list[int]:
-    """The pids registered in `folder` whose processes still run; the files of the rest removed."""
+def started(pid: int) -> str | None:
+    """A process's start time as the kernel counts it, or None when it is gone."""
+    stat = proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def live(folder: Path, running: bool = False) -> list[int]:
+    """The pids registered in `folder` whose processes still exist (running: and are not stopped);
+    the files of the gone ones removed."""
     pids = []
     for f in Path(folder).glob("*.json"):
         try:
             doc = json.loads(f.read_text())
         except (OSError, ValueError):
             continue  # being written, or removed, this moment
-        if started(doc["pid"]) == doc["start"]:
-            pids.append(doc["pid"])
-        else:
+        stat = proc_stat(doc["pid"])
+        if stat is None or stat[1] != doc["start"]:
             f.unlink(missing_ok=True)
+        elif not (running and stat[0] in "Tt"):
+            pids.append(doc["pid"])
     return sorted(pids)
 
 
@@ -81,9 +92,11 @@ class Share:
             self.me.unlink(missing_ok=True)
 
     def sharers(self) -> int:
-        """The processes sharing the cores: those registered, at least what Make and torchrun say."""
-        implied = int(os.environ.get("PIPELINE_JOBS", "1")) * int(os.environ.get("WORLD_SIZE", "1"))
-        return max(implied, len(live(self.folder)) if self.me is not None else 1)
+        """The processes sharing the cores: those registered and running (this one always among
+        them); without a registry, what Make and torchrun on this machine say."""
+        if self.me is None:
+            return int(os.environ.get("PIPELINE_JOBS", "1")) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, len(live(self.folder, running=True)))
 
     def threads_now(self) -> int:
         return max(1, cores() // self.sharers())

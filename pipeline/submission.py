@@ -9,6 +9,7 @@ import pandas as pd
 from .config import Data
 from .errors import PipelineError
 from .io import check_table, read_table
+from .thresholds import labels_at
 
 
 def _numbers(values: pd.Series) -> np.ndarray | None:
@@ -127,10 +128,12 @@ def build_submission(
     thresholds=None,
     sep: str = " ",
     classes_as: str = "auto",
+    empty_allowed: bool = True,
 ) -> pd.DataFrame:
     """The submission in the sample's layout, ids in the sample's order (id_col: the sample's id
     column, which test's must be named as). With thresholds (a multi-label task), a label column
-    gets every label at or above its threshold, joined by sep. classes_as: layout's."""
+    gets every label at or above its threshold, joined by sep; an image with none gets the label
+    nearest its threshold unless empty_allowed (thresholds.labels_at). classes_as: layout's."""
     kind, cls = layout(sample, classes, id_col, negative, sample_path, thresholds is not None, classes_as)
     probs = test.set_index(id_col)
     missing = [i for i in sample[id_col] if i not in probs.index]
@@ -140,7 +143,7 @@ def build_submission(
     ids = sample[[id_col]].reset_index(drop=True)
     col = sample.columns[-1]
     if kind == "multilabels":
-        hits = probs.to_numpy() >= np.asarray(thresholds)
+        hits = labels_at(probs.to_numpy(), thresholds, empty_allowed) > 0
         return ids.assign(**{col: [sep.join(c for c, h in zip(classes, row) if h) for row in hits]})
     if kind == "probs":
         return pd.concat([ids, probs[list(sample.columns[1:])].reset_index(drop=True)], axis=1)

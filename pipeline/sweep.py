@@ -5,7 +5,8 @@ Usage: python -m pipeline sweep CONFIG "model.backbone=a,b,c" "train.seed=1,2" [
 
 The product of the lists makes the experiments. Each is configs/sweeps/<name>--<key>=<value>...yaml:
 `base:` the swept config, its name, and the swept keys (a key inside a list, train.phases.0.lr,
-writes that whole list), so it can be edited and rerun like any config. An edited file is kept
+is written as that item's key, `phases: {0: {lr: ...}}`, so the rest of the list is still the
+base's), so it can be edited and rerun like any config. An edited file is kept
 as it is. Keys given one value are set in every file but name none. The ensemble file
 configs/sweeps/<name>--sweep--<keys>.ensemble.yaml (method: fit) lists them;
 `make ensemble ENSEMBLE=` on it trains every member through Make, so -j and LAUNCH= farm them.
@@ -24,7 +25,7 @@ from typing import Any
 import yaml
 
 from .config import Config, Ensemble
-from .config_files import parse_override, read_chain, set_key, validate
+from .config_files import parse_override, read_chain, validate
 from .errors import PipelineError
 from .io import write_text
 
@@ -72,16 +73,18 @@ def value_text(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text.removesuffix("\n...")).strip("_") or "_"
 
 
-def written_key(doc: dict, keys: list[str]) -> list[str]:
-    """The part of a key that the sweep's file sets: up to the first list it passes through."""
-    node = doc
-    for i, k in enumerate(keys):
-        if isinstance(node, list):
-            return keys[:i]
-        if not isinstance(node, dict) or k not in node:
-            return keys
-        node = node[k]
-    return keys
+def written_key(doc: dict, keys: list[str]) -> list:
+    """The key as the sweep's file writes it: a number that indexes one of the base's lists as an
+    int, so the file sets that item's key and inherits the rest of the list (config_files._merge)."""
+    node, out = doc, []
+    for k in keys:
+        if isinstance(node, list) and k.isdigit():
+            out.append(int(k))
+            node = node[int(k)] if int(k) < len(node) else None
+        else:
+            out.append(k)
+            node = node.get(k) if isinstance(node, dict) else None
+    return out
 
 
 def nest(keys: list[str], value: Any) -> dict:
@@ -119,15 +122,9 @@ def experiment(base: Path, doc: dict, combo: list[tuple[str, str, Any]], name: s
         validate(Config, base, [*overrides, f"name={name}"])
     except PipelineError as e:
         raise PipelineError(f"{who}: {e}") from None
-    changed, body = copy.deepcopy(doc), {}
+    body = {}
     for key, _, value in combo:
-        keys = key.split(".")
-        set_key(changed, keys, value)
-        where = written_key(doc, keys)
-        node = changed
-        for k in where:
-            node = node[int(k)] if isinstance(node, list) else node[k]
-        merge_into(body, nest(where, copy.deepcopy(node)))
+        merge_into(body, nest(written_key(doc, key.split(".")), copy.deepcopy(value)))
     what = ", ".join(f"{k}={t}" for k, t, _ in combo)
     text = HEADER.format(base=base, what=what, by=who.lower()) + yaml.safe_dump(
         {"base": os.path.relpath(base, out_dir), "name": name, **body}, sort_keys=False

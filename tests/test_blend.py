@@ -12,6 +12,33 @@ def test_weighted_mean():
     assert np.allclose(blend.weighted_mean(stack, [3, 1]), [[0.75, 0.25]])
 
 
+def test_a_fitted_blends_oof_rows_take_the_weights_the_other_folds_fitted():
+    y = np.array([0, 1] * 10)
+    folds = np.repeat([0, 1], 10)
+    right = np.eye(2)[y] * 0.8 + 0.1
+    wrong = right[:, ::-1]
+    a = np.where((folds == 0)[:, None], right, wrong)  # a is right on fold 0 only, b on fold 1 only
+    b = np.where((folds == 1)[:, None], right, wrong)
+    oofs = np.stack([a, b])
+    oof, test, w = blend.combine("fit", oofs, oofs[:, :4], [], y, "accuracy", folds=folds)
+    assert np.allclose(oof[folds == 0], b[folds == 0]) and np.allclose(oof[folds == 1], a[folds == 1])
+    assert metrics.accuracy(y, oof) == 0.0  # what each fold's rows chose is never scored on them
+    assert np.allclose(test, blend.weighted_mean(oofs[:, :4], w))  # the test: the fit on every row
+    in_sample, _, _ = blend.combine("fit", oofs, oofs[:, :4], [], y, "accuracy")
+    assert np.allclose(in_sample, blend.weighted_mean(oofs, w))
+
+
+def test_cross_fitting_takes_the_luck_out_of_picking_among_noise_members():
+    rng = np.random.default_rng(0)
+    y, folds = rng.integers(0, 2, 200), np.arange(200) % 5
+    oofs = rng.dirichlet([1, 1], size=(12, 200))  # twelve members that know nothing
+    w = blend.fit_weights(oofs, y, "accuracy")
+    lucky = metrics.accuracy(y, blend.weighted_mean(oofs, w))
+    honest = metrics.accuracy(y, blend.cross_fitted_weights(oofs, y, folds, "accuracy"))
+    assert lucky >= max(metrics.accuracy(y, m) for m in oofs) >= 0.55  # in-sample: the luckiest member or better
+    assert honest < lucky - 0.03
+
+
 def test_rank_mean_uses_only_the_order():
     a = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
     b = np.array([[0.51, 0.49], [0.50, 0.50], [0.49, 0.51]])  # same order, other calibration

@@ -1,5 +1,6 @@
 """pipeline/cache.py: the decode cache gives the pixels decoding gives, and is never read stale."""
 
+import math
 import os
 import pickle
 import time
@@ -13,7 +14,7 @@ from PIL import Image
 
 from pipeline import cache
 from pipeline.config_files import load_config
-from pipeline.data import ImageDataset, eval_transform, make_loader, read_image, resize_short
+from pipeline.data import ImageDataset, eval_transform, make_loader, read_image, resize_short, train_transform
 from pipeline.errors import PipelineError
 
 # kept at the short side eval resizes to at DC's size (crop_pct 1: the cache keeps what it resized)
@@ -52,7 +53,7 @@ def test_rebuilt_when_an_image_or_the_size_changes(tmp_path):
     assert np.array_equal(second(changed), resize_short(STORED)(image=read_image(changed))["image"])
 
     bigger = cache.open_cache(paths, STORED.at(STORED.size + 8), tmp_path / "cache")
-    assert bigger.folder not in (first.folder, second.folder) and min(bigger(paths[0]).shape[:2]) == STORED.size + 8
+    assert bigger.folder not in (first.folder, second.folder) and min(bigger(paths[0]).shape[:2]) == 40  # as it is
     assert not list((tmp_path / "cache").glob("*.tmp*"))  # no half-built folder is left behind
 
 
@@ -87,11 +88,36 @@ def test_a_run_caches_at_its_largest_size_and_can_turn_it_off(tmp_path):
     comp = make_competition(tmp_path / "c", n_train=4, n_test=2)
     phases = [{"epochs": 1, "lr": 1e-3, "img_size": 24}, {"epochs": 1, "lr": 1e-3}]
     cfg = load_config(make_config(tmp_path, comp, train={"phases": phases}, infer={"tta": {"sizes": [48]}}))
-    assert cache.stored_short(cfg, DC) == round(48 / DC.crop_pct)
+    # the smallest crop of the 32 px phase (35% of the area at 3:4) scaled down, not up; more than TTA's 48 needs
+    assert cache.stored_short(cfg, DC) == math.ceil(32 / math.sqrt(0.35 * 0.75)) > round(48 / DC.crop_pct)
     images = cache.run_cache(cfg, DC)
     assert len(images) == 6 and images.folder.parent == tmp_path / "cache"
     off = load_config(make_config(tmp_path, comp, runtime={"cache": False}))
     assert cache.run_cache(off, DC) is None
+
+
+def test_the_smallest_crop_a_phase_draws_from_the_cache_is_scaled_down_never_up(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=4, n_test=2)
+    cfg = load_config(make_config(tmp_path, comp, train={"phases": [{"epochs": 1, "lr": 1e-3}]}))
+    short = cache.stored_short(cfg, DC)
+    t = train_transform(DC, cfg.train.aug)
+    smallest = 10**9
+    for seed in range(300):  # crops of a square cached image, the worst case for the short side
+        t.set_random_seed(seed)
+        _, _, h, w = t.crop_box(short, short)
+        smallest = min(smallest, h, w)
+    assert DC.size <= smallest < DC.size * 1.2  # close to the bound: the cache is not bigger than it needs
+
+
+def test_the_cache_on_and_off_give_the_same_training_crops(tmp_path):
+    comp = make_competition(tmp_path / "c", n_train=6, n_test=2)  # 40 px images, under the 63 px kept
+    cfg = load_config(make_config(tmp_path, comp))
+    paths = sorted((comp / "train").glob("*.jpg"))
+    on = cache.run_cache(cfg, DC, paths)
+    t = train_transform(DC, cfg.train.aug)
+    cached, decoded = (ImageDataset(paths, None, t, src) for src in (on, None))
+    for i in range(len(paths)):
+        assert torch.equal(cached[(i, 7)][0], decoded[(i, 7)][0])  # (index, epoch seed), as training asks
 
 
 def _photos(folder, n=8):

@@ -3,8 +3,10 @@ that forgets the processes that died."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -43,11 +45,40 @@ def test_each_live_process_takes_its_share_and_a_dead_one_is_forgotten(tmp_path,
         torch.set_num_threads(threads)
 
 
-def test_make_j_and_torchrun_set_a_floor_on_the_sharers(tmp_path, monkeypatch):
+def test_the_share_counts_the_processes_that_run_not_make_js_slots(tmp_path, monkeypatch):
     monkeypatch.setattr(cores, "cores", lambda: 8)
+    monkeypatch.setenv("PIPELINE_JOBS", "8")  # make -j8 train FOLD=3: one process runs
+    monkeypatch.setenv("WORLD_SIZE", "16")  # torchrun over several nodes: the others are elsewhere
+    assert cores.Share(tmp_path).threads_now() == 8
+    read_only = cores.Share(tmp_path)
+    read_only.me = None  # no registry: what Make and torchrun on this machine imply
     monkeypatch.setenv("PIPELINE_JOBS", "2")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert cores.Share(tmp_path).threads_now() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert read_only.threads_now() == 2
+
+
+def test_a_stopped_process_is_counted_only_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(cores, "cores", lambda: 8)
+    share = cores.Share(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _register(share.folder, other.pid, cores.started(other.pid))
+        assert share.threads_now() == 4
+        other.send_signal(signal.SIGSTOP)  # Ctrl-Z
+        for _ in range(100):
+            if cores.proc_stat(other.pid)[0] in "Tt":
+                break
+            time.sleep(0.05)
+        assert share.threads_now() == 8 and other.pid in cores.live(share.folder)  # kept, not counted
+        other.send_signal(signal.SIGCONT)
+        for _ in range(100):
+            if cores.proc_stat(other.pid)[0] not in "Tt":
+                break
+            time.sleep(0.05)
+        assert share.threads_now() == 4
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_process_that_exits_leaves_the_registry(tmp_path):

@@ -1,6 +1,9 @@
 """pipeline/engine.py: loader defaults from the machine, precision, and batch_size: auto."""
 
 import dataclasses
+import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -27,14 +30,20 @@ def test_loader_options_follow_the_machine_and_the_config(monkeypatch):
 def test_cpu_threads_are_shared_between_make_jobs(monkeypatch, tmp_path):
     monkeypatch.setattr(cores, "cores", lambda: 8)
     threads = torch.get_num_threads()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # another make job
     try:
-        monkeypatch.setenv("PIPELINE_JOBS", "4")
+        monkeypatch.setenv("PIPELINE_JOBS", "4")  # make -j4, two jobs running
+        folder = tmp_path / cores.FOLDER
+        folder.mkdir()
+        (folder / f"{other.pid}.json").write_text(json.dumps({"pid": other.pid, "start": cores.started(other.pid)}))
         engine.setup(Runtime(cache_dir=str(tmp_path)), CPU)
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 4
         assert torch.backends.cudnn.benchmark  # autotuned unless runtime.deterministic
         engine.setup(Runtime(deterministic=True, cache_dir=str(tmp_path)), CPU)
         assert not torch.backends.cudnn.benchmark and torch.are_deterministic_algorithms_enabled()
     finally:
+        other.kill()
+        other.wait()
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(False)
 

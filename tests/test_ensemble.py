@@ -72,6 +72,7 @@ def test_spec_file_table_and_json(tmp_path, comp, capsys):
         "b",
         "ensemble: mean",
         "ensemble: fit",
+        "ensemble: fit (in-sample)",
         "ensemble: rank",
         "ensemble: vote",
         "ensemble: hierarchical",
@@ -82,6 +83,7 @@ def test_spec_file_table_and_json(tmp_path, comp, capsys):
     assert min(meta["weights"]) >= 0 and sum(meta["weights"]) == pytest.approx(1)
     assert meta["cv"]["ensemble: fit"] >= meta["cv"]["ensemble: mean"]
     assert meta["cv"]["ensemble: fit"] >= max(meta["cv"]["a"], meta["cv"]["b"])
+    assert "fitted ones cross-fitted" in out and "ensemble: fit (in-sample)" in meta["cv"]
     assert (tmp_path / "subs" / "ab.csv").is_file()
     page = (tmp_path / "subs" / "ab.html").read_text()  # the ensemble report: members, weights, correlation
     (corr,) = embedded_images(page)
@@ -110,11 +112,16 @@ def test_ensemble_writes_space_separated_labels_with_tuned_thresholds(multilabel
     meta = json.loads((tmp_path / "subs" / "ml2.json").read_text())
     assert set(meta["thresholds"]) == set(COLOURS) and meta["metric"] == "f1_macro"
     test = pd.read_csv(cfg.run_dir / "test.csv").set_index("image_id").loc[sample.image_id, COLOURS]
+    cut = np.array(list(meta["thresholds"].values()))
+    nearest = [COLOURS[int(np.argmax(row.to_numpy() - cut))] for _, row in test.iterrows()]  # when none passes
     want = [
-        " ".join(c for c, t in zip(COLOURS, meta["thresholds"].values()) if row[c] >= t) for _, row in test.iterrows()
+        " ".join(c for c, t in zip(COLOURS, cut) if row[c] >= t) or first
+        for (_, row), first in zip(test.iterrows(), nearest)
     ]
-    assert written.tags.tolist() == want == sub.tags.tolist()
-    assert "per-label thresholds tuned on the OOF F1" in capsys.readouterr().out
+    assert written.tags.tolist() == want == sub.tags.tolist() and all(want)  # every train image has a label
+    assert meta["thresholds_way"] in ("0.5", "global", "per label") and meta["empty_labels"] is False
+    assert "multi-label thresholds for f1_macro, cross-fitted CV by way: 0.5" in capsys.readouterr().out
+    assert "ensemble: fit at its thresholds (f1_macro, in-sample)" in meta["cv"]
     with pytest.raises(PipelineError, match="a multi-label task takes mean, fit, rank"):
         ensemble.main([cfg.run_dir], out_dir=tmp_path / "subs", method="vote")
 

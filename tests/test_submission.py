@@ -96,6 +96,9 @@ def test_multilabel_label_lists_at_their_thresholds():
     test = pd.DataFrame({"image_id": ["y", "x"], "a": [0.9, 0.2], "b": [0.6, 0.7]})
     sub = build_submission(sample, test, ["a", "b"], "image_id", "s.csv", thresholds=[0.5, 0.65], sep=" ")
     assert sub.tags.tolist() == ["b", "a"]
+    test.loc[0, "b"] = 0.5  # y: no label reaches its threshold; a is nearest
+    kept = build_submission(sample, test, ["a", "b"], "image_id", "s.csv", thresholds=[0.95, 0.65], empty_allowed=False)
+    assert kept.tags.tolist() == ["b", "a"]
     check_submission(sub, sample, ["a", "b"], "image_id", "s.csv", sep=" ")
     with pytest.raises(PipelineError, match="'tags' = 'a c' is not a valid label list"):
         check_submission(sub.assign(tags=["a c", "a"]), sample, ["a", "b"], "image_id", "s.csv", sep=" ")

@@ -33,6 +33,7 @@ def test_each_combination_is_a_config_that_loads_named_from_its_values(tmp_path,
     assert cfg.train.seed == 7 and cfg.train.phases[0].lr == 0.01 and cfg.train.phases[0].sched == "onecycle"
     doc = yaml.safe_load((tmp_path / "sweeps" / f"{cfg.name}.yaml").read_text())
     assert doc["base"] == "../tiny.yaml" and set(doc) == {"base", "name", "model", "train"}  # the rest inherited
+    assert doc["train"]["phases"] == {0: {"lr": 0.01}}  # the item's key, not a copy of the whole list
     ens = load_ensemble(ens_path)
     assert ens.name == "tiny--sweep--backbone-lr" and ens.method == "fit" and len(ens.members) == 4
     assert ens.out_dir == str(tmp_path / "subs") and notes == []
@@ -41,6 +42,22 @@ def test_each_combination_is_a_config_that_loads_named_from_its_values(tmp_path,
     edited.write_text(edited.read_text() + "folds: {n_folds: 3}\n")
     _, notes = write_sweep(config, words, submissions=str(tmp_path / "subs"))
     assert notes == [f"{edited}: kept as edited"] and "n_folds: 3" in edited.read_text()
+
+
+def test_a_later_edit_of_the_bases_list_reaches_the_members(tmp_path, comp):
+    phases = [{"epochs": 2, "lr": 3e-3, "sched": "onecycle"}, {"epochs": 1, "lr": 1e-3}]
+    config = make_config(tmp_path, comp, train={"phases": phases})
+    write_sweep(config, ["train.phases.0.lr=0.1,0.01"], submissions=str(tmp_path / "subs"))
+    doc = yaml.safe_load(config.read_text())
+    doc["train"]["phases"][0]["epochs"] = 5  # the base edited after the sweep
+    doc["train"]["phases"][1]["lr"] = 5e-4
+    config.write_text(yaml.safe_dump(doc))
+    cfg = load_config(tmp_path / "sweeps" / "tiny--lr=0.01.yaml")
+    assert [(p.epochs, p.lr, p.sched) for p in cfg.train.phases] == [(5, 0.01, "onecycle"), (1, 5e-4, "cosine")]
+    member = tmp_path / "sweeps" / "tiny--lr=0.1.yaml"
+    member.write_text(member.read_text().replace("    0:", "    3:"))
+    with pytest.raises(PipelineError, match=r"tiny--lr=0.1.yaml: train.phases.3: the list it inherits has 2 items"):
+        load_config(member)
 
 
 @pytest.mark.parametrize(

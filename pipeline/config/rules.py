@@ -4,7 +4,7 @@ order, after each section has passed its own checks. Each raises ValueError nami
 
 from __future__ import annotations
 
-from .data import NUMBER_LOSSES, NUMBER_METRICS, Data, Folds
+from .data import NUMBER_LOSSES, NUMBER_METRICS, SAMPLES_METRICS, Data, Folds
 from .model import Model
 from .stages import Infer, LrFind
 from .train import Train
@@ -12,6 +12,8 @@ from .train import Train
 
 def metric_fits_task(metric: str, data: Data) -> None:
     """A number's metric for a number (qwk only for grades), a class metric for classes."""
+    if metric in SAMPLES_METRICS and not data.multilabel:
+        raise ValueError(f"metric: {metric} is the mean F-beta per image of several labels (data.task multilabel)")
     if not data.numeric:
         if metric in ("rmse", "mae", "r2"):
             raise ValueError(f"metric: {metric} scores a number (data.task regression or ordinal)")

@@ -26,22 +26,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
-from .. import blend, calibrate, ordinal, pages
+from .. import blend, calibrate, ordinal, pages, thresholds
 from ..config import NUMBER_METRICS
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_csv, write_text
 from ..labels import grades, y_true
-from ..metrics import per_fold, score, tune_thresholds
+from ..metrics import per_fold, score
 from ..submission import build_numbers, build_submission, check_numbers, check_submission, read_sample
 from ..upstream import Predictions, check_compatible, read_predictions
 
 
 def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metric: str, methods) -> pd.DataFrame:
     """One row per member and per ensemble method: the metric on each fold and overall (an
-    ordinal task's after cross-fitted cut-points, as its submission is graded)."""
+    ordinal task's after cross-fitted cut-points, as its submission is graded). A fitted method's
+    row is cross-fitted (blend.combine); a row below it, labelled in-sample, scores the weights
+    fitted on every row on those same rows, the figure that flatters."""
     classes, d = members[0].classes, members[0].cfg.data
     g = np.unique(y) if d.ordinal else None
 
@@ -50,37 +51,37 @@ def cv_table(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metri
         return per_fold(metric, y, graded, folds, g)
 
     rows = [{"model": m.cfg.name, **cv(m.oof[classes].to_numpy())} for m in members]
-    rows += [{"model": f"ensemble: {name}", **cv(oof)} for name, (oof, _, _) in methods.items()]
+    for name, (oof, _, w) in methods.items():
+        rows.append({"model": f"ensemble: {name}", **cv(oof)})
+        if name == "fit" and len(members) > 1:
+            stack = np.stack([m.oof[classes].to_numpy() for m in members])
+            rows.append({"model": f"ensemble: {name} (in-sample)", **cv(blend.weighted_mean(stack, w))})
     return pd.DataFrame(rows)
 
 
-def combine_all(members: list[Predictions], y: np.ndarray, metric: str, weights, methods) -> dict:
-    """Each method's (OOF, test, weights), the test rows in the first member's order."""
+def combine_all(members: list[Predictions], y: np.ndarray, folds: np.ndarray, metric: str, weights, methods) -> dict:
+    """Each method's (OOF, test, weights), the test rows in the first member's order; a fitted
+    method's OOF cross-fitted over `folds`."""
     d, classes = members[0].cfg.data, members[0].classes
     ids = members[0].test[d.id_col]
     oofs = np.stack([m.oof[classes].to_numpy() for m in members])
     tests = np.stack([m.test.set_index(d.id_col).loc[ids, classes].to_numpy() for m in members])
     return {
         meth: blend.combine(
-            meth, oofs, tests, [m.test_folds for m in members], y, metric, weights if meth == "mean" else None
+            meth, oofs, tests, [m.test_folds for m in members], y, metric, weights if meth == "mean" else None, folds
         )
         for meth in methods
     }
 
 
-def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, classes: list[str]) -> np.ndarray:
-    """Multi-label: each label's threshold, tuned on the OOF F1 (printed)."""
-    thresholds = tune_thresholds(y, oof_probs)
-    f1 = f1_score(y > 0.5, oof_probs >= thresholds, average="macro", zero_division=0)
-    print(
-        "per-label thresholds tuned on the OOF F1: "
-        + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds))
-        + f"; OOF macro F1 {f1:.4f}"
-    )
-    return thresholds
+def label_thresholds(y: np.ndarray, oof_probs: np.ndarray, folds: np.ndarray, d, metric: str) -> thresholds.Choice:
+    """Multi-label: thresholds tuned for the metric and chosen cross-fitted (pipeline/thresholds.py);
+    an empty set of labels only where data.empty_labels allows it (null: where train.csv has one)."""
+    empty = d.empty_labels if d.empty_labels is not None else bool((np.asarray(y).sum(1) == 0).any())
+    return thresholds.choose(y, oof_probs, folds, metric, empty)
 
 
-def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, path: Path) -> pd.DataFrame:
+def write_submission(first: Predictions, test_probs: np.ndarray, labels, path: Path) -> pd.DataFrame:
     """The submission in the sample's layout, checked against the sample, then written; the ids
     under the sample's id column (data.sample_id_col), the run's files keeping data.id_col. A number
     per id for a regression; an ordinal task's grade (test_probs: graded) as train.csv spells it."""
@@ -96,7 +97,8 @@ def write_submission(first: Predictions, test_probs: np.ndarray, thresholds, pat
         check_numbers(sub, sample, sid, sample_path, spelled)
         write_csv(path, sub)
         return sub
-    sub = build_submission(sample, test, classes, sid, sample_path, d.negative_class, thresholds, d.label_sep, form)
+    cut, empty = (None, True) if labels is None else (labels.thresholds, labels.empty_allowed)
+    sub = build_submission(sample, test, classes, sid, sample_path, d.negative_class, cut, d.label_sep, form, empty)
     check_submission(sub, sample, classes, sid, sample_path, d.negative_class, d.sep, form)
     write_csv(path, sub)
     return sub
@@ -120,9 +122,12 @@ def main(
     check_number_rule(d, metric, calibrate_setting)
     y, folds = y_true(first.oof[d.label_col], classes, d), first.oof["fold"].astype(int).to_numpy()
     methods = blend.allowed_methods(method, metric, d.multilabel, d.numeric)
-    results = combine_all(members, y, metric, weights, methods)
+    results = combine_all(members, y, folds, metric, weights, methods)
     table = cv_table(members, y, folds, metric, results)
-    print(f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction):")
+    print(
+        f"CV {metric} per fold and overall (ensembles on OOF, by the rule that makes their test prediction; "
+        "fitted ones cross-fitted: each fold's rows by what the other folds' rows fitted):"
+    )
     print(table.to_string(index=False, float_format="%.4f"))
     oof_probs, test_probs, w = results[method]
     cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
@@ -136,10 +141,14 @@ def main(
         oof_probs, cuts = ordinal.fit(y, oof_probs, folds, np.unique(y), metric)
         test_probs = ordinal.cut(test_probs, cuts["cuts"], cuts["grades"])[:, None]
         print(ordinal.describe(cuts))
-    thresholds = label_thresholds(y, oof_probs, classes) if d.multilabel else None
+    labels = label_thresholds(y, oof_probs, folds, d, metric) if d.multilabel else None
+    if labels is not None:
+        print(labels.describe(classes))
+        cv[f"ensemble: {method} at its thresholds ({labels.metric})"] = labels.cross_fitted[labels.way]
+        cv[f"ensemble: {method} at its thresholds ({labels.metric}, in-sample)"] = labels.in_sample
     name = name or (first.cfg.name if len(members) == 1 else "ensemble")
     path = Path(out_dir) / f"{name}.csv"
-    sub = write_submission(first, test_probs, thresholds, path)
+    sub = write_submission(first, test_probs, labels, path)
     write_text(
         path.with_suffix(".json"),
         json.dumps(
@@ -150,7 +159,9 @@ def main(
                 "metric": metric,
                 "weights": None if w is None else [float(x) for x in w],
                 "cv": cv,
-                "thresholds": None if thresholds is None else dict(zip(classes, map(float, thresholds))),
+                "thresholds": None if labels is None else dict(zip(classes, map(float, labels.thresholds))),
+                "thresholds_way": None if labels is None else labels.way,
+                "empty_labels": None if labels is None else labels.empty_allowed,
                 "calibration": report,
                 "cut_points": cuts,
             },

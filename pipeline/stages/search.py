@@ -11,8 +11,10 @@ SPACE is a YAML file of keys and their ranges or choices:
 
 Each trial is written as <CONFIG's folder>/search/<name>--t<digest of its values>.yaml (a config
 like a sweep's) and `make train FOLD=0` trains it, so LAUNCH= places it and a killed trial resumes
-from last.pt. After each epoch the fold's valid loss (history.csv) goes to Optuna's median pruner:
-a trial worse than the median of earlier trials at that epoch is stopped (SIGTERM, as Ctrl-C). A
+from last.pt. After each epoch the fold's valid loss (history.csv) goes to Optuna's median pruner
+at the share of its schedule that epoch ends (in thousandths: epoch 2 of 4 and epoch 4 of 8 are
+both 500): a trial worse than the median of earlier trials at the same share is stopped (SIGTERM,
+as Ctrl-C), so a long schedule is never stopped for being behind a short one at the same epoch. A
 trial's score is the config's metric on fold 0's OOF; TPE chooses the next values.
 
 The study is runs/<name>--search.db (SQLite, Optuna's own storage): a search run again resumes it
@@ -225,6 +227,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def schedule_share(epoch: int, epochs: int) -> int:
+    """The pruner's step for an epoch: the share of the schedule done when it ends, in thousandths."""
+    return round(1000 * (epoch + 1) / epochs)
+
+
 def epochs_so_far(run: RunDir) -> list[tuple[int, float]]:
     """(epoch, valid_loss) of fold 0's finished epochs, as history.csv holds them."""
     try:
@@ -266,7 +273,7 @@ class Search:
         seen = []
 
         def on_epoch(epoch: int, loss: float) -> bool:
-            trial.report(self.sign * loss, epoch)
+            trial.report(self.sign * loss, schedule_share(epoch, cfg.train.epochs))
             seen.append((epoch, loss))
             return trial.should_prune()
 

@@ -31,7 +31,7 @@ from ..labels import prob_frame
 from ..runs import RunDir
 from ..stamps import write_stamp
 from ..targets import fit_scale
-from ..training.checkpoints import kept_model_ok, load_state, readable_csv, stopped_at
+from ..training.checkpoints import best_kept, load_state, read_best, readable_csv, stopped_at
 from ..training.epochs import run_phases
 from ..training.fold import FoldRun, build
 
@@ -43,8 +43,9 @@ def train_fold(cfg: Config, comp: Competition, fold: int, folds_after: int = 0, 
     run = build(cfg, comp, fold, folds_after=folds_after, estimate=True, probe=probe)
     paths, oof_path = run.spec.paths, run.spec.paths.fold_oof(fold)
     resume = load_state(run)
+    best = read_best(run.spec) if resume is not None else None
     if resume is not None and resume.done:
-        if not kept_model_ok(run.spec):  # the kept epoch's weights are not in last.pt: train again
+        if best is None:  # the kept epoch's weights are not in last.pt: train again
             say(f"fold {fold}: {paths.best(fold)} is missing or damaged; training the fold again")
             run, resume = build(cfg, comp, fold, folds_after=folds_after, estimate=True), None
         elif readable_csv(oof_path):  # else oof.csv is rewritten from last.pt below
@@ -60,9 +61,11 @@ def train_fold(cfg: Config, comp: Competition, fold: int, folds_after: int = 0, 
         run.state.board = progress.Board(paths.tensorboard(fold), next_epoch)
     if resume:
         say(f"fold {fold}: resuming after epoch {resume.epoch} from {paths.last(fold)}")
-        if not resume.done and not kept_model_ok(run.spec):  # deleted by hand, or by an older Makefile's Ctrl-C
+        if best is None:  # deleted by hand, or by an older Makefile's Ctrl-C
             say(f"fold {fold}: {paths.best(fold)} is missing; the next epoch's model is kept in its place")
             run.state.kept = None
+        elif best_kept(best) is not None:  # the record written with the weights, whatever last.pt says
+            run.state.kept = best_kept(best)
     with interrupts_say(lambda: stopped_at(run.spec)):
         run_phases(run, next_epoch, resume)
         finish(run)

@@ -1,7 +1,10 @@
 """A fold's files: last.pt after every epoch (the fold's state and where it stopped, to resume
 from), best.pt for the kept epoch (what infer loads), and the checks that decide whether they
 still hold for this config: both record the effective config's train settings and the rows'
-digest (stamps.made_with), compared as Make compares its stamps."""
+digest (stamps.made_with), compared as Make compares its stamps. best.pt also holds the record of
+the kept epoch (its score and validation probabilities), and a resumed fold takes that record from
+best.pt, not last.pt: one file, replaced whole, so no interrupt between the two writes can leave
+the OOF of one epoch beside the weights of another."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 from ..io import atomic_path, damaged
 from ..models import save_checkpoint
 from ..stamps import matches, recorded
-from .fold import FoldRun, FoldSpec
+from .fold import FoldRun, FoldSpec, Kept
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ def save_best(run: FoldRun, model: torch.nn.Module, row: dict, weights: str) -> 
         weights=weights,
         valid=row,
         made_with=spec.made_with,  # what infer checks against its effective config (stamps.differences)
+        kept=run.state.state_dict_kept(),  # the record a resumed fold keeps (read_best)
         **({"target_scale": spec.scale.to_dict()} if spec.scale else {}),
     )
 
@@ -96,14 +100,20 @@ def readable_csv(path) -> bool:
     return path.is_file() and not damaged(path)
 
 
-def kept_model_ok(spec: FoldSpec) -> bool:
-    """Whether best.pt loads and was made with these settings: a finished fold is skipped only
-    then, so a deleted or damaged best.pt is rebuilt by the next make train."""
+def read_best(spec: FoldSpec) -> dict | None:
+    """best.pt's contents when it loads and was made with these settings, else None: a finished
+    fold is skipped only then, so a deleted or damaged best.pt is rebuilt by the next make train."""
     try:
-        ckpt = torch.load(spec.paths.best(spec.fold), map_location="cpu", weights_only=True)
+        ckpt = torch.load(spec.paths.best(spec.fold), map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # missing, or damaged in any of the ways torch.load reports
-        return False
+        return None
     if not isinstance(ckpt, dict):
-        return False
+        return None
     made = ckpt.get("made_with")
-    return isinstance(made, dict) and matches(spec.cfg, "train", made.get("settings"))
+    return ckpt if isinstance(made, dict) and matches(spec.cfg, "train", made.get("settings")) else None
+
+
+def best_kept(best: dict) -> Kept | None:
+    """The kept epoch's record as best.pt holds it (None for a best.pt written before it did)."""
+    k = best.get("kept")
+    return None if k is None else Kept(k["score"], k["epoch"], k["probs"].numpy(), k["weights"])

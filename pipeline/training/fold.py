@@ -23,7 +23,7 @@ from ..data import DataConfig
 from ..errors import PipelineError
 from ..folds_file import Images, training_rows
 from ..losses import make_loss
-from ..models import create_model, data_config
+from ..models import create_model, data_config, weights_source
 from ..runs import RunDir
 from ..stamps import made_with
 from ..targets import TargetScale, fit_scale
@@ -101,16 +101,19 @@ class FoldState:
     timed: set = field(default_factory=set)  # phases whose first steps the clock has timed here
 
     def state_dict(self) -> dict:
-        k = self.kept
         return {
             "model": timm.utils.unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "history": self.history,
-            "kept": {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs), "weights": k.weights},
+            "kept": self.state_dict_kept(),
             **({"ema": self.ema.state_dict()} if self.ema else {}),
             **({"swa": self.swa.state_dict()} if self.swa else {}),
         }
+
+    def state_dict_kept(self) -> dict:
+        k = self.kept
+        return {"score": k.score, "epoch": k.epoch, "probs": torch.from_numpy(k.probs), "weights": k.weights}
 
     def fits(self, state: dict) -> bool:
         """Whether `state` holds every average this fold keeps (train.ema, train.swa)."""
@@ -170,6 +173,7 @@ def build(cfg: Config, comp: Competition, fold: int, **spec_options) -> FoldRun:
     engine.setup(cfg.runtime, device)
     distributed.start(device)
     model = create_model(cfg.model, len(comp.classes), cfg.data.numeric)
+    distributed.say(f"fold {fold}: {weights_source(cfg.model)}")
     final_dc = data_config(model, cfg.model.img_size)
     check_phase_sizes(cfg, model, final_dc)
     model = engine.prepare(model, device, cfg.runtime)
