@@ -10,6 +10,7 @@ unchanged; the copy is dropped when the phase ends.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -96,9 +97,28 @@ def folded_copy(model: torch.nn.Module, size: int, device: torch.device) -> torc
             fold_into(twin.get_submodule(conv), twin.get_submodule(bn))
             parent, _, leaf = bn.rpartition(".")
             setattr(twin.get_submodule(parent), leaf, ActOnly(twin.get_submodule(bn)))
-        with torch.no_grad():
+        with torch.no_grad(), full_precision():
             want, got = model(probe).float(), twin.eval()(probe).float()
-        close = torch.allclose(got, want, rtol=1e-3, atol=1e-4 * (1 + want.abs().max().item()))
-        return twin if close else None
+        if not torch.allclose(got, want, rtol=1e-3, atol=1e-4 * (1 + want.abs().max().item())):
+            print(
+                "head-only steps run the model itself: its copy with BatchNorm folded does not compute what "
+                "it does (a convolution's output used elsewhere too, or one that rescales its weight)",
+                flush=True,
+            )
+            return None
+        return twin
     finally:
         model.train(was)
+
+
+@contextlib.contextmanager
+def full_precision():
+    """TF32 off while the copy is checked: on a GPU it rounds the two differently enough to fail."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(cudnn.enabled, cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul

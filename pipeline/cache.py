@@ -44,14 +44,19 @@ from .errors import PipelineError
 from .io import image_paths, read_table
 from .submission import read_sample
 
+MAX_GROWTH = 2.5  # the cache's short side over a phase's size, at most (timm's scale 0.08 would ask 4.1)
+
 
 def stored_short(cfg: Config, final: DataConfig) -> int:
     """The short side a run's images are kept at (an image smaller than that is kept as it is):
     enough for eval's resize at every TTA size (size / crop_pct), and for the smallest crop a
     training phase can draw (train.aug.scale_min of the area at an aspect ratio of 3/4) to be
     scaled down to the phase's size, never up, so a crop from the cache is a crop from the
-    original, as with the cache off. At scale_min 0.35 that is 1.95x the phase's size."""
-    grow = 1.0 / math.sqrt(cfg.train.aug.scale_min * 3 / 4)  # the smallest crop's side over the image's
+    original, as with the cache off. At scale_min 0.35 that is 1.95x the phase's size; at most
+    MAX_GROWTH times it."""
+    # the image's side over its smallest crop's, at most MAX_GROWTH (below scale_min 0.21 the
+    # smallest crops are then scaled up a little, as the cost of a cache 2.5x, not 4x, the size)
+    grow = min(MAX_GROWTH, 1.0 / math.sqrt(cfg.train.aug.scale_min * 3 / 4))
     phases = [(p.img_size or final.size) * max(grow, 1 / final.crop_pct) for p in cfg.train.phases]
     evals = [s / final.crop_pct for s in [*cfg.infer.tta.sizes, final.size]]
     return max(math.ceil(s - 1e-9) for s in phases + evals)

@@ -93,7 +93,10 @@ class Share:
 
     def sharers(self) -> int:
         """The processes sharing the cores: those registered and running (this one always among
-        them); without a registry, what Make and torchrun on this machine say."""
+        them); without a registry, what Make and torchrun on this machine say. Not `make -j`'s
+        slots as a floor: `make -j8 infer` runs one process, which would keep an eighth of the
+        cores to its end. Jobs started together may count each other only at the next recount
+        (RECHECK_S), a few seconds of too many threads."""
         if self.me is None:
             return int(os.environ.get("PIPELINE_JOBS", "1")) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return max(1, len(live(self.folder, running=True)))

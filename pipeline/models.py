@@ -67,7 +67,8 @@ def weights_source(m: Model) -> str:
 
 
 def hub_has_weights(backbone: str) -> bool:
-    """Whether timm knows where to fetch pretrained weights for this backbone (its test models: no)."""
+    """Whether timm knows where to fetch pretrained weights for this backbone (most do, its tiny
+    test_* models too; a name without a pretrained tag may not)."""
     cfg = timm.models.get_pretrained_cfg(backbone)
     return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
 

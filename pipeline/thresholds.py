@@ -22,6 +22,9 @@ ORDER = GRID[np.argsort(np.abs(GRID - 0.5), kind="stable")]  # ties go to the th
 # labels a submission writes are tuned for the mean F1 per image, Kaggle's usual multi-label score
 LABEL_METRICS = ("accuracy", "f1_macro", "f1_samples", "f2_samples")
 WAYS = ("0.5", "global", "per label")
+# per label rescores every row 19 times a label: its cost grows with labels squared, so it is tried
+# only while labels^2 x rows stays under this (Planet's 17 labels x 40k rows: yes; iMet's 1,103: no)
+PER_LABEL_MAX = 5e7
 
 
 def labels_at(probs: np.ndarray, thresholds, empty_allowed: bool) -> np.ndarray:
@@ -78,6 +81,8 @@ class Choice:
 
     def describe(self, classes: list[str]) -> str:
         ways = ", ".join(f"{w} {s:.4f}" for w, s in self.cross_fitted.items())
+        if "per label" not in self.cross_fitted:
+            ways += f" (per label not tried: {len(self.thresholds)} labels)"
         return (
             f"multi-label thresholds for {self.metric}, cross-fitted CV by way: {ways}; kept: {self.way} "
             f"({', '.join(f'{c} {t:.2f}' for c, t in zip(classes, self.thresholds))}); "
@@ -87,18 +92,20 @@ class Choice:
 
 
 def choose(y: np.ndarray, probs: np.ndarray, folds: np.ndarray, metric: str, empty_allowed: bool) -> Choice:
-    """The way with the best cross-fitted score (ties: the earlier in WAYS), fitted on every row."""
+    """The way with the best cross-fitted score (ties: the earlier in WAYS), fitted on every row;
+    per label only where it is affordable (PER_LABEL_MAX)."""
     metric, probs, y = tuned_for(metric), np.asarray(probs, dtype=float), np.asarray(y)
     scores, labels = {}, {}
-    for way in WAYS:
+    ways = WAYS if probs.shape[1] ** 2 * len(probs) <= PER_LABEL_MAX else WAYS[:2]
+    for way in ways:
         out = np.zeros_like(probs)
         for k in np.unique(folds):
             held = folds == k
             t = fit(way, y[~held], probs[~held], metric, empty_allowed)
             out[held] = labels_at(probs[held], t, empty_allowed)
         scores[way], labels[way] = score(metric, y, out), out
-    way = WAYS[0]
-    for w in WAYS[1:]:
+    way = ways[0]
+    for w in ways[1:]:
         if better(metric, scores[w], scores[way]):
             way = w
     t = fit(way, y, probs, metric, empty_allowed)

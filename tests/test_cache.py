@@ -107,6 +107,8 @@ def test_the_smallest_crop_a_phase_draws_from_the_cache_is_scaled_down_never_up(
         _, _, h, w = t.crop_box(short, short)
         smallest = min(smallest, h, w)
     assert DC.size <= smallest < DC.size * 1.2  # close to the bound: the cache is not bigger than it needs
+    wide = load_config(make_config(tmp_path, comp, name="wide", train={"aug": {"scale_min": 0.08}}))
+    assert cache.stored_short(wide, DC) == round(DC.size * cache.MAX_GROWTH)  # timm's 0.08 would ask 4.1x
 
 
 def test_the_cache_on_and_off_give_the_same_training_crops(tmp_path):

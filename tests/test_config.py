@@ -83,6 +83,19 @@ def test_multilabel_refuses_what_needs_one_label(tmp_path):
         )
 
 
+def test_a_multilabel_task_smooths_no_labels_unless_told_and_scores_f_beta_per_image(tmp_path, comp):
+    ml = make_multilabel(tmp_path / "ml", n_train=12)
+    data = {"root": str(ml), "label_col": "tags", "task": "multilabel"}
+    assert load_config(make_config(tmp_path, ml, name="a", data=data)).train.label_smoothing == 0.0  # by CV
+    told = load_config(make_config(tmp_path, ml, name="b", data=data, train={"label_smoothing": 0.1}))
+    assert told.train.label_smoothing == 0.1
+    assert load_config(make_config(tmp_path, ml, name="c", data=data, metric="f2_samples")).metric == "f2_samples"
+    with pytest.raises(PipelineError, match="metric: f2_samples is the mean F-beta per image of several labels"):
+        load_config(make_config(tmp_path, comp, name="d", metric="f2_samples"))
+    with pytest.raises(PipelineError, match="data.empty_labels: says whether an image may get no label"):
+        load_config(make_config(tmp_path, comp, name="e", data={"root": str(comp), "empty_labels": True}))
+
+
 def test_balanced_class_weights_with_a_balancing_sampler_are_refused(tmp_path, comp):
     path = make_config(tmp_path, comp, train={"class_weights": "balanced", "sampling": "oversample"})
     with pytest.raises(PipelineError, match="balance the classes twice"):

@@ -93,6 +93,13 @@ def test_spec_file_table_and_json(tmp_path, comp, capsys):
     assert [float(r[1]) for r in rows] == pytest.approx(meta["weights"], abs=1e-4)
 
 
+def test_a_mean_f_beta_per_image_is_refused_for_one_label_per_image(tmp_path, comp):
+    a = fake_run(tmp_path, comp, "a", probs(10, 0.5), probs(32, 0.5))
+    with pytest.raises(PipelineError, match="ensemble metric f2_samples: the mean F-beta per image of several labels"):
+        ensemble.main([a], out_dir=tmp_path / "subs", metric="f2_samples")
+    assert not (tmp_path / "subs").exists()
+
+
 def test_members_on_other_folds_are_refused(tmp_path, comp):
     a = fake_run(tmp_path, comp, "a", probs(10, 0.5), probs(32, 0.5))
     b = fake_run(tmp_path, comp, "b", probs(10, 0.5), probs(32, 0.5))

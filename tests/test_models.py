@@ -175,6 +175,13 @@ def test_pretrained_defaults_to_the_backbones_imagenet_weights():
     assert weights_source(none) == "test_efficientnet starts from random weights (as model.pretrained says)"
 
 
+def test_pretrained_auto_without_the_package_goes_to_the_hub(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # the demo extra not installed
+    assert Model(backbone="tf_efficientnet_lite0").weights == "hub"
+
+
 def test_pretrained_auto_off_the_network_says_how_to_give_a_file():
     import os
     import subprocess

@@ -57,3 +57,11 @@ def test_thresholds_are_tuned_for_the_metric_f2_reaching_lower_than_f1():
     assert f2[0] < f1[0]
     # a metric that reads probabilities (log-loss) tunes the labels a submission writes for the mean F1
     assert thresholds.choose(y, p, np.arange(400) % 5, "log_loss", True).metric == "f1_samples"
+
+
+def test_per_label_thresholds_are_not_tried_where_they_would_cost_labels_squared(monkeypatch):
+    y, p, folds = _labels()
+    monkeypatch.setattr(thresholds, "PER_LABEL_MAX", 100)
+    choice = thresholds.choose(y, p, folds, "f1_macro", empty_allowed=True)
+    assert set(choice.cross_fitted) == {"0.5", "global"}
+    assert "per label not tried: 2 labels" in choice.describe(["a", "b"])

@@ -420,7 +420,9 @@ def test_the_estimate_scales_the_timed_phase_to_the_rest_of_the_fold_and_the_run
     phases = [{"epochs": 1, "lr": 1e-2, "frozen": True}, {"epochs": 2, "lr": 1e-3}]  # both at DC's size
     cfg = load_config(make_config(tmp_path, comp, train={"phases": phases}))
     folds = pd.DataFrame({"fold": [0] * 50 + [1] * 100})
-    spec = types.SimpleNamespace(cfg=cfg, valid_rows=folds[folds.fold == 0], fold=0, final_dc=DC, folds_after=4)
+    spec = types.SimpleNamespace(
+        cfg=cfg, valid_rows=folds[folds.fold == 0], fold=0, final_dc=DC, folds_after=4, folds_bn=True
+    )
     timer = clock.Clock(spec, 0, 0, steps=10, images=100)
     # head-only at 100 img/s: 1 s of steps and 0.5 s of validation an epoch; every layer 4.8x that per
     # image (ALL_LAYERS_COST, BatchNorm folded), validation a third of it: 5.6 s; the fold 1.5 + 2 * 5.6 = 12.7 s

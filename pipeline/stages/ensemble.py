@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import blend, calibrate, ordinal, pages, thresholds
-from ..config import NUMBER_METRICS
+from ..config import NUMBER_METRICS, SAMPLES_METRICS
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_csv, write_text
@@ -149,33 +149,42 @@ def main(
     name = name or (first.cfg.name if len(members) == 1 else "ensemble")
     path = Path(out_dir) / f"{name}.csv"
     sub = write_submission(first, test_probs, labels, path)
-    write_text(
-        path.with_suffix(".json"),
-        json.dumps(
-            {
-                "name": name,
-                "members": [str(m.run) for m in members],
-                "method": method,
-                "metric": metric,
-                "weights": None if w is None else [float(x) for x in w],
-                "cv": cv,
-                "thresholds": None if labels is None else dict(zip(classes, map(float, labels.thresholds))),
-                "thresholds_way": None if labels is None else labels.way,
-                "empty_labels": None if labels is None else labels.empty_allowed,
-                "calibration": report,
-                "cut_points": cuts,
-            },
-            indent=1,
-        )
-        + "\n",
-    )
+    write_text(path.with_suffix(".json"), summary(name, members, method, metric, w, cv, labels, report, cuts))
     write_text(path.with_suffix(".html"), ensemble_page(name, members, table, method, w, classes))
-    print(f"{name}: {method} of {len(members)}: CV {metric} {cv[f'ensemble: {method}']:.4f} -> {path}")
+    final = f"ensemble: {method}"
+    if labels is not None and labels.metric == metric:  # the submission's labels: scored at its thresholds
+        final = f"ensemble: {method} at its thresholds ({metric})"
+    print(f"{name}: {method} of {len(members)}: CV {metric} {cv[final]:.4f} -> {path}")
     return sub
 
 
+def summary(name: str, members: list, method: str, metric: str, w, cv: dict, labels, report, cuts) -> str:
+    """submissions/<name>.json: the members, the method and its weights, every CV figure (the
+    in-sample ones labelled so), a multi-label task's thresholds, the calibration, the cut-points."""
+    classes = members[0].classes
+    doc = {
+        "name": name,
+        "members": [str(m.run) for m in members],
+        "method": method,
+        "metric": metric,
+        "weights": None if w is None else [float(x) for x in w],
+        "cv": cv,
+        "thresholds": None if labels is None else dict(zip(classes, map(float, labels.thresholds))),
+        "thresholds_way": None if labels is None else labels.way,
+        "empty_labels": None if labels is None else labels.empty_allowed,
+        "calibration": report,
+        "cut_points": cuts,
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
 def check_number_rule(d, metric: str, calibrate_setting: str) -> None:
-    """A number's ensemble: a metric that scores numbers, and no calibration (no probabilities)."""
+    """A number's ensemble: a metric that scores numbers, and no calibration (no probabilities); a
+    mean F-beta per image only for several labels per image."""
+    if metric in SAMPLES_METRICS and not d.multilabel:
+        raise PipelineError(
+            f"ensemble metric {metric}: the mean F-beta per image of several labels (data.task multilabel)"
+        )
     if not d.numeric:
         return
     if metric not in NUMBER_METRICS or (metric == "qwk" and not d.ordinal):

@@ -44,8 +44,10 @@ def train_fold(cfg: Config, comp: Competition, fold: int, folds_after: int = 0, 
     paths, oof_path = run.spec.paths, run.spec.paths.fold_oof(fold)
     resume = load_state(run)
     best = read_best(run.spec) if resume is not None else None
+    has_best, kept = best is not None, best_kept(best) if best is not None else None
+    del best  # best.pt is mapped: let it go before the epochs replace it
     if resume is not None and resume.done:
-        if best is None:  # the kept epoch's weights are not in last.pt: train again
+        if not has_best:  # the kept epoch's weights are not in last.pt: train again
             say(f"fold {fold}: {paths.best(fold)} is missing or damaged; training the fold again")
             run, resume = build(cfg, comp, fold, folds_after=folds_after, estimate=True), None
         elif readable_csv(oof_path):  # else oof.csv is rewritten from last.pt below
@@ -61,11 +63,11 @@ def train_fold(cfg: Config, comp: Competition, fold: int, folds_after: int = 0, 
         run.state.board = progress.Board(paths.tensorboard(fold), next_epoch)
     if resume:
         say(f"fold {fold}: resuming after epoch {resume.epoch} from {paths.last(fold)}")
-        if best is None:  # deleted by hand, or by an older Makefile's Ctrl-C
+        if not has_best:  # deleted by hand, or by an older Makefile's Ctrl-C
             say(f"fold {fold}: {paths.best(fold)} is missing; the next epoch's model is kept in its place")
             run.state.kept = None
-        elif best_kept(best) is not None:  # the record written with the weights, whatever last.pt says
-            run.state.kept = best_kept(best)
+        elif kept is not None:  # the record written with the weights, whatever last.pt says
+            run.state.kept = kept
     with interrupts_say(lambda: stopped_at(run.spec)):
         run_phases(run, next_epoch, resume)
         finish(run)

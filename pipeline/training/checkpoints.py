@@ -116,4 +116,4 @@ def read_best(spec: FoldSpec) -> dict | None:
 def best_kept(best: dict) -> Kept | None:
     """The kept epoch's record as best.pt holds it (None for a best.pt written before it did)."""
     k = best.get("kept")
-    return None if k is None else Kept(k["score"], k["epoch"], k["probs"].numpy(), k["weights"])
+    return None if k is None else Kept(k["score"], k["epoch"], k["probs"].numpy().copy(), k["weights"])

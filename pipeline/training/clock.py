@@ -13,9 +13,9 @@ from .fold import FoldSpec, phase_size
 # loader's workers), up to this many, or to the end of a shorter epoch.
 WARM_STEPS, TIMED_STEPS = 3, 20
 # An all-layer step's cost against a head-only one's at the same size (the head-only backward stops
-# at the head), for a phase not yet timed, by whether head-only steps fold BatchNorm
-# (runtime.fold_frozen_bn): measured 4.9 and 2.8 on the demo's Lite2 at 260 px, 4.8 and 2.5 on
-# make bench's Lite0 at 64 px (2026-12-07).
+# at the head), for a phase not yet timed, by whether head-only steps fold BatchNorm (FoldSpec.
+# folds_bn: runtime.fold_frozen_bn, one process, not compiled, a model with BatchNorm): measured
+# 4.9 and 2.8 on the demo's Lite2 at 260 px, 4.8 and 2.5 on make bench's Lite0 at 64 px (2026-12-07).
 ALL_LAYERS_COST = {True: 4.8, False: 2.7}
 
 
@@ -68,7 +68,7 @@ class Clock:
     def cost(self, q: int) -> float:
         """Phase q's cost per image, relative: pixels, times ALL_LAYERS_COST with every layer training."""
         ph = self.spec.cfg.train.phases[q]
-        all_layers = ALL_LAYERS_COST[self.spec.cfg.runtime.fold_frozen_bn]
+        all_layers = ALL_LAYERS_COST[self.spec.folds_bn]
         return phase_size(ph, self.spec.final_dc) ** 2 * (1 if ph.frozen else all_layers)
 
 

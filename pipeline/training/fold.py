@@ -66,6 +66,7 @@ class FoldSpec:
     folds_after: int = 0  # the run's other folds not yet trained (the run's estimate)
     estimate: bool = False  # the clock times the phases and says what is left (train_fold's folds)
     probe: bool = False  # runtime.budget's first fold: stop at the clock's measurement (budget.Measured)
+    folds_bn: bool = False  # head-only steps may fold BatchNorm (epochs.step_net): the clock's cost ratio
 
     @property
     def classes(self) -> list[str]:
@@ -189,6 +190,7 @@ def build(cfg: Config, comp: Competition, fold: int, **spec_options) -> FoldRun:
         made_with=made_with(cfg, "train", data_digest(comp, extra, cfg.data.root)),
         scale=scale,
         grades=number_grades(cfg, comp),
+        folds_bn=may_fold_bn(cfg, model),
         **spec_options,
     )
     t = cfg.train
@@ -209,6 +211,13 @@ def build(cfg: Config, comp: Competition, fold: int, **spec_options) -> FoldRun:
         mixer=tricks.make_mixer(t.mixup) if t.mixup else None,
         eraser=augment.Eraser(t.aug.random_erasing, device) if t.aug.random_erasing else None,
     )
+
+
+def may_fold_bn(cfg: Config, model: torch.nn.Module) -> bool:
+    """Whether a head-only phase's steps can run with BatchNorm folded (epochs.step_net): the setting
+    on, one process, not compiled, and BatchNorm in the model."""
+    bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return cfg.runtime.fold_frozen_bn and bn and distributed.world_size() == 1 and not cfg.runtime.compile
 
 
 def fit_number_scale(cfg: Config, comp: Competition, fold: int) -> TargetScale | None:
