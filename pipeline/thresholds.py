@@ -76,7 +76,6 @@ class Choice:
     metric: str  # what they were tuned for
     cross_fitted: dict  # way -> the metric on the OOF, each fold's rows at the other folds' fit
     in_sample: float  # the chosen way's fit on every row, scored on those rows (flatters)
-    oof_labels: np.ndarray  # the chosen way's cross-fitted labels
     empty_allowed: bool  # whether an image may get no label
 
     def describe(self, classes: list[str]) -> str:
@@ -95,7 +94,7 @@ def choose(y: np.ndarray, probs: np.ndarray, folds: np.ndarray, metric: str, emp
     """The way with the best cross-fitted score (ties: the earlier in WAYS), fitted on every row;
     per label only where it is affordable (PER_LABEL_MAX)."""
     metric, probs, y = tuned_for(metric), np.asarray(probs, dtype=float), np.asarray(y)
-    scores, labels = {}, {}
+    scores = {}
     ways = WAYS if probs.shape[1] ** 2 * len(probs) <= PER_LABEL_MAX else WAYS[:2]
     for way in ways:
         out = np.zeros_like(probs)
@@ -103,10 +102,10 @@ def choose(y: np.ndarray, probs: np.ndarray, folds: np.ndarray, metric: str, emp
             held = folds == k
             t = fit(way, y[~held], probs[~held], metric, empty_allowed)
             out[held] = labels_at(probs[held], t, empty_allowed)
-        scores[way], labels[way] = score(metric, y, out), out
+        scores[way] = score(metric, y, out)
     way = ways[0]
     for w in ways[1:]:
         if better(metric, scores[w], scores[way]):
             way = w
     t = fit(way, y, probs, metric, empty_allowed)
-    return Choice(way, t, metric, scores, _score(metric, y, probs, t, empty_allowed), labels[way], empty_allowed)
+    return Choice(way, t, metric, scores, _score(metric, y, probs, t, empty_allowed), empty_allowed)

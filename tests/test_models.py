@@ -137,17 +137,21 @@ def test_checkpoint_rebuilds_model_alone(tmp_path, backbone):
         assert torch.allclose(fm.model.eval()(x), model(x))
 
 
-def test_hub_weights_unreachable_is_a_clear_error():
+def _create_offline(model_args: str):
+    """create_model(Model(<model_args>), 2) in a process that cannot reach timm's hub."""
     import os
     import subprocess
 
     code = (
         "from pipeline.config import Model; from pipeline.models import create_model; "
-        "create_model(Model(backbone='test_efficientnet', pretrained='hub:r160_in1k'), 2)"
+        f"create_model(Model({model_args}), 2)"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_hub_weights_unreachable_is_a_clear_error():
+    res = _create_offline("backbone='test_efficientnet', pretrained='hub:r160_in1k'")
     assert res.returncode != 0
     assert (
         "PipelineError: model.pretrained: could not fetch weights for test_efficientnet.r160_in1k"
@@ -183,16 +187,7 @@ def test_pretrained_auto_without_the_package_goes_to_the_hub(monkeypatch):
 
 
 def test_pretrained_auto_off_the_network_says_how_to_give_a_file():
-    import os
-    import subprocess
-
-    code = (
-        "from pipeline.config import Model; from pipeline.models import create_model; "
-        "create_model(Model(backbone='test_efficientnet'), 2)"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+    res = _create_offline("backbone='test_efficientnet'")
     last = res.stderr.splitlines()[-1]
     assert res.returncode != 0 and "could not fetch weights for test_efficientnet from timm's hub" in last
     assert "give a weights file (model.pretrained=path/to/weights.safetensors) or none" in last
