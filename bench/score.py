@@ -2,12 +2,16 @@
 
 Usage: python bench/score.py SUBMISSION_CSV [--labels bench/ants-bees-test-labels.csv]
        python bench/score.py SUBMISSION_CSV --labels FILE --multilabel [--id-col C --label-col C]
+       python bench/score.py SUBMISSION_CSV --labels FILE --retrieval TRAIN_CSV [--new new_individual]
 
 The competition ships no test labels. bench/ants-bees-test-labels.csv was made by a person
 looking at every test image (see bench/README.md); the pipeline never reads it.
 --multilabel: cells of space-separated labels, scored by the mean F1 and F2 per image (Kaggle's
 Planet and iMet), beside the best constant answer (the one label set of one or two labels that
 scores best on these very labels: a constant that has seen the answers, so a fair floor).
+--retrieval TRAIN_CSV: cells of up to five space-separated ids, best first, scored by MAP@5 (Kaggle's
+Happywhale); a test image whose individual TRAIN_CSV never names is answered by --new. Beside it,
+--new alone everywhere (the constant answer).
 """
 
 import argparse
@@ -66,6 +70,29 @@ def hidden_multilabel(submission, labels, id_col: str, label_col: str) -> str:
     )
 
 
+def map_at_5(cells: list[str], truth: list[str]) -> float:
+    """The mean over images of 1/rank of the right id among the first five guesses (0: absent)."""
+    out = []
+    for cell, want in zip(cells, truth):
+        guesses = cell.split()[:5]
+        out.append(1.0 / (guesses.index(want) + 1) if want in guesses else 0.0)
+    return float(np.mean(out))
+
+
+def hidden_retrieval(submission, labels, train_csv, id_col: str, label_col: str, new: str) -> str:
+    """'MAP@5 0.71; 'new_individual' alone 0.10 (745 images, 160 of unseen individuals)'."""
+    sub, truth = read_labels(submission, id_col, "predictions").fillna(""), read_labels(labels, id_col, label_col)
+    if set(sub.index) != set(truth.index):
+        raise ValueError(f"{submission}: ids differ from {labels}")
+    seen = set(read_labels(train_csv, id_col, label_col))
+    want = [t if t in seen else new for t in truth]
+    unseen = sum(w == new for w in want)
+    return (
+        f"MAP@5 {map_at_5(list(sub.loc[truth.index]), want):.4f}; '{new}' alone "
+        f"{map_at_5([new] * len(want), want):.4f} ({len(want)} images, {unseen} of unseen individuals)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("submission")
@@ -73,8 +100,14 @@ def main() -> int:
     ap.add_argument("--id-col", default="image_id")
     ap.add_argument("--label-col", default="label")
     ap.add_argument("--multilabel", action="store_true", help="space-separated labels: mean F1/F2 per image")
+    ap.add_argument("--retrieval", metavar="TRAIN_CSV", help="five guesses per image: MAP@5")
+    ap.add_argument("--new", default="new_individual", help="--retrieval: the answer for an unseen individual")
     args = ap.parse_args()
     try:
+        if args.retrieval:
+            got = hidden_retrieval(args.submission, args.labels, args.retrieval, args.id_col, args.label_col, args.new)
+            print(f"{args.submission}: {got}")
+            return 0
         if args.multilabel:
             print(f"{args.submission}: {hidden_multilabel(args.submission, args.labels, args.id_col, args.label_col)}")
             return 0

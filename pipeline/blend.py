@@ -25,21 +25,28 @@ PROBABILITY_METHODS = ("mean", "fit")  # rank, vote and hierarchical output scor
 PROBABILITY_METRICS = ("log_loss",)  # metrics that read the probabilities themselves, not their order
 NUMBER_METHODS = ("mean", "fit", "rank", "median")  # a number has no class to vote for
 CLASS_METHODS = tuple(m for m in METHODS if m != "median")
+RETRIEVAL_METHODS = ("mean", "median")  # similarities, not probabilities: no fit, rank or vote
 
 
-def methods_for(metric: str, multilabel: bool, numeric: bool = False) -> tuple[str, ...]:
+def methods_for(metric: str, multilabel: bool, numeric: bool = False, retrieval: bool = False) -> tuple[str, ...]:
     """The methods whose output the metric can score: no ranks or votes for a log-loss, no votes
-    for a number."""
+    for a number; a retrieval task's similarities averaged or their median."""
+    if retrieval:
+        return RETRIEVAL_METHODS
     if numeric:
         return NUMBER_METHODS
     methods = MULTILABEL_METHODS if multilabel else CLASS_METHODS
     return tuple(m for m in methods if metric not in PROBABILITY_METRICS or m in PROBABILITY_METHODS)
 
 
-def allowed_methods(method: str, metric: str, multilabel: bool, numeric: bool = False) -> tuple[str, ...]:
+def allowed_methods(
+    method: str, metric: str, multilabel: bool, numeric: bool = False, retrieval: bool = False
+) -> tuple[str, ...]:
     """The methods the table shows; `method` must be one (no votes for a multi-label task or a
-    number, and only probabilities for a log-loss)."""
-    methods = methods_for(metric, multilabel, numeric)
+    number, and only probabilities for a log-loss; a retrieval task's similarities: mean, median)."""
+    methods = methods_for(metric, multilabel, numeric, retrieval)
+    if retrieval and method not in methods:
+        raise PipelineError(f"ensemble method {method}: a retrieval task's similarities are combined by mean or median")
     if method not in methods:
         if metric in PROBABILITY_METRICS and method not in PROBABILITY_METHODS:
             task = f"metric {metric} needs probabilities; it"

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, Data
+from .errors import PipelineError
 from .folds_file import Images, load_folds, train_image_paths
-from .io import image_paths
+from .io import image_paths, read_table
 from .labels import class_list, y_true
 from .preflight import check_competition
 from .submission import read_sample
@@ -64,3 +65,22 @@ def read_competition(cfg: Config, check: str | None = None) -> Competition:
     test_paths = image_paths(d.root, d.test_images, sample[d.sample_id], d.path(d.sample_submission))
     paths = train_image_paths(cfg, folds)
     return Competition(d, folds, classes, paths, targets, sample, test_paths)
+
+
+def read_gallery(cfg: Config, classes: list[str]) -> Competition:
+    """A retrieval task's test side where no folds file is at hand (a bundle's test-only run): the
+    training images, every one the gallery, with their individuals as the trained models' `classes`
+    index them, and the test images. Its folds table is train.csv's rows, with no fold."""
+    d = cfg.data
+    sample = check_competition(cfg, None, model=False, classes=classes)
+    train = read_table(d.path(d.train_csv), [d.id_col, d.label_col], id_col=d.id_col)
+    unknown = ~train[d.label_col].isin(classes)
+    if unknown.any():
+        line = int(np.flatnonzero(unknown)[0]) + 2
+        raise PipelineError(
+            f"{d.path(d.train_csv)} line {line}: individual '{train[d.label_col][unknown].iloc[0]}' is not one the "
+            "models were trained on (train.csv changed since training: retrain)"
+        )
+    paths = image_paths(d.root, d.train_images, train[d.id_col], d.path(d.train_csv))
+    test_paths = image_paths(d.root, d.test_images, sample[d.sample_id], d.path(d.sample_submission))
+    return Competition(d, train, classes, paths, y_true(train[d.label_col], classes, d), sample, test_paths)

@@ -28,7 +28,7 @@ def fold_spec(cfg: Config) -> dict:
     """The settings a split is made from, and the train.csv it was made from; stored beside it as
     folds/<competition>.json."""
     d = cfg.data
-    return {
+    spec = {
         "train_csv": str(d.path(d.train_csv)),
         "train_digest": file_digest(d.path(d.train_csv)),
         "label_col": d.label_col,
@@ -36,6 +36,7 @@ def fold_spec(cfg: Config) -> dict:
         "n_folds": cfg.folds.n_folds,
         "seed": cfg.folds.seed,
     }
+    return spec | ({"task": "retrieval", "new_share": cfg.folds.new_share} if d.retrieval else {})
 
 
 def split_differences(spec: dict, cfg: Config) -> dict:

@@ -4,6 +4,8 @@ term on top of any of them. A number's losses are targets.NumberLoss."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -54,6 +56,29 @@ class FocalLoss(torch.nn.Module):
         return -(terms * self.weight).sum() / (q0 * self.weight).sum()
 
 
+class MarginLoss(torch.nn.Module):
+    """A margin head's loss (heads.MarginHead): its logits are scale x cosine; the true class's
+    cosine is pushed back by the margin before `base` (cross-entropy, smoothed or focal) sees them.
+    ArcFace adds the margin to the angle, cos(theta + m), continued linearly past theta = pi - m so
+    the logit keeps falling as the angle grows; CosFace subtracts it from the cosine. Probability
+    rows (mixup, cutmix) push each class back by its share."""
+
+    def __init__(self, base: torch.nn.Module, kind: str, margin: float, scale: float):
+        super().__init__()
+        self.base, self.kind, self.margin, self.scale = base, kind, margin, scale
+
+    def forward(self, logits, target):
+        cos = (logits.float() / self.scale).clamp(-1 + 1e-6, 1 - 1e-6)
+        q = torch.nn.functional.one_hot(target, cos.shape[-1]).float() if target.ndim == 1 else target.float()
+        m = self.margin
+        if self.kind == "cosface":
+            return self.base((cos - m * q) * self.scale, target)
+        sin = (1 - cos * cos).sqrt()
+        phi = cos * math.cos(m) - sin * math.sin(m)
+        phi = torch.where(cos > math.cos(math.pi - m), phi, cos - math.sin(math.pi - m) * m)
+        return self.base((cos + q * (phi - cos)) * self.scale, target)
+
+
 def class_weights(cfg: Config, labels: np.ndarray | None, n_classes: int) -> torch.Tensor | None:
     """train.class_weights as a tensor: the listed ones, or balanced from the training rows'
     class indices (`labels`): n / (classes x count), a missing class counted once."""
@@ -80,6 +105,13 @@ def make_loss(
     t = cfg.train
     if cfg.data.numeric:
         return NumberLoss(t.loss, scale.kind if scale else ("standard" if cfg.model.y_range is None else "range"))
+    base = _class_loss(cfg, labels, n_classes)
+    m = cfg.model
+    return MarginLoss(base, m.head.removeprefix("subcenter_"), m.head_margin, m.scale) if m.margin_head else base
+
+
+def _class_loss(cfg: Config, labels: np.ndarray | None, n_classes: int) -> torch.nn.Module:
+    t = cfg.train
     weight = class_weights(cfg, labels, n_classes) if n_classes else None
     if t.loss == "focal" or weight is not None:
         # weighted cross-entropy is focal at gamma 0, normalised by the targets' weight for class

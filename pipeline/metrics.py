@@ -8,6 +8,8 @@ of a number scores the grades: each prediction goes to the nearest grade unless 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 # scikit-learn is imported by the metrics that use it, not with this module: every stage imports
@@ -76,6 +78,32 @@ def f2_samples(y: np.ndarray, probs: np.ndarray) -> float:
     return fbeta_samples(y, probs, 2.0)
 
 
+def average_precision(truth: np.ndarray, guesses: np.ndarray) -> np.ndarray:
+    """Each row's 1/rank of its first right guess (0 when none is right): `guesses` (N, k) of
+    class indices, best first; a truth of -1 (an individual never seen) is right where a guess is -1."""
+    hit = np.asarray(guesses) == np.asarray(truth)[:, None]
+    first = hit.argmax(1)
+    return np.where(hit.any(1), 1.0 / (first + 1), 0.0)
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k highest-scoring columns of each row, best first (a tie: the lower column first)."""
+    scores = np.asarray(scores, dtype=float)
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(k), (len(scores), 1))
+    order = np.lexsort((part, -np.take_along_axis(scores, part, 1)), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
+def map_at_k(y: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Kaggle's MAP@k of the k highest-scoring classes per image (no "new individual" guess: a
+    retrieval task's with one is retrieval.decode's)."""
+    return float(average_precision(np.asarray(y), top_k(scores, k)).mean())
+
+
 def _values(pred) -> np.ndarray:
     return np.asarray(pred, dtype=float).reshape(len(pred), -1)[:, 0]
 
@@ -131,7 +159,13 @@ METRICS = {
     "rmse": (rmse, False),
     "mae": (mae, False),
     "r2": (r2, True),
+    **{f"map@{k}": (partial(map_at_k, k=k), True) for k in range(1, 11)},
 }
+
+
+def k_of(metric: str) -> int:
+    """The guesses per image a map@k metric scores."""
+    return int(metric.partition("@")[2])
 
 
 def score(metric: str, y: np.ndarray, probs: np.ndarray, grades=None) -> float:

@@ -11,7 +11,7 @@ import timm
 import torch
 from timm.utils import unwrap_model
 
-from . import engine
+from . import engine, heads
 from .config import Model, Runtime
 from .data import DataConfig
 from .errors import PipelineError
@@ -27,7 +27,7 @@ def create_model(mcfg: Model, num_classes: int, number: bool = False) -> torch.n
     prediction is the middle of y_range (or the training mean), where the sigmoid's slope is
     steepest; timm's init of a one-output head starts many images deep in the sigmoid's flat tails."""
     check_model(mcfg)
-    model = _create(mcfg, num_classes)
+    model = heads.attach(_create(mcfg, num_classes), mcfg.model_dump(), num_classes)
     if number:
         for m in model.get_classifier().modules():
             if isinstance(m, torch.nn.Linear):
@@ -98,8 +98,8 @@ def timm_kwargs(mcfg: dict, num_classes: int) -> dict:
     """create_model's arguments for the config's `model` section (a dict: checkpoints hold one)."""
     backbone, img_size = mcfg["backbone"], mcfg.get("img_size")
     kw = dict(num_classes=num_classes, drop_rate=mcfg.get("drop_rate", 0.0))
-    if mcfg.get("global_pool"):
-        kw["global_pool"] = mcfg["global_pool"]
+    if mcfg.get("global_pool"):  # gem: built with avg, then heads.attach puts GeM in its place
+        kw["global_pool"] = "avg" if mcfg["global_pool"] == "gem" else mcfg["global_pool"]
     pcfg = timm.models.get_pretrained_cfg(backbone)
     if img_size and pcfg is not None and pcfg.fixed_input_size:
         kw["img_size"] = img_size  # ViT-like models size their position embeddings at creation
@@ -212,6 +212,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
         raise PipelineError(f"{path}: damaged checkpoint ({type(e).__name__}); run make train to retrain it") from None
     mcfg = ckpt["config"]["model"]
     model = timm.create_model(mcfg["backbone"], **timm_kwargs(mcfg, len(ckpt["classes"])))
+    model = heads.attach(model, mcfg, len(ckpt["classes"]))
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt
 

@@ -27,7 +27,7 @@ from .io import write_text
 from .labels import class_list
 from .models import check_model
 from .progress import on_terminal
-from .submission import layout, number_layout, read_sample
+from .submission import guesses_layout, layout, number_layout, read_sample
 
 CHECKED = "checked.json"
 RULES = 1  # bump when read_image refuses more than before: images passed under older rules are checked again
@@ -55,6 +55,8 @@ def check_competition(
     classes = classes if folds is None else class_list(folds[d.label_col], d)
     if d.numeric:
         number_layout(sample, d.sample_id, d.path(d.sample_submission))
+    elif d.retrieval:
+        guesses_layout(sample, d.sample_id, d.path(d.sample_submission))
     else:
         layout(
             sample, classes, d.sample_id, d.negative_class, d.path(d.sample_submission),

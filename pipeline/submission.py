@@ -261,3 +261,42 @@ def same_frame(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path
             f"submission line {differ[0] + 2}: id '{sub[id_col].iloc[differ[0]]}', "
             f"{sample_path} has '{sample[id_col].iloc[differ[0]]}' there"
         )
+
+
+def guesses_layout(sample: pd.DataFrame, id_col: str, sample_path) -> str:
+    """The column a retrieval task's guesses go in (data.task retrieval): the sample must be the id
+    column then one column (its cells: space-separated ids, or a placeholder)."""
+    cols = list(sample.columns)
+    check_id_first(cols, id_col, sample_path)
+    if len(cols) != 2:
+        raise PipelineError(
+            f"{sample_path}: columns {cols}: guesses per id need '{id_col}' then one column of space-separated "
+            "ids (is data.task right?)"
+        )
+    return cols[1]
+
+
+def build_guesses(sample: pd.DataFrame, ids, cells: list[str], id_col: str, sample_path) -> pd.DataFrame:
+    """The sample's layout with each id's guesses (`cells`, in the order of `ids`), in the sample's order."""
+    col = guesses_layout(sample, id_col, sample_path)
+    by_id = dict(zip(map(str, ids), cells))
+    missing = [i for i in sample[id_col].astype(str) if i not in by_id]
+    if missing:
+        raise PipelineError(f"{sample_path}: no prediction for id '{missing[0]}' ({len(missing)} missing)")
+    out = sample[[id_col]].reset_index(drop=True)
+    return out.assign(**{col: [by_id[i] for i in sample[id_col].astype(str)]})
+
+
+def check_guesses(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, sample_path, known: set, k: int) -> None:
+    """Refuse a retrieval submission the competition would reject: the sample's columns, ids and
+    order, and on every line 1 to k distinct guesses, each an individual of train.csv or the token
+    for a new one (`known` holds both)."""
+    guesses_layout(sample, id_col, sample_path)
+    same_frame(sub, sample, id_col, sample_path)
+    col = sub.columns[1]
+    for row, cell in enumerate(sub[col].astype(str)):
+        words = cell.split()
+        bad = next((w for w in words if w not in known), None)
+        if not 1 <= len(words) <= k or len(set(words)) != len(words) or bad is not None:
+            why = f"'{bad}' is no individual of train.csv" if bad else f"expected 1 to {k} distinct guesses"
+            raise PipelineError(f"submission line {row + 2}: '{col}' = {cell!r}: {why}")

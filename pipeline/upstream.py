@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import retrieval
 from .config import Config
 from .config_files import UPSTREAM, load_config, load_upstream, validate
 from .errors import PipelineError
 from .folds_file import Images, train_image_paths
 from .io import image_paths, read_table
 from .labels import y_true
-from .metrics import per_fold
+from .metrics import k_of, per_fold
 from .runs import RunDir
 
 HARD_NEGATIVE_COLUMNS = ["image_id", "path", "fold", "score"]  # path: relative to data.root
@@ -159,11 +160,16 @@ def read_oof(cfg: Config, path: Path) -> pd.DataFrame:
     return oof
 
 
-def oof_scores(cfg: Config, oof: pd.DataFrame) -> dict:
-    """An OOF table's metric on each fold (fold<k>) and over all its rows (overall)."""
+def oof_scores(cfg: Config, oof: pd.DataFrame, similarities: bool = False) -> dict:
+    """An OOF table's metric on each fold (fold<k>) and over all its rows (overall). `similarities`:
+    a retrieval task's infer OOF, scored with its new-individual threshold cross-fitted."""
     d = cfg.data
     classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
     y = y_true(oof[d.label_col], classes, d)
+    if similarities:
+        f = oof["fold"].to_numpy()
+        c = retrieval.choose(y, oof[classes].to_numpy(dtype=float), f, k_of(cfg.metric), d.new_individual is not None)
+        return {**c.per_fold, "overall": c.cross_fitted}
     grades = np.unique(y) if d.ordinal else None
     pred = oof[classes].to_numpy(dtype=float)
     return per_fold(cfg.metric, y, pred[:, 0] if d.numeric else pred, oof["fold"].to_numpy(), grades)

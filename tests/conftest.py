@@ -9,12 +9,14 @@ import pytest
 from helpers import (
     make_competition,
     make_config,
+    make_individuals,
     make_multilabel,
     make_numbers,
     make_started,
     neg_competition,
     neg_config,
     number_config,
+    retrieval_config,
     run_chain,
 )
 
@@ -87,3 +89,12 @@ def numbers(tmp_path_factory):
         assert proc.returncode == 0, stdout + stderr
         out[task] = (tmp, comp, load_config(config), stdout)
     return out
+
+
+@pytest.fixture(scope="session")
+def identification(tmp_path_factory):
+    """An identification experiment (data.task retrieval, an ArcFace head): folds, trained and
+    inferred; (tmp, comp, cfg)."""
+    tmp = tmp_path_factory.mktemp("retrieval")
+    comp = make_individuals(tmp / "comp")
+    return tmp, comp, run_chain(load_config(retrieval_config(tmp, comp)))

@@ -95,6 +95,52 @@ def make_multilabel(root, n_train=36, n_test=8, seed=0):
     return root
 
 
+def make_individuals(root: Path, n_seen: int = 8, per: int = 3, n_new: int = 2, seed: int = 0) -> Path:
+    """An identification set in Happywhale's layout: each individual a fixed pattern of coloured
+    quarters (learnable at 32 px) under noise; `per` training images of each of `n_seen`, and in the
+    test one more of each seen individual and `per` of each of `n_new` never in training. The sample
+    holds `new_individual` per image; test_truth.csv beside it holds the answers."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    patterns = rng.integers(0, 3, (n_seen + n_new, 4))
+
+    def draw(image: str, ind: int) -> None:
+        img = rng.integers(0, 60, (40, 40, 3))
+        for q, channel in enumerate(patterns[ind]):
+            img[(q // 2) * 20 : (q // 2) * 20 + 20, (q % 2) * 20 : (q % 2) * 20 + 20, channel] += 180
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "images" / f"{image}.jpg", quality=95)
+
+    train = [(f"tr{ind:02d}{j}", f"ind{ind:02d}") for ind in range(n_seen) for j in range(per)]
+    test = [(f"te{ind:02d}", f"ind{ind:02d}") for ind in range(n_seen)]
+    test += [(f"te{ind:02d}{j}", f"ind{ind:02d}") for ind in range(n_seen, n_seen + n_new) for j in range(per)]
+    for image, ind in train + test:
+        draw(image, int(ind[3:]))
+    pd.DataFrame(train, columns=["image", "whale"]).to_csv(root / "train.csv", index=False)
+    truth = pd.DataFrame(test, columns=["image", "whale"])
+    truth.loc[truth["whale"] >= f"ind{n_seen:02d}", "whale"] = "new_individual"
+    truth.to_csv(root / "test_truth.csv", index=False)
+    pd.DataFrame({"image": truth["image"], "predictions": "new_individual"}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    return root
+
+
+def retrieval_config(tmp: Path, comp: Path, name: str = "ret", **sections) -> Path:
+    """A config for make_individuals: an ArcFace head with GeM and a 16-wide neck, two folds."""
+    base = {
+        "metric": "map@5",
+        "data": {"root": str(comp), "id_col": "image", "label_col": "whale", "task": "retrieval",
+                 "train_images": "images/{id}.jpg", "test_images": "images/{id}.jpg"},
+        "model": {"head": "arcface", "global_pool": "gem", "embedding_size": 16},
+        "folds": {"new_share": 0.25},
+        "train": {"phases": [{"epochs": 3, "lr": 1e-2}], "batch_size": 8},
+        "infer": {"tta": {"flips": ["hflip"]}},
+    }  # fmt: skip
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return make_config(tmp, comp, name=name, **base)
+
+
 def make_numbers(root: Path, ordinal: bool = False, n_train: int = 40, n_test: int = 8, seed: int = 0) -> Path:
     """A number per image, learnable at 32 px: the image's brightness. Regression: a score in
     [0, 10] (one decimal); ordinal: grades 0..3. The sample holds a placeholder 0 per id."""

@@ -116,3 +116,29 @@ def test_a_numbers_defaults_follow_its_task(tmp_path):
         load_config(make_config(tmp_path, comp, metric="rmse"))
     with pytest.raises(PipelineError, match=r"model.y_range: .*lo < hi"):
         load_config(number_config(tmp_path, comp, model={"y_range": [3, 1]}))
+
+
+@pytest.mark.parametrize(
+    "doc, key",
+    [
+        ({"data": {"task": "retrieval"}, "metric": "accuracy"}, "metric: accuracy does not score k guesses"),
+        ({"data": {"task": "multilabel"}, "metric": "map@5"}, "metric: map@5 scores k guesses"),
+        ({"data": {"task": "regression"}, "model": {"head": "arcface"}}, "model.head: arcface needs one class"),
+        ({"data": {"new_individual": "new_whale"}}, "data.new_individual: names the answer"),
+        ({"data": {"task": "retrieval"}, "infer": {"calibrate": "on"}}, "infer.calibrate: .* retrieval"),
+        ({"data": {"task": "retrieval"}, "infer": {"tta": {"merge": "gmean"}}}, "infer.tta.merge: .* retrieval"),
+        ({"data": {"task": "retrieval", "negative_class": "a"}}, "data.negative_class: .* retrieval"),
+    ],
+)
+def test_retrieval_and_margin_heads_refuse_what_means_nothing_for_them(doc, key):
+    base = {"name": "x", "data": {"root": "r"}, "model": {"backbone": "test_efficientnet"}}
+    for section, values in doc.items():
+        base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
+    with pytest.raises(ValidationError, match=key):
+        Config.model_validate(base)
+
+
+def test_a_retrieval_task_scores_map_at_5_unless_told():
+    cfg = Config.model_validate({"name": "x", "data": {"root": "r", "task": "retrieval"}, "model": {"backbone": "b"}})
+    assert cfg.metric == "map@5" and cfg.data.new_individual == "new_individual"
+    assert cfg.model.head == "linear" and cfg.model.head_margin == 0.3

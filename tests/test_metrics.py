@@ -68,3 +68,16 @@ def test_the_kappa_of_a_number_is_of_its_nearest_grade():
     # every grade given: 2.9 is a 3; by hand, 1 - (1/9) / (8/9) (quadratic weights over 4 grades)
     assert metrics.score("qwk", y, pred, grades=[0, 1, 2, 3]) == pytest.approx(0.875)
     assert metrics.nearest(np.array([0.5, 0.51, -4.0]), np.array([0.0, 1.0])).tolist() == [0.0, 1.0, 0.0]
+
+
+def test_map_at_k_is_one_over_the_rank_of_the_first_right_guess():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [0.4, 0.3, 0.1, 0.0], [0.0, 0.1, 1.0, 0.5], [0.9, 0.1, 0.2, 0.3]])
+    # right at rank 2, rank 1, rank 3, and beyond k
+    y = np.array([2, 0, 1, 1])
+    assert metrics.score("map@3", y, scores) == pytest.approx((1 / 2 + 1 + 1 / 3 + 0) / 4)
+    assert metrics.score("map@1", y, scores) == pytest.approx(1 / 4)
+    assert metrics.score("map@5", y, scores) == pytest.approx((1 / 2 + 1 + 1 / 3 + 1 / 4) / 4)
+    assert metrics.higher_is_better("map@5") and metrics.k_of("map@5") == 5
+    # a tie goes to the lower column; a truth of -1 (new) is right only where a guess is -1
+    assert metrics.top_k(np.array([[0.5, 0.5, 0.1]]), 2).tolist() == [[0, 1]]
+    assert metrics.average_precision(np.array([-1, -1]), np.array([[3, -1], [1, 2]])).tolist() == [0.5, 0.0]

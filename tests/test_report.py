@@ -110,3 +110,12 @@ def test_at_a_hundred_classes_the_matrix_shows_the_classes_with_the_most_errors(
     assert shown[names.index("c007"), names.index("c050")] == 4 and shown.sum() == 10 * 25 + 6
     small, few, _ = report.confusion_view(cm[:5, :5], classes[:5])
     assert few == classes[:5] and (small == cm[:5, :5]).all()
+
+
+def test_a_retrieval_report_shows_wrong_queries_beside_their_guesses(identification):
+    _, _, cfg = identification
+    page = report.main(cfg)
+    assert "Retrieval (OOF)" in page and "cross-fitted" in page
+    queries = page.count("query ")
+    assert queries >= 1 and len(embedded_images(page)) >= 2 * queries  # a query and at least one guess each
+    assert "map@5" in page

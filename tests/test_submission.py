@@ -7,7 +7,15 @@ import pytest
 from helpers import CLASSES
 
 from pipeline.errors import PipelineError
-from pipeline.submission import build_numbers, build_submission, check_numbers, check_submission, number_layout
+from pipeline.submission import (
+    build_guesses,
+    build_numbers,
+    build_submission,
+    check_guesses,
+    check_numbers,
+    check_submission,
+    number_layout,
+)
 
 TEST = pd.DataFrame({"image_id": ["x", "y", "z"], "ants": [0.9, 0.2, 0.6], "bees": [0.1, 0.8, 0.4]})
 
@@ -234,3 +242,23 @@ def test_a_number_that_is_not_finite_is_refused_naming_its_line(bad, shown):
 def test_a_sample_that_cannot_take_a_number_is_refused_naming_it(sample, message):
     with pytest.raises(PipelineError, match=message):
         number_layout(sample, "image_id", "s.csv")
+
+
+def test_guesses_follow_the_samples_layout_and_bad_ones_are_refused():
+    sample = pd.DataFrame({"image": ["b", "a"], "predictions": "new_whale"})
+    sub = build_guesses(sample, ["a", "b"], ["w1 new_whale", "w2 w1"], "image", "s.csv")
+    assert sub.to_dict("list") == {"image": ["b", "a"], "predictions": ["w2 w1", "w1 new_whale"]}
+    known = {"w1", "w2", "new_whale"}
+    check_guesses(sub, sample, "image", "s.csv", known, 5)
+    for cell, why in [
+        ("w1 w3", "'w3' is no individual"),
+        ("w1 w1", "distinct"),
+        ("", "1 to 2"),
+        ("w1 w2 new_whale", "1 to 2"),
+    ]:
+        with pytest.raises(PipelineError, match=f"submission line 2: 'predictions' = .*{why}"):
+            check_guesses(sub.assign(predictions=[cell, "w1"]), sample, "image", "s.csv", known, 2)
+    with pytest.raises(PipelineError, match="guesses per id need 'image' then one column"):
+        build_guesses(sample.assign(extra=1), ["a", "b"], ["w1", "w2"], "image", "s.csv")
+    with pytest.raises(PipelineError, match="no prediction for id 'b'"):
+        build_guesses(sample, ["a"], ["w1"], "image", "s.csv")

@@ -20,7 +20,17 @@ from pydantic import Field, field_validator, model_validator
 
 from . import defaults, rules
 from .base import NAME, _Section
-from .data import CLASS_METRICS, NUMBER_LOSSES, NUMBER_METRICS, NUMERIC_TASKS, SAMPLES_METRICS, Data, Folds, Metric
+from .data import (
+    CLASS_METRICS,
+    MAP_METRICS,
+    NUMBER_LOSSES,
+    NUMBER_METRICS,
+    NUMERIC_TASKS,
+    SAMPLES_METRICS,
+    Data,
+    Folds,
+    Metric,
+)
 from .defaults import NUMBER_DEFAULT_LOSS
 from .model import OFFLINE_WEIGHTS, Model
 from .runtime import Runtime
@@ -28,7 +38,7 @@ from .stages import Flip, Infer, LrFind, Mine, Pseudo, Tta
 from .train import Aug, Ema, Fgm, Mixup, Phase, Swa, Train
 
 __all__ = [
-    "CLASS_METRICS", "NAME", "NUMBER_DEFAULT_LOSS", "NUMBER_LOSSES", "NUMBER_METRICS", "NUMERIC_TASKS",
+    "CLASS_METRICS", "MAP_METRICS", "NAME", "NUMBER_DEFAULT_LOSS", "NUMBER_LOSSES", "NUMBER_METRICS", "NUMERIC_TASKS",
     "SAMPLES_METRICS", "OFFLINE_WEIGHTS", "Aug", "Config", "Data", "Ema", "Ensemble", "Fgm", "Flip", "Folds",
     "Infer", "LrFind", "Method", "Metric", "Mine", "Mixup", "Model", "Phase", "Pseudo", "Runtime", "Swa", "Train",
     "Tta",
@@ -69,6 +79,7 @@ class Config(_Section):
         rules.loss_fits_classes(self.data, self.train)
         rules.number_fits(self.data, self.train, self.model, self.infer)
         rules.multilabel_fits(self.metric, self.data, self.train)
+        rules.retrieval_fits(self.data, self.train, self.model, self.infer)
         rules.negatives_named(self.data, self.train)
         rules.lr_find_in_range(self.lr_find, self.train, self.folds)
         return self

@@ -10,8 +10,11 @@ from pydantic import Field
 
 from .base import _Section
 
-Metric = Literal["accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk", "rmse", "mae", "r2"]
-CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk")
+# Kaggle's mean average precision at k: 1/rank of the first right guess among k (a retrieval task's k
+# guesses per image, or the top k classes of a classification)
+MAP_METRICS = tuple(f"map@{k}" for k in range(1, 11))
+Metric = Literal[("accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk", "rmse", "mae", "r2") + MAP_METRICS]  # fmt: skip  # noqa: E501
+CLASS_METRICS = ("accuracy", "log_loss", "roc_auc", "f1_macro", "f1_samples", "f2_samples", "qwk") + MAP_METRICS
 SAMPLES_METRICS = ("f1_samples", "f2_samples")  # the mean F-beta per image: several labels per image
 NUMBER_METRICS = ("rmse", "mae", "r2", "qwk")  # qwk of an ordinal task: of the grades after the cut-points
 NUMERIC_TASKS = ("regression", "ordinal")
@@ -44,12 +47,20 @@ class Data(_Section):
         description="the class a detector must not fire on (no_ship, normal): "
         "what make mine mines, and whose false-positive rate infer reports",
     )
-    task: Literal["multiclass", "multilabel", "regression", "ordinal"] = Field(
+    task: Literal["multiclass", "multilabel", "regression", "ordinal", "retrieval"] = Field(
         "multiclass",
         description="multiclass: one label per image (softmax); multilabel: label_col holds "
         "several labels joined by label_sep (a sigmoid per label); regression: label_col is a number, "
         "predicted as one; ordinal: label_col is a grade (ordered numbers), trained as a regression and "
-        "predicted as a grade through cut-points fitted on the OOF",
+        "predicted as a grade through cut-points fitted on the OOF; retrieval: label_col names an individual "
+        "(a whale, a landmark, a product), trained as its class, and each test image gets the k individuals "
+        "(metric map@k) whose training images its embedding is nearest, best first, with data.new_individual "
+        "where the nearest is too far (docs/retrieval.md)",
+    )
+    new_individual: str | None = Field(
+        "new_individual",
+        description="retrieval: the answer for an individual never seen in training (new_whale, say), put "
+        "among the guesses where the similarity falls below a threshold tuned on the OOF; null: never answered",
     )
     label_sep: str = Field(" ", description="multilabel: the separator between labels in one cell")
     empty_labels: bool | None = Field(
@@ -68,6 +79,10 @@ class Data(_Section):
     @property
     def multilabel(self) -> bool:
         return self.task == "multilabel"
+
+    @property
+    def retrieval(self) -> bool:
+        return self.task == "retrieval"
 
     @property
     def numeric(self) -> bool:
@@ -107,3 +122,12 @@ class Folds(_Section):
     n_folds: int = Field(5, ge=2, description="number of folds")
     seed: int = Field(42, description="seed of the split")
     dir: str = Field("folds", description="where folds/<competition>.csv and its .json live")
+    new_share: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="retrieval: the share of training images whose individual has all its images in one "
+        "validation fold, so the CV sees individuals its training never saw as the test does: match the test's "
+        "share of images of new individuals where known (what the new-individual answer alone scores); every "
+        "other individual's images spread over the folds",
+    )

@@ -14,6 +14,7 @@ NUMBER_DEFAULT_LOSS = "mse"  # a number's train.loss when none is given (chosen 
 # bench/multilabel-cv.md): 0 against 0.1 and 0.2, log-loss 0.206 / 0.224 / 0.261, the mean F2 per
 # image 0.877 / 0.875 / 0.873, the mean F1 per image at its thresholds 0.851 all three.
 MULTILABEL_LABEL_SMOOTHING = 0.0
+RETRIEVAL_METRIC = "map@5"  # Happywhale's, Humpback Whale's, Hotel-ID's: five guesses per image
 
 
 def task_of(doc: Any) -> str | None:
@@ -26,6 +27,8 @@ def by_task(doc: Any) -> Any:
     """A number's defaults where the keys are not given: metric rmse (qwk for grades), loss mse, no
     label smoothing; a multi-label task's: no label smoothing. Anything else comes back untouched."""
     task = task_of(doc)
+    if task == "retrieval":
+        return {**doc, "metric": doc.get("metric", RETRIEVAL_METRIC)}
     if task == "multilabel" and (doc.get("train") is None or isinstance(doc.get("train"), dict)):
         return {**doc, "train": {"label_smoothing": MULTILABEL_LABEL_SMOOTHING, **(doc.get("train") or {})}}
     if task not in NUMERIC_TASKS:

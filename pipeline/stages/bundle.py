@@ -195,7 +195,7 @@ def main(
     members = [read_predictions(r) for r in runs]
     check_compatible(members)  # what make ensemble checks: a bad rule must not wait for the notebook
     d = members[0].cfg.data
-    blend.allowed_methods(method, metric or members[0].cfg.metric, d.multilabel, d.numeric)
+    blend.allowed_methods(method, metric or members[0].cfg.metric, d.multilabel, d.numeric, d.retrieval)
     names = [m.cfg.name for m in members]
     if len(set(names)) < len(names):
         raise PipelineError(f"bundle: two members share an experiment name ({', '.join(names)})")

@@ -27,14 +27,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import blend, calibrate, ordinal, pages, thresholds
-from ..config import NUMBER_METRICS, SAMPLES_METRICS
+from .. import blend, calibrate, ordinal, pages, retrieval, thresholds
+from ..config import MAP_METRICS, NUMBER_METRICS, SAMPLES_METRICS
 from ..config_files import load_ensemble
 from ..errors import PipelineError
 from ..io import write_csv, write_text
 from ..labels import grades, y_true
-from ..metrics import per_fold, score
-from ..submission import build_numbers, build_submission, check_numbers, check_submission, read_sample
+from ..metrics import k_of, per_fold, score
+from ..submission import (
+    build_guesses,
+    build_numbers,
+    build_submission,
+    check_guesses,
+    check_numbers,
+    check_submission,
+    read_sample,
+)
 from ..upstream import Predictions, check_compatible, read_predictions
 
 
@@ -119,6 +127,8 @@ def main(
     check_compatible(members)
     first, d = members[0], members[0].cfg.data
     classes, metric = first.classes, metric or first.cfg.metric
+    if d.retrieval:
+        return retrieval_main(members, name, out_dir, method, weights, metric)
     check_number_rule(d, metric, calibrate_setting)
     y, folds = y_true(first.oof[d.label_col], classes, d), first.oof["fold"].astype(int).to_numpy()
     methods = blend.allowed_methods(method, metric, d.multilabel, d.numeric)
@@ -155,6 +165,49 @@ def main(
     if labels is not None and labels.metric == metric:  # the submission's labels: scored at its thresholds
         final = f"ensemble: {method} at its thresholds ({metric})"
     print(f"{name}: {method} of {len(members)}: CV {metric} {cv[final]:.4f} -> {path}")
+    return sub
+
+
+# ---- retrieval: similarities averaged, the new-individual threshold, k guesses per image -------------
+
+
+def retrieval_main(members: list[Predictions], name, out_dir, method: str, weights, metric: str) -> pd.DataFrame:
+    """A retrieval task's ensemble: the members' similarity tables combined, the new-individual
+    threshold fitted on the blend's OOF (its CV cross-fitted), each test image's k guesses."""
+    first, d = members[0], members[0].cfg.data
+    methods = blend.allowed_methods(method, metric, False, False, retrieval=True)
+    if metric not in MAP_METRICS:
+        raise PipelineError(f"ensemble metric {metric}: a retrieval task is scored by map@k (its k guesses)")
+    classes, k, new = first.classes, k_of(metric), d.new_individual is not None
+    y, folds = y_true(first.oof[d.label_col], classes, d), first.oof["fold"].astype(int).to_numpy()
+    results = combine_all(members, y, folds, metric, weights, methods)
+    rows = [(m.cfg.name, m.oof[classes].to_numpy()) for m in members]
+    rows += [(f"ensemble: {meth}", oof) for meth, (oof, _, _) in results.items()]
+    choices = {who: retrieval.choose(y, oof, folds, k, new) for who, oof in rows}
+    table = pd.DataFrame(
+        [{"model": who, **c.per_fold, "overall": c.cross_fitted, "in_sample": c.in_sample, "without_new": c.without_new}
+         for who, c in choices.items()]
+    )  # fmt: skip
+    print(f"CV {metric} per fold and overall (the '{d.new_individual}' threshold cross-fitted; in-sample beside it):")
+    print(table.to_string(index=False, float_format="%.4f"))
+    choice = choices[f"ensemble: {method}"]
+    print(choice.describe(d.new_individual))
+    _, test_table, w = results[method]
+    cells = retrieval.spell(retrieval.decode(test_table, k, choice.threshold), classes, d.new_individual)
+    sample, path = (
+        read_sample(d),
+        Path(out_dir) / f"{name or (first.cfg.name if len(members) == 1 else 'ensemble')}.csv",
+    )
+    sub = build_guesses(sample, first.test[d.id_col], cells, d.sample_id, d.path(d.sample_submission))
+    known = set(classes) | ({d.new_individual} if new else set())
+    check_guesses(sub, sample, d.sample_id, d.path(d.sample_submission), known, k)
+    write_csv(path, sub)
+    cv = {row["model"]: row["overall"] for _, row in table.iterrows()}
+    cv |= {f"{who} (in-sample)": c.in_sample for who, c in choices.items() if who.startswith("ensemble")}
+    doc = json.loads(summary(path.stem, members, method, metric, w, cv, None, None, None))
+    doc |= {"new_individual": d.new_individual, "new_threshold": choice.threshold, "new_alone": choice.new_everywhere}
+    write_text(path.with_suffix(".json"), json.dumps(doc, indent=1) + "\n")
+    print(f"{path.stem}: {method} of {len(members)}: CV {metric} {choice.cross_fitted:.4f} -> {path}")
     return sub
 
 

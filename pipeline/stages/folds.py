@@ -34,6 +34,42 @@ def assign_folds(labels, groups, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def retrieval_folds(labels, groups, n_folds: int, seed: int, new_share: float) -> np.ndarray:
+    """Fold index per row for identification: individuals drawn (with `seed`) until they hold a
+    `new_share` of the rows have all their images in one fold, so each validation fold has about
+    that share of images of individuals its training never saw, as the test has of new ones; every
+    other individual's images (or groups, `groups` given: a group never splits) spread over
+    distinct folds, so each of its validation images has the same individual in training. Each
+    placement goes to the fold with the fewest rows so far, largest units first."""
+    labels = np.asarray(labels)
+    units = np.asarray(groups) if groups is not None else np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    individuals = np.unique(labels)
+    drawn = rng.permutation(individuals)
+    counts = pd.Series(labels).value_counts()
+    taken = np.cumsum(counts[drawn].to_numpy()) - counts[drawn].to_numpy() < new_share * len(labels)
+    new = set(drawn[taken]) if new_share > 0 else set()
+    fold, sizes = np.full(len(labels), -1), np.zeros(n_folds, int)
+    for ind in rng.permutation(individuals):
+        rows = np.flatnonzero(labels == ind)
+        unit_rows = [rows[units[rows] == u] for u in dict.fromkeys(units[rows])]
+        if ind in new:
+            unit_rows = [rows]
+        used: set[int] = set()
+        for r in sorted(unit_rows, key=len, reverse=True):
+            free = [f for f in range(n_folds) if f not in used] or list(range(n_folds))
+            k = min(free, key=lambda f: (sizes[f], rng.random()))
+            fold[r], sizes[k] = k, sizes[k] + len(r)
+            used.add(k)
+    return fold
+
+
+def held_out_share(labels, folds) -> float:
+    """The share of rows whose individual has all its images in one fold (its validation sees it new)."""
+    spread = pd.Series(np.asarray(folds)).groupby(np.asarray(labels)).transform("nunique")
+    return float((spread == 1).mean())
+
+
 def rarest_label(labels: pd.Series, sep: str) -> pd.Series:
     """Multi-label rows stratified by their rarest label (scikit-learn has no multi-label
     stratifier): every label then spreads over the folds about evenly."""
@@ -65,6 +101,13 @@ def make_folds(cfg: Config) -> pd.DataFrame:
     d = cfg.data
     csv = d.path(d.train_csv)
     df = read_train(cfg)
+    if d.group_col and df[d.group_col].nunique() < cfg.folds.n_folds:
+        raise PipelineError(f"{csv}: column '{d.group_col}' has fewer groups than folds.n_folds")
+    groups = df[d.group_col].to_numpy() if d.group_col else None
+    if d.retrieval:
+        df["fold"] = retrieval_folds(df[d.label_col], groups, cfg.folds.n_folds, cfg.folds.seed, cfg.folds.new_share)
+        check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
+        return df
     counts = strata(cfg, df).value_counts()
     if counts.min() < cfg.folds.n_folds and d.ordinal:
         grade = df[d.label_col][strata(cfg, df) == counts.idxmin()].iloc[0]
@@ -75,9 +118,6 @@ def make_folds(cfg: Config) -> pd.DataFrame:
         raise PipelineError(
             f"{csv}: class '{counts.idxmin()}' has {counts.min()} rows, fewer than folds.n_folds={cfg.folds.n_folds}"
         )
-    if d.group_col and df[d.group_col].nunique() < cfg.folds.n_folds:
-        raise PipelineError(f"{csv}: column '{d.group_col}' has fewer groups than folds.n_folds")
-    groups = df[d.group_col].to_numpy() if d.group_col else None
     df["fold"] = assign_folds(strata(cfg, df), groups, cfg.folds.n_folds, cfg.folds.seed)
     check_folds(df, d.id_col, cfg.folds.n_folds, d.group_col)
     return df
@@ -179,6 +219,8 @@ def spec_text(cfg: Config, df: pd.DataFrame) -> str:
         desc = values.groupby(df["fold"]).describe()[["count", "mean", "std", "min", "max"]].round(4)
         doc["target_per_fold"] = {str(k): row.to_dict() for k, row in desc.iterrows()}
     else:
+        if cfg.data.retrieval:
+            doc["individuals_held_out"] = held_out_share(df[cfg.data.label_col], df["fold"])
         table = class_table(cfg, df)
         doc["rows_per_class_and_fold"] = {str(c): [int(n) for n in row] for c, row in table.iterrows()}
     return json.dumps(doc, indent=1) + "\n"
@@ -194,6 +236,12 @@ def summary(cfg: Config, df: pd.DataFrame) -> list[str]:
         values = pd.to_numeric(df[cfg.data.label_col])
         table = values.groupby(df["fold"]).describe()[["count", "mean", "std", "min", "max"]]
         return lines + ["the target per fold:", table.to_string()]
+    if cfg.data.retrieval:
+        labels = df[cfg.data.label_col]
+        lines.append(
+            f"{labels.nunique()} individuals; {held_out_share(labels, df['fold']):.1%} of the rows are of one with "
+            f"every image in one fold, new to its training (folds.new_share {cfg.folds.new_share}, and single images)"
+        )
     table = class_table(cfg, df)
     what = "grades" if cfg.data.ordinal else "labels (each row by its rarest)" if cfg.data.multilabel else "classes"
     total = table.sum(axis=1)

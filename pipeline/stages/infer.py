@@ -14,6 +14,10 @@ infer.tta (sizes x crops x flips), merged as infer.tta.merge says. Writes runs/<
                     test.csv then hold the calibrated probabilities
   cutpoints.json    an ordinal task's cut-points between grades, fitted on the OOF (pipeline/ordinal.py);
                     the CV printed grades each fold's rows by the other folds' cut-points
+A retrieval task's files hold similarities, not probabilities: a column per individual, each
+image's best cosine with that individual's training images (embeddings under the same TTA,
+averaged, to unit length); for the test, every training image is the gallery; for a fold's
+validation rows, that fold's training rows alone (an individual it never saw: retrieval.ABSENT).
 For a number (data.task regression or ordinal) every file holds one column, prediction, in the
 target's units; an ordinal task's grades are made from it by ensemble, with the cut-points.
 Models are rebuilt from their checkpoints alone. The test images and each fold's validation
@@ -29,14 +33,14 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from .. import calibrate, engine, ordinal, tta
+from .. import calibrate, engine, heads, ordinal, retrieval, tta
 from ..cache import run_cache
-from ..competition import read_competition
+from ..competition import read_competition, read_gallery
 from ..config import Config
 from ..errors import PipelineError
 from ..io import image_paths, read_table, write_csv, write_text
 from ..labels import prob_frame, y_true
-from ..metrics import accuracy, false_positive_rate, log_loss, mae, per_fold, rmse, score
+from ..metrics import accuracy, false_positive_rate, k_of, log_loss, mae, per_fold, rmse, score
 from ..models import load_fold_model
 from ..preflight import check_competition
 from ..runs import RunDir
@@ -144,6 +148,9 @@ def main(cfg: Config, test_only: bool = False) -> pd.DataFrame:
     """test_only: the test images alone, the OOF (oof.csv, calibration.json) taken as made: what
     an offline bundle runs on a code competition's hidden test set (python -m pipeline predict)."""
     d, t, run = cfg.data, cfg.infer.tta, RunDir(cfg.run_dir)
+    if d.retrieval:  # the gallery is the training images: test-only reads them too
+        comp = read_gallery(cfg, saved_classes(cfg, run)) if test_only else read_competition(cfg, check="infer")
+        return retrieval_main(cfg, run, comp, test_only)
     # the sample, every image: checked before any model loads
     if test_only:
         comp, folds = None, None
@@ -224,3 +231,73 @@ def cut_points(cfg: Config, run: RunDir, y: np.ndarray, oof: np.ndarray, folds: 
     write_text(run.cutpoints, json.dumps(report, indent=1) + "\n")
     print(ordinal.describe(report))
     return graded
+
+
+# ---- retrieval: embeddings, nearest neighbours, the new-individual threshold -----------------------
+
+
+def embed_views(fm, paths, cfg: Config, device, source) -> np.ndarray:
+    """(views, N, D) unit embeddings of the images under infer.tta's views (heads.Embedder)."""
+    views = tta.fold_views(fm, cfg.infer.tta)
+    return tta.predict_views(
+        heads.Embedder(fm.model), paths, fm.data_config, views, cfg.infer.batch_size, device, cfg.runtime,
+        heads.Unit, source,
+    )  # fmt: skip
+
+
+def retrieval_main(cfg: Config, run: RunDir, comp, test_only: bool = False) -> pd.DataFrame:
+    """Every fold model's embeddings of the training and test images, the similarity tables
+    written as infer writes probabilities, the new-individual threshold's CV printed."""
+    d, folds = cfg.data, comp.folds
+    ids, n = comp.sample[d.sample_id], len(comp.classes)
+    device = engine.pick_device(cfg.runtime)
+    engine.setup(cfg.runtime, device)
+    tests, oof, sets, source = [], np.full((len(folds), n), retrieval.ABSENT, np.float32), {}, None
+    for k in range(cfg.folds.n_folds):
+        if not test_only:
+            check_trained_on(cfg, folds, k)
+        fm = fold_model(cfg, run, k, device, comp.classes)
+        source = source or run_cache(cfg, fm.data_config, comp.every_image)
+        train_views = embed_views(fm, comp.paths, cfg, device, source)
+        test_views = embed_views(fm, comp.test_paths, cfg, device, source)
+        gallery = retrieval.unit_mean(train_views)
+        tests.append(retrieval.similarities(retrieval.unit_mean(test_views), gallery, comp.targets, n))
+        print(f"fold {k}: embedded {len(comp.paths)} training (the gallery) and {len(ids)} test images")
+        if test_only:
+            continue
+        valid = folds["fold"].to_numpy() == k
+        oof[valid] = retrieval.similarities(gallery[valid], gallery[~valid], comp.targets[~valid], n)
+        for name, idx in tta.view_sets(tta.fold_views(fm, cfg.infer.tta)).items():
+            e = retrieval.unit_mean(train_views[idx])
+            sets.setdefault(name, oof.copy())[valid] = retrieval.similarities(
+                e[valid], e[~valid], comp.targets[~valid], n
+            )
+    for k, table in enumerate(tests):
+        write_csv(run.test_fold(k), prob_frame(ids, comp.classes, table.round(6), d.id_col))
+    test = prob_frame(ids, comp.classes, np.mean(tests, axis=0).round(6), d.id_col)
+    if not test_only:
+        retrieval_oof(cfg, run, comp, oof, sets)
+    write_csv(run.test, test)  # Make's target: written last
+    return test
+
+
+def retrieval_oof(cfg: Config, run: RunDir, comp, oof: np.ndarray, sets: dict) -> None:
+    """oof.csv, the TTA table (MAP@k per view set, with and without the new individual) and the CV."""
+    d, folds, k = cfg.data, comp.folds, k_of(cfg.metric)
+    f, new = folds["fold"].to_numpy(), d.new_individual is not None
+    rows = []
+    for name, table in sets.items():
+        c = retrieval.choose(comp.targets, table, f, k, new)
+        rows.append({"views": name, f"cv_{cfg.metric}": c.cross_fitted, f"cv_{cfg.metric}_without_new": c.without_new})
+    write_csv(run.tta, pd.DataFrame(rows))
+    print(f"CV by TTA view set:\n{pd.DataFrame(rows).to_string(index=False, float_format='%.4f')}")
+    extra = {"fold": folds["fold"].to_list(), d.label_col: folds[d.label_col].to_list()}
+    write_csv(run.oof, prob_frame(folds[d.id_col], comp.classes, oof.round(6), d.id_col, **extra))
+    choice = retrieval.choose(comp.targets, oof, f, k, new)
+    print(choice.describe(d.new_individual))
+    t = retrieval.truth(comp.targets, oof)
+    per = " ".join(f"fold{j} {retrieval.score(t[f == j], oof[f == j], k, choice.threshold):.4f}" for j in np.unique(f))
+    print(
+        f"{cfg.name}: CV {cfg.metric} {choice.cross_fitted:.4f} (OOF, {len(folds)} images, the threshold "
+        f"cross-fitted; per fold at the threshold fitted on all: {per})"
+    )

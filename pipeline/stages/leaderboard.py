@@ -94,7 +94,7 @@ def tta_cv(cfg: Config, run: RunDir) -> float | None:
     """CV of infer's OOF (its TTA views merged, calibrated when it was)."""
     if not run.oof.is_file():
         return None
-    return oof_scores(cfg, read_oof(cfg, run.oof))["overall"]
+    return oof_scores(cfg, read_oof(cfg, run.oof), cfg.data.retrieval)["overall"]
 
 
 def temperature(run: RunDir) -> str:
@@ -135,7 +135,9 @@ def read_entry(root: Path) -> Entry | None:
     except PipelineError:
         return None
     oof, history = fold_oof(cfg, run), histories(cfg, run)
-    per = oof_scores(cfg, oof) if oof is not None else {}
+    if cfg.data.retrieval and run.oof.is_file():  # ranked by the guesses it submits: infer's nearest neighbours
+        oof = read_oof(cfg, run.oof)
+    per = oof_scores(cfg, oof, cfg.data.retrieval and run.oof.is_file()) if oof is not None else {}
     folds = [v for k, v in per.items() if k != "overall"]
     row = {
         "run": root.name,

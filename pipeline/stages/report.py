@@ -10,7 +10,9 @@ the most confidently wrong OOF images as thumbnails with their true and predicte
 hard-negative and pseudo-label tables when those stages ran, and the resolved config. For a number
 (data.task regression or ordinal) the errors section is the OOF predictions against the truth (a
 scatter), the error by target range, and the images with the largest errors, true and predicted;
-an ordinal task's CV is after its cut-points (cross-fitted, as infer reports it).
+an ordinal task's CV is after its cut-points (cross-fitted, as infer reports it). For a retrieval
+task, the CV with the new-individual threshold cross-fitted, and the most confidently wrong OOF
+queries beside their k guesses, each an image of the guessed individual from the searched gallery.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .. import ordinal, pages
+from .. import ordinal, pages, retrieval
 from ..config import Config
 from ..config_files import to_yaml
 from ..data import read_image
 from ..io import write_text
 from ..labels import bin_edges, quantile_bins, y_true
-from ..metrics import per_fold
+from ..metrics import k_of, per_fold
 from ..plots import confusion_png, scatter_png
 from ..runs import RunDir
-from ..upstream import read_predictions
+from ..upstream import oof_scores, read_predictions
 
 WRONG = 12  # thumbnails of the most confidently wrong OOF images
 
@@ -135,8 +137,52 @@ def number_errors_section(cfg: Config, oof: pd.DataFrame, y: np.ndarray) -> str:
     )
 
 
+QUERIES = 8  # a retrieval task's OOF queries shown with their guesses
+
+
+def gallery_image(oof: pd.DataFrame, d, individual: str, fold: int) -> str | None:
+    """An image of the individual that the query's fold model searched (a training row of another fold)."""
+    rows = oof[(oof[d.label_col] == individual) & (oof["fold"] != fold)]
+    return None if rows.empty else str(rows[d.id_col].iloc[0])
+
+
+def retrieval_section(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.ndarray) -> str:
+    """The most confidently wrong OOF queries (then the least confident right), each beside its k
+    guesses (an image of each guessed individual from the gallery it was searched in, with the
+    similarity; the new-individual answer at the threshold fitted on every OOF row), and the CV."""
+    d, k, table = cfg.data, k_of(cfg.metric), oof[classes].to_numpy()
+    folds = oof["fold"].astype(int).to_numpy()
+    choice = retrieval.choose(y, table, folds, k, d.new_individual is not None)
+    truth, guesses = retrieval.truth(y, table), retrieval.decode(table, k, choice.threshold)
+    wrong, right = np.flatnonzero(guesses[:, 0] != truth), np.flatnonzero(guesses[:, 0] == truth)
+    shown = np.concatenate([wrong[np.argsort(-table[wrong].max(1))], right[np.argsort(table[right].max(1))]])
+    rows = []
+    for i in shown[:QUERIES]:
+        row, want = oof.iloc[i], classes[truth[i]] if truth[i] >= 0 else d.new_individual
+        cells = [
+            figure(cfg, str(row[d.id_col]), f"query {html.escape(str(row[d.id_col]))}<br>true {html.escape(str(want))}")
+        ]
+        for g in guesses[i]:
+            if g < 0:
+                cells.append(f"<figure><figcaption>{html.escape(str(d.new_individual))}</figcaption></figure>")
+                continue
+            image = gallery_image(oof, d, classes[g], int(row["fold"]))
+            caption = f"{html.escape(classes[g])}<br>{table[i, g]:.3f}" + (" (right)" if g == truth[i] else "")
+            cells.append(
+                figure(cfg, image, caption) if image else f"<figure><figcaption>{caption}</figcaption></figure>"
+            )
+        rows.append(f"<div class='grid'>{''.join(cells)}</div>")
+    return (
+        f"<h2>Retrieval (OOF)</h2><p>{html.escape(choice.describe(d.new_individual))}</p>"
+        f"<h3>{len(rows)} queries and their {k} guesses: the most confidently wrong first ({len(wrong)} in all), "
+        f"then the least confident right</h3>{''.join(rows)}"
+    )
+
+
 def section_of_errors(cfg: Config, oof: pd.DataFrame, classes: list[str], y: np.ndarray) -> str:
     """The task's errors section: a number's, a class's, none for several labels per image."""
+    if cfg.data.retrieval:
+        return retrieval_section(cfg, oof, classes, y)
     if cfg.data.numeric:
         return number_errors_section(cfg, oof, y)
     return "" if cfg.data.multilabel else errors_section(cfg, oof, classes, y)
@@ -181,7 +227,7 @@ def main(cfg: Config) -> str:
     scored, grades = oof[classes].to_numpy(), (np.unique(y) if d.ordinal else None)
     if d.ordinal:  # graded as infer reports it: each fold's rows at the other folds' cut-points
         scored = ordinal.fit(y, scored, folds, grades, cfg.metric)[0]
-    cv = per_fold(cfg.metric, y, scored, folds, grades)
+    cv = oof_scores(cfg, oof, similarities=True) if d.retrieval else per_fold(cfg.metric, y, scored, folds, grades)
     parts = [
         f"<h1>{html.escape(cfg.name)}</h1><p>{html.escape(cfg.model.backbone)}, {cfg.folds.n_folds} folds, "
         f"{len(oof)} training images, {len(pred.test)} test images</p>",
