@@ -27,12 +27,15 @@ def _run_dir_files(run_dir):
     return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
 
 
-def test_two_processes_train_the_weights_one_process_does(tmp_path, comp):
-    one = load_config(make_config(tmp_path, comp, name="one", train=KEYS))
+@pytest.mark.parametrize("model", [{}, {"head": "arcface", "global_pool": "gem"}], ids=["linear", "arcface-gem"])
+def test_two_processes_train_the_weights_one_process_does(tmp_path, comp, model):
+    """A margin head too: its margin is the loss's, so DDP's gradients are those of the one batch."""
+    extra = {"model": {"backbone": "test_efficientnet", "pretrained": "none", "img_size": 32, **model}}
+    one = load_config(make_config(tmp_path, comp, name="one", train=KEYS, **extra))
     folds_stage.main(one)
     train.train_fold(one, read_competition(one), 0)
 
-    two = make_config(tmp_path, comp, name="two", train=KEYS)
+    two = make_config(tmp_path, comp, name="two", train=KEYS, **extra)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PIPELINE_JOBS")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     res = subprocess.run(

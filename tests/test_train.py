@@ -25,8 +25,8 @@ from pipeline.training.fold import build
 # ----------------------------------------------------------------------------- whole folds
 
 
-def _setup(tmp_path, comp, name="tiny", **train_keys):
-    path = make_config(tmp_path, comp, name=name, train=train_keys)
+def _setup(tmp_path, comp, name="tiny", model=None, **train_keys):
+    path = make_config(tmp_path, comp, name=name, train=train_keys, **({"model": model} if model else {}))
     cfg = load_config(path)
     folds_stage.main(cfg)
     return cfg, read_competition(cfg)
@@ -132,19 +132,22 @@ RANDOM_TRANSFORMS = {
 }
 
 
+MARGIN_HEAD = {"head": "subcenter_arcface", "global_pool": "gem", "embedding_size": 8}
+
+
 @pytest.mark.parametrize(
-    "dies_in, aug",
-    [(2, {}), (4, {}), (4, RANDOM_TRANSFORMS)],
-    ids=["inside-onecycle-phase", "inside-cosine-phase", "with-random-transforms"],
+    "dies_in, aug, model",
+    [(2, {}, None), (4, {}, None), (4, RANDOM_TRANSFORMS, None), (4, {}, MARGIN_HEAD)],
+    ids=["inside-onecycle-phase", "inside-cosine-phase", "with-random-transforms", "with-a-margin-head"],
 )
-def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in, aug):
+def test_killed_run_resumes_to_the_same_end(tmp_path, comp, monkeypatch, dies_in, aug, model):
     phases = [
         {"epochs": 3, "lr": 1e-2, "frozen": True, "sched": "onecycle"},
         {"epochs": 2, "lr": 1e-3, "img_size": 24, "warmup_epochs": 0.5},
     ]
-    ref_cfg, competition = _setup(tmp_path, comp, name="ref", phases=phases, aug=aug)
+    ref_cfg, competition = _setup(tmp_path, comp, name="ref", model=model, phases=phases, aug=aug)
     train.train_fold(ref_cfg, competition, 0)
-    cfg, _ = _setup(tmp_path, comp, name="killed", phases=phases, aug=aug)
+    cfg, _ = _setup(tmp_path, comp, name="killed", model=model, phases=phases, aug=aug)
 
     real, calls, killed = loop.train_one_epoch, [], []
 
