@@ -46,7 +46,7 @@ TRIALS ?=## search: stop once the study holds this many finished trials
 FULL ?=## search: FULL=1 then trains the best trial's config on every fold and writes its submission
 
 STAGES := folds train infer lr-find show-batch mine pseudo ensemble sanity report bundle
-.PHONY: help init setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-cache bench-numbers clean FORCE $(STAGES) \
+.PHONY: help init setup demo hard-negatives-demo elpv test bench bench-scaling bench-ablation bench-cache bench-numbers bench-retrieval clean FORCE $(STAGES) \
 	leaderboard sweep search
 
 help:  ## this list (also what a bare `make` prints)
@@ -108,6 +108,9 @@ bench-aug: elpv  ## the augmentation CV table: example pipelines and policies ag
 
 bench-numbers: elpv  ## the numbers' 5-fold CV table on ELPV: baselines, losses, y_range, cut-points (about 1 h on a CPU)
 	$(PY) bench/elpv_cv.py --out bench/elpv-cv.md
+
+bench-retrieval: .venv/.installed  ## identification on the dogs set: CV and test MAP@5 of the constant, ImageNet embeddings and each head (about 1 h on a CPU)
+	$(PY) bench/retrieval_cv.py --out bench/retrieval-cv.md
 
 clean:  ## delete every run, submission, bundle, folds file and the decode cache
 	rm -rf runs cache bundles submissions/*.csv submissions/*.json submissions/*.html folds/*.csv folds/*.json

@@ -3,6 +3,7 @@ answer and ImageNet embeddings with no training.
 
 Usage: python bench/retrieval_cv.py [--config configs/dogs.yaml] [--heads linear,arcface,...] [--out FILE]
                                     [--set key=value ...]      (make bench-retrieval)
+       python bench/retrieval_cv.py --classification configs/clothing.yaml [--heads ...] [--out FILE]
 
 Rows, all on the one folds file (folds.new_share of the rows are of dogs wholly in one fold):
   new_individual everywhere   the constant answer
@@ -11,6 +12,10 @@ Rows, all on the one folds file (folds.new_share of the rows are of dogs wholly 
 Every CV figure has the new-individual threshold cross-fitted (pipeline/retrieval.py). The test
 MAP@5 reads ../shared/competitions/dogs-test-labels.csv after the fact (bench/score.py), never to
 choose anything; minutes are wall-clock of train + infer on this machine, one process at a time.
+
+--classification: the heads as few-shot classification on a classification config (a margin head
+predicts by its cosine logits): OOF and test accuracy, overall and on the tail (the classes with
+fewer than TAIL training images), the test's labels read after the fact.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from ablation import markdown
 from score import hidden_retrieval
 
@@ -37,6 +41,7 @@ from pipeline.models import create_model, data_config
 from pipeline.submission import build_guesses
 
 HEADS = ("linear", "arcface", "subcenter_arcface", "cosface")
+TAIL = 100  # a class with fewer training images is the long tail
 
 
 def test_map(cfg, submission: Path) -> str:
@@ -88,18 +93,23 @@ def pretrained_row(cfg, out_dir: Path) -> tuple[dict, dict]:
     )  # fmt: skip
 
 
-def head_row(config: str, head: str, extra: list[str], out_dir: Path) -> dict:
-    """make train/infer/ensemble of the config with model.head=<head>, as a user runs them."""
+def run_head(config: str, head: str, extra: list[str], out_dir: Path):
+    """Train, infer and ensemble the config with model.head=<head> as a user runs them: the
+    effective config, the run's name and the minutes of train + infer."""
     name = f"{load_config(config).name}-{head.replace('_', '-')}"
     sets = [f"name={name}", f"model.head={head}", *extra]
     start = time.time()
     for stage in ("train", "infer"):
         subprocess.run([sys.executable, "-m", "pipeline", stage, config, *sets], check=True)
     minutes = (time.time() - start) / 60
-    subprocess.run(
-        [sys.executable, "-m", "pipeline", "ensemble", f"runs/{name}", "--out-dir", str(out_dir)], check=True
-    )
-    cfg = load_config(config, sets)
+    ensemble = [sys.executable, "-m", "pipeline", "ensemble", f"runs/{name}", "--out-dir", str(out_dir)]
+    subprocess.run(ensemble, check=True)
+    return load_config(config, sets), name, minutes
+
+
+def head_row(config: str, head: str, extra: list[str], out_dir: Path) -> dict:
+    """A head's row: the ensemble's cross-fitted CV, the test MAP@5."""
+    cfg, name, minutes = run_head(config, head, extra, out_dir)
     summary = pd.read_json(out_dir / f"{name}.json", typ="series")
     return {
         "model": f"{head} head",
@@ -109,6 +119,25 @@ def head_row(config: str, head: str, extra: list[str], out_dir: Path) -> dict:
     }
 
 
+def classification_row(config: str, head: str, out_dir: Path) -> dict:
+    """A classification config trained with model.head=<head>: accuracy overall and on the tail."""
+    cfg, name, minutes = run_head(config, head, [], out_dir)
+    d = cfg.data
+    oof = pd.read_csv(f"runs/{name}/oof.csv")
+    classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
+    counts = oof[d.label_col].value_counts()
+    tail = set(counts[counts < TAIL].index)
+    right = np.asarray(classes)[oof[classes].to_numpy().argmax(1)] == oof[d.label_col]
+    labels = Path(d.root).parent / f"{Path(d.root).name}-test-labels.csv"
+    truth = pd.read_csv(labels).set_index(d.id_col)[d.label_col]
+    sub = pd.read_csv(out_dir / f"{name}.csv").set_index(d.sample_id)[d.label_col].loc[truth.index]
+    test_right, test_tail = sub == truth, truth.isin(tail)
+    return {
+        "head": head, "cv_accuracy": right.mean(), f"cv_tail (<{TAIL})": right[oof[d.label_col].isin(tail)].mean(),
+        "test_accuracy": test_right.mean(), "test_tail": test_right[test_tail].mean(), "minutes": round(minutes, 1),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/dogs.yaml")
@@ -116,10 +145,19 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="key=value overrides for every trained row")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--classification", metavar="CONFIG", help="the heads as classification on this config")
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     out_dir = Path("submissions/bench-retrieval")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.classification:
+        subprocess.run([sys.executable, "-m", "pipeline", "folds", args.classification], check=True)
+        rows = []
+        for head in filter(None, args.heads.split(",")):
+            rows.append(classification_row(args.classification, head, out_dir))
+            print(markdown(pd.DataFrame(rows)), flush=True)
+        if args.out:
+            Path(args.out).write_text(markdown(pd.DataFrame(rows)))
+        return
     subprocess.run([sys.executable, "-m", "pipeline", "folds", args.config], check=True)
     rows = [] if args.no_baselines else list(pretrained_row(load_config(args.config, args.set), out_dir))
     for head in filter(None, args.heads.split(",")):
