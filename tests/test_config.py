@@ -141,4 +141,4 @@ def test_retrieval_and_margin_heads_refuse_what_means_nothing_for_them(doc, key)
 def test_a_retrieval_task_scores_map_at_5_unless_told():
     cfg = Config.model_validate({"name": "x", "data": {"root": "r", "task": "retrieval"}, "model": {"backbone": "b"}})
     assert cfg.metric == "map@5" and cfg.data.new_individual == "new_individual"
-    assert cfg.model.head == "linear" and cfg.model.head_margin == 0.3
+    assert cfg.model.head == "subcenter_arcface" and cfg.model.head_margin == 0.3

@@ -122,3 +122,17 @@ def test_an_empty_or_missing_folder_is_a_one_line_error(tmp_path):
     (tmp_path / "runs").mkdir()
     with pytest.raises(PipelineError, match="no experiment folder"):
         leaderboard.main(tmp_path / "runs")
+
+
+def test_a_retrieval_run_is_ranked_by_its_guesses_cross_fitted_map(identification, tmp_path):
+    """Infer's nearest neighbours with the new-individual threshold cross-fitted, not the head's classes."""
+    from pipeline import retrieval
+    from pipeline.labels import encode
+
+    _, _, cfg = identification
+    (table,) = leaderboard.build(cfg.run_dir.parent)
+    row = table.set_index("run").loc[cfg.name]
+    oof = pd.read_csv(RunDir(cfg.run_dir).oof)
+    classes = [c for c in oof.columns if c not in ("image", "fold", "whale")]
+    want = retrieval.choose(encode(oof["whale"], classes), oof[classes].to_numpy(), oof["fold"].to_numpy(), 5, True)
+    assert row["cv"] == pytest.approx(want.cross_fitted) and row["tta_cv"] == pytest.approx(want.cross_fitted)

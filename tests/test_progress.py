@@ -37,7 +37,7 @@ def run_on_terminal(argv: list[str]) -> tuple[int, str]:
 
 
 def test_bars_on_a_terminal_and_none_in_a_pipe(tmp_path, comp):
-    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 2, "lr": 1e-3}], "batch_size": 4})
+    config = make_config(tmp_path, comp, train={"phases": [{"epochs": 2, "lr": 1e-3}], "batch_size": 8})
     assert main(["folds", str(config)]) == 0
     code, shown = run_on_terminal([sys.executable, "-m", "pipeline", "train", str(config), "--fold", "0"])
     assert code == 0

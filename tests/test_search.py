@@ -105,7 +105,7 @@ def test_search_resumes_after_a_kill_prunes_a_worse_trial_and_stops_at_its_budge
     config = make_config(tmp_path, comp, train={"phases": [{"epochs": 3, "lr": 3e-3}], "batch_size": 8})
     space = tmp_path / "space.yaml"
     space.write_text(
-        "train.phases.0.lr: {low: 1.0e-4, high: 100.0, log: true}\ntrain.phases.0.epochs: {low: 3, high: 60}"
+        "train.phases.0.lr: {low: 1.0e-4, high: 100.0, log: true}\ntrain.phases.0.epochs: {low: 3, high: 20}"
     )
     runs, db = tmp_path / "runs", tmp_path / "runs" / "tiny--search.db"
     study = search.open_study(db, "tiny", True)
@@ -114,17 +114,17 @@ def test_search_resumes_after_a_kill_prunes_a_worse_trial_and_stops_at_its_budge
     first = search.main(config, space, trials=1)
     finished = RunDir(runs / os.path.basename(first.config[0])[:-5]).history(0)
     written = finished.stat().st_mtime_ns
-    study.enqueue_trial({"train.phases.0.lr": 3e-3, "train.phases.0.epochs": 60})
+    study.enqueue_trial({"train.phases.0.lr": 3e-3, "train.phases.0.epochs": 20})
     run = killed_in_its_second_epoch(config, space, runs)
     # run again: the dead trial runs again with its values, its fold resumed; the finished one does not
     table = search.main(config, space, trials=2)
     assert list(table.state) == ["complete", "fail", "complete"] and table.config[2] == table.config[1]
-    assert [e for e, _ in search.epochs_so_far(run)] == list(range(60)) and finished.stat().st_mtime_ns == written
+    assert [e for e, _ in search.epochs_so_far(run)] == list(range(20)) and finished.stat().st_mtime_ns == written
     assert "resuming after epoch" in run.log("train").read_text()
     # a clearly worse trial, once two have finished: stopped on the first valid loss seen
-    study.enqueue_trial({"train.phases.0.lr": 100.0, "train.phases.0.epochs": 60})
+    study.enqueue_trial({"train.phases.0.lr": 100.0, "train.phases.0.epochs": 20})
     table = search.main(config, space, trials=3)
-    assert list(table.state) == ["complete", "fail", "complete", "pruned"] and table.epochs[3] < 60
+    assert list(table.state) == ["complete", "fail", "complete", "pruned"] and table.epochs[3] < 20
     assert (tmp_path / "search" / "tiny--best.yaml").is_file()
     # a budget shorter than the median trial starts none
     table = search.main(config, space, budget="1s")

@@ -43,7 +43,8 @@ class Model(_Section):
         "class several centres, the nearest counts) and cosface (additive cosine margin): logits are "
         "model.scale x the cosine between the embedding and each class's centre, the true class's pushed "
         "back by model.margin in training, so each class is pulled together and classes apart; any task with "
-        "classes (one label per image) predicts by these cosine logits (docs/retrieval.md)",
+        "classes (one label per image) predicts by these cosine logits; data.task retrieval's default is "
+        "subcenter_arcface, chosen by CV on the dogs set (docs/retrieval.md)",
     )
     margin: float | None = Field(
         None, ge=0.0, lt=1.0, description="a margin head's margin; null: 0.3 for the ArcFace heads, 0.25 for CosFace"
