@@ -119,9 +119,9 @@ def head_row(config: str, head: str, extra: list[str], out_dir: Path) -> dict:
     }
 
 
-def classification_row(config: str, head: str, out_dir: Path) -> dict:
+def classification_row(config: str, head: str, extra: list[str], out_dir: Path) -> dict:
     """A classification config trained with model.head=<head>: accuracy overall and on the tail."""
-    cfg, name, minutes = run_head(config, head, [], out_dir)
+    cfg, name, minutes = run_head(config, head, extra, out_dir)
     d = cfg.data
     oof = pd.read_csv(f"runs/{name}/oof.csv")
     classes = [c for c in oof.columns if c not in (d.id_col, "fold", d.label_col)]
@@ -153,7 +153,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "pipeline", "folds", args.classification], check=True)
         rows = []
         for head in filter(None, args.heads.split(",")):
-            rows.append(classification_row(args.classification, head, out_dir))
+            rows.append(classification_row(args.classification, head, args.set, out_dir))
             print(markdown(pd.DataFrame(rows)), flush=True)
         if args.out:
             Path(args.out).write_text(markdown(pd.DataFrame(rows)))
