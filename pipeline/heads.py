@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config.model import margin_of
 from .errors import PipelineError
 
 
@@ -115,9 +116,8 @@ def attach(model: nn.Module, m: dict, num_classes: int) -> nn.Module:
     if head == "linear":
         new = LinearHead(in_features, num_classes, size)
     else:
-        margin = m.get("margin")
-        margin = margin if margin is not None else 0.25 if head == "cosface" else 0.3
         k = m.get("subcenters", 3) if head == "subcenter_arcface" else 1
+        margin = margin_of(head, m.get("margin"))
         new = MarginHead(in_features, num_classes, head, m.get("scale", 30.0), margin, k, size)
     _put(model, classifier_name(model), new)
     return model

@@ -19,6 +19,11 @@ OFFLINE_WEIGHTS = {
 }
 
 
+def margin_of(head: str, margin: float | None) -> float:
+    """A margin head's margin: the one given, else the papers' (0.25 for CosFace, 0.3 for ArcFace)."""
+    return margin if margin is not None else 0.25 if head == "cosface" else 0.3
+
+
 class Model(_Section):
     """The timm backbone, its weights and its new head."""
 
@@ -80,7 +85,7 @@ class Model(_Section):
     @property
     def head_margin(self) -> float:
         """model.margin with null resolved by the head."""
-        return self.margin if self.margin is not None else 0.25 if self.head == "cosface" else 0.3
+        return margin_of(self.head, self.margin)
 
     @model_validator(mode="after")
     def _offline_known(self):
