@@ -96,8 +96,8 @@ def pretrained_row(cfg, out_dir: Path) -> tuple[dict, dict]:
 def run_head(config: str, head: str, extra: list[str], out_dir: Path):
     """Train, infer and ensemble the config with model.head=<head> as a user runs them: the
     effective config, the run's name and the minutes of train + infer."""
-    name = f"{load_config(config).name}-{head.replace('_', '-')}"
-    sets = [f"name={name}", f"model.head={head}", *extra]
+    sets = [f"name={load_config(config).name}-{head.replace('_', '-')}", f"model.head={head}", *extra]
+    name = load_config(config, sets).name  # a name=... in `extra` wins
     start = time.time()
     for stage in ("train", "infer"):
         subprocess.run([sys.executable, "-m", "pipeline", stage, config, *sets], check=True)
