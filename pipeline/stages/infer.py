@@ -269,9 +269,9 @@ def retrieval_main(cfg: Config, run: RunDir, comp, test_only: bool = False) -> p
         oof[valid] = retrieval.similarities(gallery[valid], gallery[~valid], comp.targets[~valid], n)
         for name, idx in tta.view_sets(tta.fold_views(fm, cfg.infer.tta)).items():
             e = retrieval.unit_mean(train_views[idx])
-            sets.setdefault(name, oof.copy())[valid] = retrieval.similarities(
-                e[valid], e[~valid], comp.targets[~valid], n
-            )
+            if name not in sets:  # each view set's own OOF table, filled fold by fold
+                sets[name] = np.full_like(oof, retrieval.ABSENT)
+            sets[name][valid] = retrieval.similarities(e[valid], e[~valid], comp.targets[~valid], n)
     for k, table in enumerate(tests):
         write_csv(run.test_fold(k), prob_frame(ids, comp.classes, table.round(6), d.id_col))
     test = prob_frame(ids, comp.classes, np.mean(tests, axis=0).round(6), d.id_col)
